@@ -1,0 +1,193 @@
+"""The inbound message as the decisions see it, parsed once from AgentMail's JSON.
+
+AgentMail's webhook payload (and ``GET .../messages/{id}``) carries the message in the
+SDK's ``Message`` shape. Parsing it here, at the boundary, means every decision below
+works on typed, frozen values and never on raw dicts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from email.utils import getaddresses, parseaddr
+from typing import Any
+
+#: The event type of ordinary inbound mail. Its ``.spam``, ``.blocked`` and
+#: ``.unauthenticated`` variants are never answered.
+MESSAGE_RECEIVED = "message.received"
+
+
+class PayloadError(ValueError):
+    """The payload is not a usable AgentMail message; ``str()`` says what is wrong."""
+
+
+@dataclass(frozen=True, slots=True)
+class Headers:
+    """Case-insensitive, possibly repeated message headers.
+
+    AgentMail sends headers as a JSON object, which cannot repeat a name; a list of
+    ``[name, value]`` pairs is accepted too, so repeated headers are not lost when a
+    source does keep them.
+    """
+
+    items: tuple[tuple[str, str], ...] = ()
+
+    @classmethod
+    def parse(cls, raw: object) -> Headers:
+        """Build from a JSON object or a list of ``[name, value]`` pairs."""
+        if raw is None:
+            return cls()
+        pairs: Iterable[Any]
+        if isinstance(raw, Mapping):
+            pairs = raw.items()
+        elif isinstance(raw, list):
+            pairs = raw
+        else:
+            raise PayloadError("message.headers must be an object")
+        items: list[tuple[str, str]] = []
+        for pair in pairs:
+            if not (isinstance(pair, list | tuple) and len(pair) == 2):
+                raise PayloadError("message.headers entries must be [name, value] pairs")
+            name, value = pair
+            if not isinstance(name, str):
+                raise PayloadError("message.headers names must be strings")
+            values = value if isinstance(value, list) else [value]
+            items.extend((name, str(v)) for v in values if v is not None)
+        return cls(tuple(items))
+
+    def get_all(self, name: str) -> list[str]:
+        """Every value of ``name`` (any case), in order."""
+        wanted = name.lower()
+        return [value for key, value in self.items if key.lower() == wanted]
+
+    def get(self, name: str) -> str | None:
+        """The first value of ``name`` (any case), or None."""
+        values = self.get_all(name)
+        return values[0] if values else None
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and bool(self.get_all(name))
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        return iter(self.items)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
+def address_of(value: str) -> str:
+    """The bare, lower-cased address in ``Name <user@host>`` or ``user@host``."""
+    return parseaddr(value)[1].strip().lower()
+
+
+def addresses_of(values: Iterable[str]) -> tuple[str, ...]:
+    """Bare, lower-cased addresses of every entry; entries may list several."""
+    return tuple(addr.lower() for _, addr in getaddresses(list(values)) if addr)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class InboundMessage:
+    """One inbound message, with just what the decisions and the reply need."""
+
+    #: ``message.received`` or one of its variants.
+    event_type: str
+    inbox_id: str
+    message_id: str
+    thread_id: str
+    #: The raw ``From`` value, e.g. ``Jane <jane@example.com>``.
+    sender: str
+    to: tuple[str, ...] = ()
+    cc: tuple[str, ...] = ()
+    reply_to: tuple[str, ...] = ()
+    subject: str | None = None
+    text: str | None = None
+    html: str | None = None
+    preview: str | None = None
+    labels: frozenset[str] = field(default_factory=frozenset)
+    headers: Headers = field(default_factory=Headers)
+    timestamp: datetime | None = None
+    #: True when the payload had no ``text`` and no ``html``: AgentMail omits both
+    #: above its 1 MB payload cap, so the message must be fetched before deciding.
+    body_omitted: bool = False
+
+    @property
+    def sender_address(self) -> str:
+        """The sender's bare, lower-cased address."""
+        return address_of(self.sender)
+
+    @property
+    def sender_name(self) -> str:
+        """The sender's display name, or the address when there is none."""
+        name, addr = parseaddr(self.sender)
+        return name.strip() or addr
+
+    @classmethod
+    def from_payload(
+        cls, message: Mapping[str, Any], *, event_type: str = MESSAGE_RECEIVED
+    ) -> InboundMessage:
+        """Parse the ``message`` object of a webhook event or a GET message response."""
+        if not isinstance(message, Mapping):
+            raise PayloadError("message must be an object")
+        text = _optional_str(message, "text")
+        html = _optional_str(message, "html")
+        return cls(
+            event_type=event_type,
+            inbox_id=_required_str(message, "inbox_id"),
+            message_id=_required_str(message, "message_id"),
+            thread_id=_required_str(message, "thread_id"),
+            sender=_required_str(message, "from"),
+            to=_str_list(message, "to"),
+            cc=_str_list(message, "cc"),
+            reply_to=_str_list(message, "reply_to"),
+            subject=_optional_str(message, "subject"),
+            text=text,
+            html=html,
+            preview=_optional_str(message, "preview"),
+            labels=frozenset(_str_list(message, "labels")),
+            headers=Headers.parse(message.get("headers")),
+            timestamp=_optional_datetime(message, "timestamp"),
+            body_omitted=text is None and html is None,
+        )
+
+
+def _required_str(data: Mapping[str, Any], key: str) -> str:
+    value = data.get(key)
+    if not isinstance(value, str) or not value:
+        raise PayloadError(f"message.{key} must be a non-empty string")
+    return value
+
+
+def _optional_str(data: Mapping[str, Any], key: str) -> str | None:
+    value = data.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise PayloadError(f"message.{key} must be a string")
+    return value
+
+
+def _str_list(data: Mapping[str, Any], key: str) -> tuple[str, ...]:
+    value = data.get(key)
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return (value,)
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise PayloadError(f"message.{key} must be a list of strings")
+    return tuple(value)
+
+
+def _optional_datetime(data: Mapping[str, Any], key: str) -> datetime | None:
+    value = data.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise PayloadError(f"message.{key} must be an ISO-8601 string")
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise PayloadError(f"message.{key} is not an ISO-8601 time") from exc
+    if parsed.tzinfo is None:
+        raise PayloadError(f"message.{key} has no time zone")
+    return parsed

@@ -1,0 +1,5 @@
+"""agentmail-autoreply: answers each inbound AgentMail message exactly once."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
