@@ -1,0 +1,357 @@
+"""Whether to answer an inbound message: RFC 3834 loop protection plus our own limits.
+
+``decide`` is pure: it gets the message, the configuration, what the store knows about
+earlier replies (``History``) and the current time, and returns a ``Decision`` with a
+machine-readable reason. The checks run cheapest and most certain first, in the spirit
+of Dovecot Pigeonhole's ``act_vacation_commit``, so the reason names the strongest
+signal. Every rule only ever turns a reply into a skip; none can force a reply.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from handlers.message import MESSAGE_RECEIVED, InboundMessage, addresses_of
+
+#: Every reason ``decide`` can return, for metrics and logs.
+REASONS: tuple[str, ...] = (
+    "ok",
+    "not_plain_received",
+    "spam_label",
+    "already_replied",
+    "invalid_sender",
+    "null_return_path",
+    "own_address",
+    "auto_submitted",
+    "precedence",
+    "list_header",
+    "x_auto_response_suppress",
+    "system_sender",
+    "not_a_recipient",
+    "denied",
+    "not_allowed",
+    "thread_cap",
+    "sender_cooldown",
+)
+
+#: AgentMail labels that mark mail we must never answer.
+BAD_LABELS = frozenset({"spam", "blocked", "unauthenticated"})
+
+#: RFC 2369 / RFC 2919 list headers (RFC 5230 section 4.6 lists exactly these).
+LIST_HEADERS = (
+    "List-Id",
+    "List-Unsubscribe",
+    "List-Post",
+    "List-Owner",
+    "List-Subscribe",
+    "List-Help",
+    "List-Archive",
+)
+
+#: Headers that name recipients, for the RFC 5230 section 4.5 "sent to us" check.
+RECIPIENT_HEADERS = ("To", "Cc", "Bcc", "Resent-To", "Resent-Cc", "Resent-Bcc")
+
+_BULK_PRECEDENCE = frozenset({"bulk", "junk", "list"})
+_SUPPRESS_VALUES = frozenset({"all", "autoreply", "oof"})
+_SYSTEM_LOCAL_PARTS = frozenset(
+    {
+        "mailer-daemon",
+        "postmaster",
+        "listserv",
+        "majordomo",
+        "noreply",
+        "no-reply",
+        "no_reply",
+        "donotreply",
+        "do-not-reply",
+        "do_not_reply",
+    }
+)
+_DOMAIN = re.compile(r"[\w-]+(\.[\w-]+)*")
+_COMMENT = re.compile(r"\([^()]*\)")
+_DURATION = re.compile(r"\s*(\d+)\s*([smhdw]?)\s*", re.IGNORECASE)
+_UNITS = {
+    "s": timedelta(seconds=1),
+    "m": timedelta(minutes=1),
+    "h": timedelta(hours=1),
+    "d": timedelta(days=1),
+    "w": timedelta(weeks=1),
+}
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class PolicyConfig:
+    """What the operator can tune; the defaults follow RFC 3834 and RFC 5230."""
+
+    #: Lower-cased addresses that are ours: every inbox the service handles plus
+    #: ``AUTOREPLY_OWN_ADDRESSES``. Mail from any of them is never answered.
+    own_addresses: frozenset[str] = frozenset()
+    #: RFC 5230 section 4.5: answer only when the inbox is in To, Cc (or Bcc, Resent-*).
+    require_recipient: bool = True
+    #: Auto-replies per thread; 0 means no cap.
+    thread_cap: int = 1
+    #: Minimum time between two replies to one sender from one inbox; 0 disables.
+    sender_cooldown: timedelta = timedelta(days=1)
+    #: Address or domain patterns (see ``matches_any``); empty means everyone.
+    allow: tuple[str, ...] = ()
+    #: Address or domain patterns that are never answered; wins over ``allow``.
+    deny: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.thread_cap < 0:
+            raise ValueError("thread_cap must be 0 (no cap) or more")
+        if self.sender_cooldown < timedelta(0):
+            raise ValueError("sender_cooldown must not be negative")
+        for pattern in (*self.allow, *self.deny):
+            check_pattern(pattern)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class History:
+    """What the store knows about earlier auto-replies relevant to this message."""
+
+    #: Auto-replies already sent in this message's thread.
+    replies_in_thread: int = 0
+    #: When this inbox last auto-replied to this sender (after a successful send).
+    last_reply_to_sender_at: datetime | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Decision:
+    """Reply or skip, with a reason from ``REASONS`` and a human-readable detail."""
+
+    reply: bool
+    reason: str
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class _Case:
+    """Everything one check may look at."""
+
+    message: InboundMessage
+    config: PolicyConfig
+    history: History
+    now: datetime
+    replied_label: str
+
+
+def decide(
+    message: InboundMessage,
+    config: PolicyConfig,
+    history: History,
+    *,
+    now: datetime,
+    replied_label: str = "replied",
+) -> Decision:
+    """Decide whether ``message`` gets an automatic reply; the first failing rule wins."""
+    if now.tzinfo is None:
+        raise ValueError("now must be timezone-aware")
+    case = _Case(message, config, history, now, replied_label)
+    for check in _CHECKS:
+        decision = check(case)
+        if decision is not None:
+            return decision
+    return Decision(reply=True, reason="ok")
+
+
+def _skip(reason: str, detail: str = "") -> Decision:
+    return Decision(reply=False, reason=reason, detail=detail)
+
+
+def _check_event(case: _Case) -> Decision | None:
+    event_type = case.message.event_type
+    return None if event_type == MESSAGE_RECEIVED else _skip("not_plain_received", event_type)
+
+
+def _check_labels(case: _Case) -> Decision | None:
+    bad = sorted(label for label in case.message.labels if label.lower() in BAD_LABELS)
+    return _skip("spam_label", ", ".join(bad)) if bad else None
+
+
+def _check_replied(case: _Case) -> Decision | None:
+    wanted = case.replied_label.lower()
+    if any(label.lower() == wanted for label in case.message.labels):
+        return _skip("already_replied", f"labelled {case.replied_label!r}")
+    return None
+
+
+def _check_sender(case: _Case) -> Decision | None:
+    if not is_address(case.message.sender_address):
+        return _skip("invalid_sender", case.message.sender)
+    return None
+
+
+def _check_return_path(case: _Case) -> Decision | None:
+    for value in case.message.headers.get_all("Return-Path"):
+        if "".join(value.split()) in {"", "<>"}:
+            return _skip("null_return_path", f"Return-Path: {value}")
+    return None
+
+
+def _check_own(case: _Case) -> Decision | None:
+    sender = case.message.sender_address
+    if sender == case.message.inbox_id.lower() or sender in case.config.own_addresses:
+        return _skip("own_address", sender)
+    return None
+
+
+def _check_auto_submitted(case: _Case) -> Decision | None:
+    for value in case.message.headers.get_all("Auto-Submitted"):
+        if _keyword(value) != "no":
+            return _skip("auto_submitted", f"Auto-Submitted: {value}")
+    return None
+
+
+def _check_precedence(case: _Case) -> Decision | None:
+    for value in case.message.headers.get_all("Precedence"):
+        if _keyword(value) in _BULK_PRECEDENCE:
+            return _skip("precedence", f"Precedence: {value}")
+    return None
+
+
+def _check_list(case: _Case) -> Decision | None:
+    for name in LIST_HEADERS:
+        if name in case.message.headers:
+            return _skip("list_header", name)
+    return None
+
+
+def _check_suppress(case: _Case) -> Decision | None:
+    for value in case.message.headers.get_all("X-Auto-Response-Suppress"):
+        tokens = {token.strip().lower() for token in value.split(",")}
+        if tokens & _SUPPRESS_VALUES:
+            return _skip("x_auto_response_suppress", f"X-Auto-Response-Suppress: {value}")
+    return None
+
+
+def _check_system(case: _Case) -> Decision | None:
+    message = case.message
+    candidates = [("From", message.sender_address)]
+    return_paths = addresses_of(message.headers.get_all("Return-Path"))
+    candidates += [("Return-Path", address) for address in return_paths]
+    for header, address in candidates:
+        if is_system_address(address):
+            return _skip("system_sender", f"{header}: {address}")
+    return None
+
+
+def _check_recipient(case: _Case) -> Decision | None:
+    if not case.config.require_recipient:
+        return None
+    message = case.message
+    inbox = message.inbox_id.lower()
+    listed = set(addresses_of(message.to + message.cc))
+    for name in RECIPIENT_HEADERS:
+        listed.update(addresses_of(message.headers.get_all(name)))
+    return None if inbox in listed else _skip("not_a_recipient", f"{inbox} not in To or Cc")
+
+
+def _check_allow_deny(case: _Case) -> Decision | None:
+    sender, config = case.message.sender_address, case.config
+    if (pattern := first_match(sender, config.deny)) is not None:
+        return _skip("denied", f"{sender} matches {pattern}")
+    if config.allow and first_match(sender, config.allow) is None:
+        return _skip("not_allowed", f"{sender} matches no allow entry")
+    return None
+
+
+def _check_thread(case: _Case) -> Decision | None:
+    cap, sent = case.config.thread_cap, case.history.replies_in_thread
+    return _skip("thread_cap", f"{sent} of {cap} sent") if cap and sent >= cap else None
+
+
+def _check_cooldown(case: _Case) -> Decision | None:
+    cooldown, last = case.config.sender_cooldown, case.history.last_reply_to_sender_at
+    if cooldown and last is not None and case.now - last < cooldown:
+        return _skip("sender_cooldown", f"last reply at {last.isoformat()}")
+    return None
+
+
+_CHECKS: tuple[Callable[[_Case], Decision | None], ...] = (
+    _check_event,
+    _check_labels,
+    _check_replied,
+    _check_sender,
+    _check_return_path,
+    _check_own,
+    _check_auto_submitted,
+    _check_precedence,
+    _check_list,
+    _check_suppress,
+    _check_system,
+    _check_recipient,
+    _check_allow_deny,
+    _check_thread,
+    _check_cooldown,
+)
+
+
+def _keyword(value: str) -> str:
+    """The keyword of a structured header value: parameters and comments dropped."""
+    return _COMMENT.sub("", value.split(";", 1)[0]).strip().lower()
+
+
+def is_address(address: str) -> bool:
+    """True for a bare ``local@domain`` address with both parts present."""
+    local, at, domain = address.rpartition("@")
+    return bool(at and local and domain) and not any(c.isspace() for c in address)
+
+
+def is_system_address(address: str) -> bool:
+    """True for senders that responders must not answer (RFC 3834 section 2, RFC 5230 4.6).
+
+    MAILER-DAEMON, postmaster, LISTSERV, majordomo, ``owner-*``, ``*-request`` and the
+    no-reply family; a ``+tag`` sub-address does not hide them.
+    """
+    local = address.rpartition("@")[0].lower()
+    base = local.split("+", 1)[0]
+    return base in _SYSTEM_LOCAL_PARTS or local.startswith("owner-") or base.endswith("-request")
+
+
+def check_pattern(pattern: str) -> str:
+    """Validate an allow/deny/rule pattern and return it normalised (lower-cased).
+
+    A pattern is an address (``jane@example.org``) or a domain (``example.com`` or
+    ``@example.com``); a domain also matches its subdomains.
+    """
+    normal = pattern.strip().lower()
+    local, _, domain = normal.rpartition("@")
+    if _DOMAIN.fullmatch(domain) is None or (local and not is_address(normal)):
+        raise ValueError(f"{pattern!r} is not an address or a domain like example.com")
+    return normal
+
+
+def matches(address: str, pattern: str) -> bool:
+    """True when ``address`` is the pattern's address or lies in the pattern's domain."""
+    address = address.lower()
+    normal = pattern.strip().lower()
+    local, _, domain = normal.rpartition("@")
+    if local:
+        return address == normal
+    sender_domain = address.rpartition("@")[2]
+    return sender_domain == domain or sender_domain.endswith("." + domain)
+
+
+def first_match(address: str, patterns: Iterable[str]) -> str | None:
+    """The first pattern ``address`` matches, or None."""
+    return next((p for p in patterns if matches(address, p)), None)
+
+
+def parse_patterns(text: str) -> tuple[str, ...]:
+    """Parse a comma- or space-separated list of patterns, e.g. from the environment."""
+    return tuple(check_pattern(p) for p in re.split(r"[\s,]+", text) if p)
+
+
+def parse_duration(text: str) -> timedelta:
+    """Parse ``0``, ``90s``, ``15m``, ``12h``, ``1d``, ``7d`` or ``1w`` into a timedelta."""
+    match = _DURATION.fullmatch(text)
+    if match is None or (not match[2] and int(match[1]) != 0):
+        raise ValueError(
+            f"invalid duration {text!r}: use a whole number with a unit "
+            "s, m, h, d or w (e.g. 90s, 12h, 7d), or 0"
+        )
+    return int(match[1]) * _UNITS.get(match[2].lower(), timedelta(0))

@@ -1,0 +1,89 @@
+"""What every automatic reply carries, whatever its template: headers, recipient, preview.
+
+RFC 3834 section 3 and RFC 5230 section 5: mark the reply as automatic so other
+responders stay quiet, and send it to one address only.
+"""
+
+from __future__ import annotations
+
+import re
+from html.parser import HTMLParser
+
+from handlers.message import InboundMessage
+
+#: Length of the ``preview`` template variable, in characters.
+PREVIEW_LENGTH = 200
+
+_SKIPPED_TAGS = frozenset({"script", "style", "head", "title"})
+
+
+def reply_headers() -> dict[str, str]:
+    """Headers for every auto-reply: ``Auto-Submitted`` (RFC 3834 3.1.7) and Exchange's
+    ``X-Auto-Response-Suppress``, so neither RFC-aware nor Exchange responders answer it."""
+    return {"Auto-Submitted": "auto-replied", "X-Auto-Response-Suppress": "All"}
+
+
+def reply_recipient(message: InboundMessage) -> str:
+    """The one address the reply goes to: the sender's bare address.
+
+    Never Reply-To (it may be a list, RFC 3834 section 4) and never the other recipients.
+    """
+    address = message.sender_address
+    if "@" not in address:
+        raise ValueError(f"sender {message.sender!r} has no usable address")
+    return address
+
+
+def preview_of(message: InboundMessage, *, length: int = PREVIEW_LENGTH) -> str:
+    """A short one-line preview of the message: its own words, without quoted lines.
+
+    Taken from the text body, else AgentMail's ``preview``, else the HTML with tags
+    stripped; whitespace is collapsed and the result cut at a word with an ellipsis.
+    """
+    if message.text:
+        source = message.text
+    elif message.preview:
+        source = message.preview
+    else:
+        source = html_to_text(message.html or "")
+    unquoted = "\n".join(line for line in source.splitlines() if not line.lstrip().startswith(">"))
+    return shorten(" ".join(unquoted.split()), length)
+
+
+def shorten(text: str, length: int) -> str:
+    """Cut ``text`` to at most ``length`` characters at a word boundary, adding an ellipsis."""
+    if len(text) <= length:
+        return text
+    cut = text[: length - 1]
+    if " " in cut:
+        cut = cut.rsplit(" ", 1)[0]
+    return cut.rstrip(" ,.;:") + "…"
+
+
+def html_to_text(html: str) -> str:
+    """The visible text of an HTML fragment; scripts, styles and the head are dropped."""
+    parser = _TextParser()
+    parser.feed(html)
+    parser.close()
+    return re.sub(r"[ \t]+", " ", "".join(parser.parts))
+
+
+class _TextParser(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.parts: list[str] = []
+        self._skipping = 0
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in _SKIPPED_TAGS:
+            self._skipping += 1
+        elif tag in {"br", "p", "div", "li", "tr"}:
+            self.parts.append("\n")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in _SKIPPED_TAGS and self._skipping:
+            self._skipping -= 1
+
+    def handle_data(self, data: str) -> None:
+        if not self._skipping:
+            self.parts.append(data)
