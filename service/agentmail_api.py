@@ -1,0 +1,239 @@
+"""The AgentMail API as the service uses it, through the official ``agentmail`` SDK.
+
+The only module that imports ``agentmail``. It turns every SDK or transport failure
+into ``ApiFailure`` with a transient/permanent verdict, so the worker decides on
+that and never on exception classes. The SDK's own retries are switched off
+(``max_retries=0``): the worker's backoff, with its Idempotency-Key window, is the
+one retry loop.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+from agentmail import AsyncAgentMail
+from agentmail.core.api_error import ApiError
+from agentmail.core.request_options import RequestOptions
+from agentmail.environment import AgentMailEnvironment
+
+from service.store.base import PreparedReply
+
+_NO_RETRIES: RequestOptions = {"max_retries": 0}
+
+
+class ApiFailure(Exception):
+    """A call to AgentMail failed; ``transient`` says whether trying again can help."""
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        transient: bool,
+        status: int | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.transient = transient
+        self.status = status
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class WebhookInfo:
+    """The parts of an AgentMail webhook that registration compares and uses."""
+
+    webhook_id: str
+    url: str
+    event_types: tuple[str, ...]
+    inbox_ids: tuple[str, ...]
+    enabled: bool
+    secret: str
+    client_id: str | None
+
+
+class AgentMailApi:
+    """Async client for the handful of AgentMail calls the service makes."""
+
+    def __init__(self, *, api_key: str, base_url: str, timeout: float) -> None:
+        ws = "ws" + base_url.removeprefix("http")
+        self._http = httpx.AsyncClient(timeout=timeout)
+        self._client = AsyncAgentMail(
+            api_key=api_key,
+            environment=AgentMailEnvironment(http=base_url, websockets=ws),
+            timeout=timeout,
+            httpx_client=self._http,
+        )
+
+    async def aclose(self) -> None:
+        """Close the connection pool."""
+        await self._http.aclose()
+
+    async def get_message(self, inbox_id: str, message_id: str) -> dict[str, Any]:
+        """The full message, in the webhook payload's JSON shape."""
+        async with _translated("get message"):
+            message = await self._client.inboxes.messages.get(
+                _path(inbox_id), _path(message_id), request_options=_NO_RETRIES
+            )
+        data: dict[str, Any] = message.model_dump(mode="json", by_alias=True, exclude_unset=True)
+        return data
+
+    async def update_labels(
+        self,
+        inbox_id: str,
+        message_id: str,
+        *,
+        add: Sequence[str] = (),
+        remove: Sequence[str] = (),
+    ) -> list[str]:
+        """One atomic label change; returns the message's labels after it."""
+        async with _translated("update labels"):
+            response = await self._client.inboxes.messages.update(
+                _path(inbox_id),
+                _path(message_id),
+                add_labels=list(add) if add else None,
+                remove_labels=list(remove) if remove else None,
+                request_options=_NO_RETRIES,
+            )
+        return list(response.labels)
+
+    async def reply(self, inbox_id: str, message_id: str, reply: PreparedReply) -> str:
+        """Send ``reply`` to the sender only; return the sent message's id."""
+        async with _translated("reply"):
+            response = await self._client.inboxes.messages.reply(
+                _path(inbox_id),
+                _path(message_id),
+                to=[reply.to],
+                reply_all=False,
+                text=reply.text,
+                html=reply.html if reply.html is not None else None,
+                headers=reply.headers,
+                idempotency_key=reply.idempotency_key,
+                request_options=_NO_RETRIES,
+            )
+        return str(response.message_id)
+
+    async def create_webhook(
+        self, *, url: str, event_types: Sequence[str], inbox_ids: Sequence[str], client_id: str
+    ) -> WebhookInfo:
+        """Create a webhook, or get the one ``client_id`` already names (unchanged)."""
+        async with _translated("create webhook"):
+            webhook = await self._client.webhooks.create(
+                url=url,
+                event_types=list(event_types),
+                inbox_ids=list(inbox_ids) if inbox_ids else None,
+                client_id=client_id,
+                request_options=_NO_RETRIES,
+            )
+        return _webhook_info(webhook)
+
+    async def update_webhook(
+        self,
+        webhook_id: str,
+        *,
+        event_types: Sequence[str] | None = None,
+        enabled: bool | None = None,
+        add_inbox_ids: Sequence[str] = (),
+        remove_inbox_ids: Sequence[str] = (),
+    ) -> WebhookInfo:
+        """Change what the API allows to change on a webhook."""
+        async with _translated("update webhook"):
+            webhook = await self._client.webhooks.update(
+                webhook_id,
+                event_types=list(event_types) if event_types else None,
+                enabled=enabled,
+                add_inbox_ids=list(add_inbox_ids) if add_inbox_ids else None,
+                remove_inbox_ids=list(remove_inbox_ids) if remove_inbox_ids else None,
+                request_options=_NO_RETRIES,
+            )
+        return _webhook_info(webhook)
+
+    async def delete_webhook(self, webhook_id: str) -> None:
+        """Delete a webhook; one already gone counts as deleted."""
+        try:
+            async with _translated("delete webhook"):
+                await self._client.webhooks.delete(webhook_id, request_options=_NO_RETRIES)
+        except ApiFailure as failure:
+            if failure.status != 404:
+                raise
+
+
+def _path(value: str) -> str:
+    # The SDK leaves "/", "?", "#" and "%" of path parameters as they are, which
+    # breaks Message-IDs holding them; httpx keeps escapes made here untouched.
+    return quote(value, safe="@")
+
+
+def _webhook_info(webhook: Any) -> WebhookInfo:
+    return WebhookInfo(
+        webhook_id=webhook.webhook_id,
+        url=webhook.url,
+        event_types=tuple(webhook.event_types or ()),
+        inbox_ids=tuple(sorted(webhook.inbox_ids or ())),
+        enabled=bool(webhook.enabled),
+        secret=webhook.secret,
+        client_id=webhook.client_id,
+    )
+
+
+class _translated:
+    """Context manager mapping SDK and transport errors to ``ApiFailure``."""
+
+    def __init__(self, action: str) -> None:
+        self.action = action
+
+    async def __aenter__(self) -> None:
+        return None
+
+    async def __aexit__(self, kind: object, exc: BaseException | None, tb: object) -> None:
+        if exc is None or isinstance(exc, ApiFailure):
+            return
+        if isinstance(exc, ApiError):
+            raise _from_api_error(self.action, exc) from exc
+        if isinstance(exc, httpx.TimeoutException):
+            raise ApiFailure(f"{self.action}: timed out", transient=True) from exc
+        if isinstance(exc, httpx.TransportError):
+            raise ApiFailure(f"{self.action}: {type(exc).__name__}", transient=True) from exc
+
+
+def _from_api_error(action: str, exc: ApiError) -> ApiFailure:
+    status = exc.status_code
+    detail = _error_detail(exc.body)
+    transient = status is None or status in (408, 409, 425, 429) or status >= 500
+    return ApiFailure(
+        f"{action}: HTTP {status}{': ' + detail if detail else ''}",
+        transient=transient,
+        status=status,
+        retry_after=_retry_after(exc.headers or {}),
+    )
+
+
+def _error_detail(body: Any) -> str:
+    if isinstance(body, dict):
+        code = body.get("code") or body.get("name") or ""
+        message = body.get("message") or ""
+        return f"{code} {message}".strip()[:300]
+    if body is None:
+        return ""
+    return str(body)[:300]
+
+
+def _retry_after(headers: dict[str, str]) -> float | None:
+    value = {k.lower(): v for k, v in headers.items()}.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())

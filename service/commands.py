@@ -1,0 +1,122 @@
+"""The service's own verbs: ``serve``, ``register``, ``migrate``.
+
+Configuration problems end the command with one line naming the setting (exit 2),
+never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from typing import Any, NoReturn
+
+import uvicorn
+
+from service.agentmail_api import AgentMailApi, ApiFailure
+from service.logging import configure_logging
+from service.settings import Settings, SettingsError
+from service.store import StoreUnavailable, open_store
+from service.templates import TemplateError
+
+
+def add_commands(subparsers: Any) -> None:
+    """Register ``serve``, ``register`` and ``migrate``."""
+    serve = subparsers.add_parser("serve", help="run the webhook service (uvicorn)")
+    serve.add_argument("--host", default="0.0.0.0", help="interface to bind (default 0.0.0.0)")  # noqa: S104
+    serve.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    serve.set_defaults(handler=_serve)
+
+    register = subparsers.add_parser(
+        "register", help="register or repair the webhook once and print it"
+    )
+    register.set_defaults(handler=_register)
+
+    migrate = subparsers.add_parser("migrate", help="apply database migrations and exit")
+    migrate.set_defaults(handler=_migrate)
+
+
+def load_settings() -> Settings:
+    """Settings from the environment, or exit 2 with the one-line reason."""
+    try:
+        return Settings.from_environ()
+    except SettingsError as exc:
+        _fail(f"configuration error: {exc}", 2)
+
+
+def uvicorn_config(app: Any, *, host: str, port: int) -> uvicorn.Config:
+    """The uvicorn settings every way of serving the app shares."""
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        log_config=None,
+        access_log=False,
+        server_header=False,
+        timeout_graceful_shutdown=30,
+    )
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from service.app import create_app
+
+    settings = load_settings()
+    configure_logging(fmt=settings.log_format, level=settings.log_level)
+    try:
+        app = create_app(settings)
+    except (SettingsError, TemplateError) as exc:
+        _fail(f"configuration error: {exc}", 2)
+    server = uvicorn.Server(uvicorn_config(app, host=args.host, port=args.port))
+    server.run()
+    return 0 if server.started else 1
+
+
+def _register(args: argparse.Namespace) -> int:
+    from service import registration
+
+    settings = load_settings()
+    configure_logging(fmt=settings.log_format, level="WARNING")
+    url = settings.webhook_url
+    if url is None:
+        _fail("configuration error: AUTOREPLY_PUBLIC_URL: is required to register", 2)
+    desired = registration.Desired(
+        url=url, client_id=settings.webhook_client_id, inbox_ids=tuple(sorted(settings.inbox_ids))
+    )
+
+    async def run() -> dict[str, object]:
+        api = AgentMailApi(
+            api_key=settings.api_key,
+            base_url=settings.base_url,
+            timeout=settings.api_timeout_seconds,
+        )
+        try:
+            return registration.describe(await registration.ensure_webhook(api, desired))
+        finally:
+            await api.aclose()
+
+    try:
+        asyncio.run(run())
+    except ApiFailure as failure:
+        _fail(f"registration failed: {failure.reason}", 1)
+    return 0
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    settings = load_settings()
+
+    async def run() -> None:
+        store = open_store(settings.database_url)
+        await store.open()
+        await store.close()
+
+    try:
+        asyncio.run(run())
+    except StoreUnavailable as exc:
+        _fail(f"migration failed: {exc}", 1)
+    return 0
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    raise SystemExit(code)

@@ -1,0 +1,118 @@
+"""The HTTP surface: the webhook endpoint and the health probes.
+
+The webhook request path only verifies and records: read the raw body, check the
+Svix signature, parse, commit the delivery and its job durably, answer. No AgentMail
+call, no template, nothing slow; the worker does the rest.
+"""
+
+from __future__ import annotations
+
+import time
+
+import structlog
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response
+
+from service import metrics
+from service.runtime import Runtime
+from service.store.base import Recorded, StoreUnavailable
+from service.webhooks import RejectedDelivery, parse_delivery
+
+log = structlog.get_logger("autoreply.intake")
+
+#: AgentMail caps payloads at 1 MB (it drops the body above that); 1 MiB leaves room.
+MAX_BODY = 1024 * 1024
+
+_STATUS = {
+    Recorded.ENQUEUED: (202, "accepted"),
+    Recorded.DUPLICATE_DELIVERY: (200, "duplicate"),
+    Recorded.DUPLICATE_EVENT: (200, "duplicate"),
+    Recorded.DUPLICATE_MESSAGE: (200, "duplicate"),
+    Recorded.IGNORED: (200, "ignored"),
+}
+
+
+async def receive_webhook(request: Request) -> Response:
+    """``POST /webhooks/agentmail``: 202 new, 200 duplicate or ignored, 4xx refused, 503 retry."""
+    runtime: Runtime = request.app.state.runtime
+    started = time.perf_counter()
+    fields: dict[str, object] = {"svix_id": request.headers.get("svix-id")}
+    try:
+        status, outcome = await _receive(request, runtime, fields)
+    except RejectedDelivery as rejected:
+        status, outcome = rejected.status, "rejected"
+        fields["reason"] = rejected.reason
+    metrics.DELIVERIES.labels(outcome=outcome, status=str(status)).inc()
+    log.info(
+        "delivery",
+        outcome=outcome,
+        status=status,
+        duration_ms=round((time.perf_counter() - started) * 1000, 2),
+        **fields,
+    )
+    body: dict[str, object] = {"status": outcome}
+    if "reason" in fields:
+        body["reason"] = fields["reason"]
+    return JSONResponse(body, status_code=status)
+
+
+async def _receive(
+    request: Request, runtime: Runtime, fields: dict[str, object]
+) -> tuple[int, str]:
+    verifier = runtime.verifier
+    if verifier is None:
+        fields["reason"] = "webhook secret not known yet (registration pending)"
+        return 503, "unavailable"
+    body = await _read_body(request)
+    svix_id = verifier.verify(body, request.headers)
+    delivery = parse_delivery(svix_id, body)
+    fields.update(event_id=delivery.event_id, event_type=delivery.event_type)
+    message = delivery.message
+    if message is None:
+        return 200, "ignored"
+    fields["message_id"] = message.message_id
+    fields["inbox_id"] = message.inbox_id
+    if runtime.inbox_ids and message.inbox_id not in runtime.inbox_ids:
+        fields["reason"] = "inbox not handled by this service"
+        return 200, "ignored"
+    try:
+        recorded = await runtime.store.record_delivery(delivery, now=time.time())
+    except StoreUnavailable as exc:
+        fields["reason"] = "store unavailable"
+        fields["error"] = str(exc)
+        return 503, "unavailable"
+    if recorded is Recorded.ENQUEUED:
+        runtime.wake_worker()
+    fields["recorded"] = recorded.value
+    return _STATUS[recorded]
+
+
+async def _read_body(request: Request) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY:
+        raise RejectedDelivery(413, f"body over {MAX_BODY} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > MAX_BODY:
+                raise RejectedDelivery(413, f"body over {MAX_BODY} bytes")
+            chunks.append(chunk)
+    except ClientDisconnect:
+        raise RejectedDelivery(400, "client disconnected mid-body") from None
+    return b"".join(chunks)
+
+
+async def healthz(request: Request) -> Response:
+    """``GET /healthz``: the process is alive and serving."""
+    return JSONResponse({"status": "ok"})
+
+
+async def readyz(request: Request) -> Response:
+    """``GET /readyz``: store reachable, webhook secret known, worker running."""
+    runtime: Runtime = request.app.state.runtime
+    problems = await runtime.problems()
+    if problems:
+        return JSONResponse({"status": "unavailable", "reasons": problems}, status_code=503)
+    return JSONResponse({"status": "ready"})

@@ -1,0 +1,144 @@
+"""Registering the service's own webhook with AgentMail, idempotently, repairing drift.
+
+``webhooks.create`` with a fixed ``client_id`` returns the existing webhook unchanged
+when the id was used before, so creation alone cannot move a webhook to a new URL or
+scope. ``ensure_webhook`` therefore compares what came back with what is wanted and
+converges: update what the API can update, and delete and re-create for a new URL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import structlog
+
+from service.agentmail_api import AgentMailApi, ApiFailure, WebhookInfo
+
+log = structlog.get_logger("autoreply.registration")
+
+EVENT_TYPES = ("message.received",)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Desired:
+    """The webhook this service wants."""
+
+    url: str
+    client_id: str
+    inbox_ids: tuple[str, ...] = ()
+    event_types: tuple[str, ...] = EVENT_TYPES
+
+
+def fallback_client_id(client_id: str, url: str) -> str:
+    """A client_id for ``url`` when AgentMail keeps the fixed one reserved after delete."""
+    return f"{client_id}-{hashlib.sha256(url.encode()).hexdigest()[:10]}"
+
+
+async def ensure_webhook(api: AgentMailApi, desired: Desired) -> WebhookInfo:
+    """Create or repair the webhook until it matches ``desired``; return it."""
+    webhook = await _create(api, desired, desired.client_id)
+    if webhook.url != desired.url:
+        log.info(
+            "webhook_url_changed", webhook_id=webhook.webhook_id, old=webhook.url, new=desired.url
+        )
+        await api.delete_webhook(webhook.webhook_id)
+        webhook = await _create(api, desired, desired.client_id)
+        if webhook.url != desired.url:
+            fallback = fallback_client_id(desired.client_id, desired.url)
+            log.info("webhook_client_id_reserved", client_id=desired.client_id, fallback=fallback)
+            webhook = await _create(api, desired, fallback)
+            if webhook.url != desired.url:
+                raise ApiFailure(
+                    f"webhook {webhook.webhook_id} keeps URL {webhook.url}", transient=False
+                )
+    return await _repair(api, webhook, desired)
+
+
+async def _create(api: AgentMailApi, desired: Desired, client_id: str) -> WebhookInfo:
+    webhook = await api.create_webhook(
+        url=desired.url,
+        event_types=desired.event_types,
+        inbox_ids=desired.inbox_ids,
+        client_id=client_id,
+    )
+    log.info("webhook_registered", webhook_id=webhook.webhook_id, client_id=client_id)
+    return webhook
+
+
+async def _repair(api: AgentMailApi, webhook: WebhookInfo, desired: Desired) -> WebhookInfo:
+    changes: dict[str, object] = {}
+    if set(webhook.event_types) != set(desired.event_types):
+        changes["event_types"] = list(desired.event_types)
+    if not webhook.enabled:
+        changes["enabled"] = True
+    have, want = set(webhook.inbox_ids), set(desired.inbox_ids)
+    add, remove = sorted(want - have), sorted(have - want)
+    if add:
+        changes["add_inbox_ids"] = add
+    if remove:
+        changes["remove_inbox_ids"] = remove
+    if not changes:
+        return webhook
+    log.info("webhook_drift_repaired", webhook_id=webhook.webhook_id, **changes)
+    return await api.update_webhook(
+        webhook.webhook_id,
+        event_types=desired.event_types if "event_types" in changes else None,
+        enabled=True if "enabled" in changes else None,
+        add_inbox_ids=add,
+        remove_inbox_ids=remove,
+    )
+
+
+async def register_with_retry(
+    api: AgentMailApi,
+    desired: Desired,
+    *,
+    on_problem: Callable[[str | None], None],
+    max_delay: float = 60.0,
+) -> WebhookInfo:
+    """``ensure_webhook`` until it succeeds, backing off; report each failure's reason.
+
+    Permanent failures (a rejected key, a refused URL) are retried too, more slowly:
+    the operator fixes them outside the service, and ``/readyz`` says what is wrong.
+    """
+    attempt = 0
+    while True:
+        try:
+            webhook = await ensure_webhook(api, desired)
+        except ApiFailure as failure:
+            attempt += 1
+            delay = min(max_delay, 0.5 * 2**attempt) * (0.5 + random.random() / 2)
+            on_problem(f"webhook registration failed: {failure.reason}")
+            log.warning(
+                "webhook_registration_failed",
+                error=failure.reason,
+                attempt=attempt,
+                retry_in_s=round(delay, 1),
+            )
+            await asyncio.sleep(delay)
+        else:
+            on_problem(None)
+            return webhook
+
+
+def describe(webhook: WebhookInfo) -> dict[str, object]:
+    """The loggable/printable view of a webhook: never its secret."""
+    return {
+        "webhook_id": webhook.webhook_id,
+        "url": webhook.url,
+        "event_types": list(webhook.event_types),
+        "inbox_ids": list(webhook.inbox_ids),
+        "enabled": webhook.enabled,
+        "client_id": webhook.client_id,
+    }
+
+
+def secrets_for(webhook: WebhookInfo | None, configured: Sequence[str]) -> tuple[str, ...]:
+    """Configured secrets win; otherwise the registered webhook's own."""
+    if configured:
+        return tuple(configured)
+    return (webhook.secret,) if webhook is not None else ()

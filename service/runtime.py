@@ -1,0 +1,168 @@
+"""The running service's parts, wired together, started and stopped in order.
+
+``Runtime`` is the composition root: it owns the store, the AgentMail client, the
+templates, the worker and the registration task, and it knows what ``/readyz`` must
+report. The Starlette app only holds one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+
+import structlog
+
+from handlers.policy import PolicyConfig
+from service import registration
+from service.agentmail_api import AgentMailApi, WebhookInfo
+from service.settings import Settings, SettingsError
+from service.store import Store, StoreUnavailable, open_store
+from service.templates import LiveTemplates
+from service.webhooks import Verifier
+from service.worker import Worker, WorkerConfig
+
+log = structlog.get_logger("autoreply.runtime")
+
+
+class Runtime:
+    """Everything the app needs while it runs; see the module docstring."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        store: Store | None = None,
+        api: AgentMailApi | None = None,
+        templates: LiveTemplates | None = None,
+    ) -> None:
+        self.settings = settings
+        self.store = store or open_store(settings.database_url)
+        self.api = api or AgentMailApi(
+            api_key=settings.api_key,
+            base_url=settings.base_url,
+            timeout=settings.api_timeout_seconds,
+        )
+        self.templates = templates or LiveTemplates(
+            settings.templates_dir, timezone=settings.timezone
+        )
+        self.inbox_ids = frozenset(settings.inbox_ids)
+        self.webhook: WebhookInfo | None = None
+        self.verifier: Verifier | None = None
+        self.registration_problem: str | None = None
+        self.worker = Worker(
+            store=self.store,
+            api=self.api,
+            templates=self.templates,
+            config=WorkerConfig(
+                concurrency=settings.worker_concurrency,
+                lease_seconds=settings.job_lease_seconds,
+                unreplied_label=settings.unreplied_label,
+                replied_label=settings.replied_label,
+                dry_run=settings.dry_run,
+                policy=policy_config(settings),
+            ),
+        )
+        self._background: list[asyncio.Task[None]] = []
+        if settings.webhook_secrets:
+            self.verifier = _verifier(settings.webhook_secrets)
+
+    def wake_worker(self) -> None:
+        """Tell the worker a job was just enqueued."""
+        self.worker.wake()
+
+    async def start(self) -> None:
+        """Open the store, start registration (if configured) and the worker."""
+        await self.store.open()
+        url = self.settings.webhook_url
+        if url is not None:
+            desired = registration.Desired(
+                url=url,
+                client_id=self.settings.webhook_client_id,
+                inbox_ids=tuple(sorted(self.settings.inbox_ids)),
+            )
+            self._background.append(asyncio.create_task(self._register(desired)))
+        self._background.append(asyncio.create_task(self.templates.watch(2.0)))
+        self._watch_sighup()
+        await self.worker.start()
+        log.info(
+            "service_started",
+            database=_redacted(self.settings.database_url),
+            webhook_url=url,
+            dry_run=self.settings.dry_run,
+            concurrency=self.settings.worker_concurrency,
+        )
+
+    async def stop(self) -> None:
+        """Drain the worker within the grace period, then close everything."""
+        for task in self._background:
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+        await self.worker.stop(self.settings.shutdown_grace_seconds)
+        await self.api.aclose()
+        await self.store.close()
+
+    async def _register(self, desired: registration.Desired) -> None:
+        self.registration_problem = "webhook registration pending"
+        webhook = await registration.register_with_retry(
+            self.api, desired, on_problem=self._set_registration_problem
+        )
+        self.webhook = webhook
+        if not self.settings.webhook_secrets:
+            self.verifier = _verifier((webhook.secret,))
+        log.info("webhook_ready", **registration.describe(webhook))
+
+    def _set_registration_problem(self, problem: str | None) -> None:
+        self.registration_problem = problem
+
+    def _watch_sighup(self) -> None:
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self._reload_templates)
+
+    def _reload_templates(self) -> None:
+        error = self.templates.reload()
+        if error is None:
+            log.info("templates_reloaded")
+        else:
+            log.error("templates_reload_failed", error=str(error))
+
+    async def problems(self) -> list[str]:
+        """Why the service is not ready; empty when it is."""
+        problems = []
+        try:
+            await asyncio.wait_for(self.store.ping(), timeout=2.0)
+        except (StoreUnavailable, TimeoutError) as exc:
+            problems.append(f"store unavailable: {exc or 'timed out'}")
+        if self.verifier is None:
+            problems.append(self.registration_problem or "webhook secret unknown")
+        if not self.worker.running:
+            problems.append("worker not running")
+        return problems
+
+
+def policy_config(settings: Settings) -> PolicyConfig:
+    """The reply policy's settings."""
+    own = {address.lower() for address in settings.own_addresses}
+    own.update(inbox.lower() for inbox in settings.inbox_ids)
+    return PolicyConfig(
+        own_addresses=frozenset(own),
+        require_recipient=settings.require_recipient,
+        thread_cap=settings.thread_cap,
+        sender_cooldown=settings.sender_cooldown,
+        allow=settings.allow,
+        deny=settings.deny,
+    )
+
+
+def _verifier(secrets: tuple[str, ...]) -> Verifier:
+    try:
+        return Verifier(secrets)
+    except Exception as exc:
+        raise SettingsError("AUTOREPLY_WEBHOOK_SECRET", f"not a valid Svix secret ({exc})") from exc
+
+
+def _redacted(url: str) -> str:
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
+    return url

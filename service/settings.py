@@ -1,0 +1,280 @@
+"""Every setting of the service, read once from the environment (and ``.env``).
+
+One frozen ``Settings`` is built at startup; nothing else reads ``os.environ``. A bad
+or missing value raises ``SettingsError`` naming the variable, which the CLI prints as
+one line before exiting, so a misconfigured container fails fast and says why.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import TypeVar
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from dotenv import dotenv_values
+
+from handlers.policy import parse_duration, parse_patterns
+
+T = TypeVar("T")
+
+PRODUCTION_API = "https://api.agentmail.to"
+WEBHOOK_PATH = "/webhooks/agentmail"
+
+
+class SettingsError(Exception):
+    """A setting is missing or invalid; ``str()`` names the variable and the problem."""
+
+    def __init__(self, name: str, problem: str) -> None:
+        super().__init__(f"{name}: {problem}")
+        self.name = name
+
+
+class Secret(str):
+    """A string that never shows itself in ``repr``, so it cannot leak into logs."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "Secret('**********')"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    """The service's configuration. See the README's settings table for each one."""
+
+    api_key: Secret
+    base_url: str = PRODUCTION_API
+    public_url: str | None = None
+    webhook_client_id: str = "autoreply"
+    webhook_secrets: tuple[Secret, ...] = ()
+    inbox_ids: tuple[str, ...] = ()
+    database_url: str = "sqlite:///autoreply.db"
+    worker_concurrency: int = 16
+    dry_run: bool = False
+    log_format: str = "console"
+    log_level: str = "INFO"
+    unreplied_label: str = "unreplied"
+    replied_label: str = "replied"
+    job_lease_seconds: float = 120.0
+    api_timeout_seconds: float = 20.0
+    shutdown_grace_seconds: float = 20.0
+    own_addresses: tuple[str, ...] = field(default=())
+    templates_dir: Path | None = None
+    timezone: str = "UTC"
+    require_recipient: bool = True
+    thread_cap: int = 1
+    sender_cooldown: timedelta = timedelta(days=1)
+    allow: tuple[str, ...] = ()
+    deny: tuple[str, ...] = ()
+
+    @property
+    def webhook_url(self) -> str | None:
+        """Where AgentMail should deliver: the public URL plus the webhook path."""
+        if self.public_url is None:
+            return None
+        return self.public_url.rstrip("/") + WEBHOOK_PATH
+
+    @classmethod
+    def from_environ(
+        cls, environ: Mapping[str, str] | None = None, *, dotenv: Path | None = Path(".env")
+    ) -> Settings:
+        """Build from ``environ`` (default ``os.environ``) over an optional ``.env`` file."""
+        env: dict[str, str] = {}
+        if dotenv is not None and dotenv.is_file():
+            env.update({k: v for k, v in dotenv_values(dotenv).items() if v is not None})
+        env.update(os.environ if environ is None else environ)
+        return _parse(_Reader(env))
+
+
+class _Reader:
+    """Reads and casts variables, raising ``SettingsError`` with the variable's name."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = env
+
+    def raw(self, name: str) -> str | None:
+        value = self.env.get(name)
+        if value is None or not value.strip():
+            return None
+        return value.strip()
+
+    def get(self, name: str, cast: Callable[[str], T], default: T) -> T:
+        value = self.raw(name)
+        if value is None:
+            return default
+        try:
+            return cast(value)
+        except ValueError as exc:
+            raise SettingsError(name, str(exc)) from None
+
+    def required(self, name: str) -> str:
+        value = self.raw(name)
+        if value is None:
+            raise SettingsError(name, "is required")
+        return value
+
+
+def _parse(r: _Reader) -> Settings:
+    public_url = r.get("AUTOREPLY_PUBLIC_URL", _http_url, None)
+    secrets: tuple[Secret, ...] = r.get("AUTOREPLY_WEBHOOK_SECRET", _secrets, ())
+    if public_url is None and not secrets:
+        raise SettingsError(
+            "AUTOREPLY_WEBHOOK_SECRET",
+            "is required when AUTOREPLY_PUBLIC_URL is unset (nothing registers the webhook)",
+        )
+    return Settings(
+        api_key=Secret(r.required("AGENTMAIL_API_KEY")),
+        base_url=r.get("AGENTMAIL_BASE_URL", _origin, PRODUCTION_API),
+        public_url=public_url,
+        webhook_client_id=r.get("AUTOREPLY_WEBHOOK_CLIENT_ID", _client_id, "autoreply"),
+        webhook_secrets=secrets,
+        inbox_ids=r.get("AUTOREPLY_INBOX_IDS", _comma_list, ()),
+        database_url=r.get("AUTOREPLY_DATABASE_URL", _database_url, "sqlite:///autoreply.db"),
+        worker_concurrency=r.get("AUTOREPLY_WORKER_CONCURRENCY", _int_between(1, 1000), 16),
+        dry_run=r.get("AUTOREPLY_DRY_RUN", _bool, False),
+        log_format=r.get("AUTOREPLY_LOG_FORMAT", _choice("json", "console"), _default_format()),
+        log_level=r.get(
+            "AUTOREPLY_LOG_LEVEL", _choice("DEBUG", "INFO", "WARNING", "ERROR", upper=True), "INFO"
+        ),
+        unreplied_label=r.get("AUTOREPLY_UNREPLIED_LABEL", _label, "unreplied"),
+        replied_label=r.get("AUTOREPLY_REPLIED_LABEL", _label, "replied"),
+        job_lease_seconds=r.get("AUTOREPLY_JOB_LEASE_SECONDS", _seconds(5, 3600), 120.0),
+        api_timeout_seconds=r.get("AUTOREPLY_API_TIMEOUT_SECONDS", _seconds(1, 300), 20.0),
+        shutdown_grace_seconds=r.get("AUTOREPLY_SHUTDOWN_GRACE_SECONDS", _seconds(0, 600), 20.0),
+        own_addresses=r.get("AUTOREPLY_OWN_ADDRESSES", _addresses, ()),
+        templates_dir=r.get("AUTOREPLY_TEMPLATES_DIR", _directory, None),
+        timezone=r.get("AUTOREPLY_TIMEZONE", _timezone, "UTC"),
+        require_recipient=r.get("AUTOREPLY_REQUIRE_RECIPIENT", _bool, True),
+        thread_cap=r.get("AUTOREPLY_THREAD_CAP", _int_between(0, 1000), 1),
+        sender_cooldown=r.get("AUTOREPLY_SENDER_COOLDOWN", parse_duration, timedelta(days=1)),
+        allow=r.get("AUTOREPLY_ALLOW", parse_patterns, ()),
+        deny=r.get("AUTOREPLY_DENY", parse_patterns, ()),
+    )
+
+
+def _default_format() -> str:
+    return "console" if os.isatty(2) else "json"
+
+
+def _http_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"must be an http(s) URL, got {value!r}")
+    return value.rstrip("/")
+
+
+def _origin(value: str) -> str:
+    url = _http_url(value)
+    if urlsplit(url).path not in ("", "/"):
+        raise ValueError("must be an origin such as https://api.agentmail.to (the SDK adds /v0)")
+    return url
+
+
+_KEY_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+
+
+def _client_id(value: str) -> str:
+    if len(value) > 200 or not set(value) <= _KEY_CHARS:
+        raise ValueError("must be 1-200 characters of A-Z a-z 0-9 - . _ ~")
+    return value
+
+
+def _secrets(value: str) -> tuple[Secret, ...]:
+    secrets = tuple(Secret(s.strip()) for s in value.split(",") if s.strip())
+    for secret in secrets:
+        if not secret.startswith("whsec_"):
+            raise ValueError("each secret must start with whsec_ (comma-separate several)")
+    return secrets
+
+
+def _comma_list(value: str) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(v.strip() for v in value.split(",") if v.strip()))
+
+
+def _addresses(value: str) -> tuple[str, ...]:
+    items = _comma_list(value.lower())
+    for item in items:
+        if "@" not in item:
+            raise ValueError(f"{item!r} is not an email address")
+    return items
+
+
+def _database_url(value: str) -> str:
+    if value.startswith("sqlite:///") and len(value) > len("sqlite:///"):
+        return value
+    if value.startswith(("postgresql://", "postgres://")):
+        return value
+    raise ValueError("must be sqlite:///PATH or postgresql://...")
+
+
+def _bool(value: str) -> bool:
+    lowered = value.lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"must be true or false, got {value!r}")
+
+
+def _int_between(low: int, high: int) -> Callable[[str], int]:
+    def cast(value: str) -> int:
+        try:
+            number = int(value)
+        except ValueError:
+            raise ValueError(f"must be a whole number, got {value!r}") from None
+        if not low <= number <= high:
+            raise ValueError(f"must be between {low} and {high}, got {number}")
+        return number
+
+    return cast
+
+
+def _seconds(low: float, high: float) -> Callable[[str], float]:
+    def cast(value: str) -> float:
+        try:
+            number = float(value)
+        except ValueError:
+            raise ValueError(f"must be a number of seconds, got {value!r}") from None
+        if not low <= number <= high:
+            raise ValueError(f"must be between {low:g} and {high:g} seconds, got {value}")
+        return number
+
+    return cast
+
+
+def _choice(*choices: str, upper: bool = False) -> Callable[[str], str]:
+    def cast(value: str) -> str:
+        normal = value.upper() if upper else value.lower()
+        if normal not in choices:
+            raise ValueError(f"must be one of {', '.join(choices)}, got {value!r}")
+        return normal
+
+    return cast
+
+
+def _directory(value: str) -> Path:
+    path = Path(value)
+    if not path.is_dir():
+        raise ValueError(f"{value} is not a directory")
+    return path
+
+
+def _timezone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(
+            f"unknown time zone {value!r} (use an IANA name such as Europe/Paris)"
+        ) from None
+    return value
+
+
+def _label(value: str) -> str:
+    if any(c.isspace() for c in value) or len(value) > 100:
+        raise ValueError(f"must be a label without spaces, got {value!r}")
+    return value

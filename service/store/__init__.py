@@ -1,0 +1,37 @@
+"""Durable state: delivery and event dedupe, the job queue, and the reply ledger.
+
+``open_store(url)`` picks the implementation from ``AUTOREPLY_DATABASE_URL``.
+"""
+
+from __future__ import annotations
+
+from service.store.base import (
+    Job,
+    JobState,
+    PreparedReply,
+    QueueStats,
+    Recorded,
+    Store,
+    StoreUnavailable,
+)
+
+
+def open_store(url: str) -> Store:
+    """Create (not yet open) the store that ``url`` names."""
+    if url.startswith("sqlite:///"):
+        from service.store.sqlite import SQLiteStore
+
+        return SQLiteStore(url.removeprefix("sqlite:///"))
+    raise ValueError(f"unsupported database URL {url!r}")
+
+
+__all__ = [
+    "Job",
+    "JobState",
+    "PreparedReply",
+    "QueueStats",
+    "Recorded",
+    "Store",
+    "StoreUnavailable",
+    "open_store",
+]

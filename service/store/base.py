@@ -1,0 +1,186 @@
+"""The store's contract and the values that cross it.
+
+Every implementation (SQLite now, PostgreSQL for replicas) passes the same contract
+tests. Times are Unix seconds (floats) supplied by the caller, so tests control them.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from handlers.policy import History
+from service.webhooks import Delivery
+
+
+class StoreUnavailable(Exception):
+    """The database cannot be reached or written; intake answers 503 so Svix retries."""
+
+
+class Recorded(enum.Enum):
+    """What ``record_delivery`` did with one delivery."""
+
+    #: New delivery, new event, and a new job for its message: answer 202.
+    ENQUEUED = "enqueued"
+    #: The ``svix-id`` was seen before (a Svix retry or resend).
+    DUPLICATE_DELIVERY = "duplicate_delivery"
+    #: A new ``svix-id`` carrying an ``event_id`` seen before.
+    DUPLICATE_EVENT = "duplicate_event"
+    #: A new event for a message that already has its job.
+    DUPLICATE_MESSAGE = "duplicate_message"
+    #: Recorded for dedupe only; the event type is not one the service acts on.
+    IGNORED = "ignored"
+
+
+class JobState(enum.StrEnum):
+    """Where a job is. ``done``, ``skipped`` and ``dead`` are final."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    DONE = "done"
+    SKIPPED = "skipped"
+    DEAD = "dead"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class PreparedReply:
+    """The reply exactly as it will be sent, stored before the first send.
+
+    Every retry sends these same bytes under the same Idempotency-Key, so a retry
+    after an unknown outcome can never become a second, different email.
+    """
+
+    to: str
+    text: str
+    html: str | None
+    headers: dict[str, str]
+    idempotency_key: str
+    template: str
+    rule: str | None
+
+    def to_json(self) -> str:
+        """Serialise for the ``jobs.reply`` column."""
+        return json.dumps(
+            {
+                "to": self.to,
+                "text": self.text,
+                "html": self.html,
+                "headers": self.headers,
+                "idempotency_key": self.idempotency_key,
+                "template": self.template,
+                "rule": self.rule,
+            },
+            ensure_ascii=False,
+            sort_keys=True,
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> PreparedReply:
+        """Inverse of ``to_json``."""
+        data: dict[str, Any] = json.loads(text)
+        return cls(
+            to=data["to"],
+            text=data["text"],
+            html=data["html"],
+            headers=dict(data["headers"]),
+            idempotency_key=data["idempotency_key"],
+            template=data["template"],
+            rule=data["rule"],
+        )
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Job:
+    """One inbound message to answer (or skip), as claimed by a worker."""
+
+    id: int
+    inbox_id: str
+    message_id: str
+    event_id: str
+    event_type: str
+    #: The ``message`` object of the webhook event, as received.
+    message_json: str
+    state: JobState
+    #: Claims so far, this one included.
+    attempts: int
+    created_at: float
+    reply: PreparedReply | None
+    #: When the reply was first prepared for sending: the Idempotency-Key's window
+    #: cannot have started earlier.
+    first_send_at: float | None
+    sent_message_id: str | None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class QueueStats:
+    """Counts for ``/metrics``, ``/readyz`` and ``autoreply status``."""
+
+    by_state: dict[str, int]
+    oldest_pending_created_at: float | None
+
+
+class Store(Protocol):
+    """Durable state shared by intake and the workers.
+
+    Methods that change a claimed job take the worker's ``owner`` token and return
+    False, changing nothing, when the job's lease now belongs to someone else.
+    """
+
+    async def open(self) -> None:
+        """Connect and apply migrations."""
+
+    async def close(self) -> None:
+        """Finish pending writes and disconnect."""
+
+    async def ping(self) -> None:
+        """Raise ``StoreUnavailable`` unless the database answers."""
+
+    async def record_delivery(self, delivery: Delivery, *, now: float) -> Recorded:
+        """Record the delivery, its event and (for a message) its job, durably."""
+
+    async def claim(self, *, owner: str, now: float, lease: float, limit: int) -> list[Job]:
+        """Lease up to ``limit`` due jobs: pending ones, and running ones whose lease ran out."""
+
+    async def save_reply(
+        self, job_id: int, *, owner: str, reply: PreparedReply, now: float
+    ) -> bool:
+        """Store the prepared reply (once; a stored one is kept) and its first-send time."""
+
+    async def mark_sent(
+        self,
+        job_id: int,
+        *,
+        owner: str,
+        sent_message_id: str,
+        thread_id: str,
+        sender: str,
+        now: float,
+    ) -> bool:
+        """Record the sent reply on the job and in the reply ledger (policy history)."""
+
+    async def finish(
+        self, job_id: int, *, owner: str, state: JobState, reason: str, now: float
+    ) -> bool:
+        """Move the job to a final state (``done``, ``skipped`` or ``dead``) with a reason."""
+
+    async def retry(
+        self, job_id: int, *, owner: str, run_after: float, error: str, now: float
+    ) -> bool:
+        """Release the job to run again at ``run_after``, noting the error."""
+
+    async def release(self, *, owner: str, now: float) -> int:
+        """Give back every lease ``owner`` holds (graceful shutdown); return how many."""
+
+    async def next_due(self) -> float | None:
+        """When the earliest pending job or lease falls due, if any."""
+
+    async def history(self, *, inbox_id: str, thread_id: str, sender: str) -> History:
+        """What the policy needs to know about earlier replies."""
+
+    async def stats(self) -> QueueStats:
+        """Queue depth by state and the age of the oldest pending job."""
+
+    async def get_job(self, inbox_id: str, message_id: str) -> Job | None:
+        """The job of one message, if any (inspection and tests)."""

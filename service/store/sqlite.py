@@ -1,0 +1,365 @@
+"""SQLite store: the embedded default for a single replica.
+
+All statements run on one writer thread that owns the only connection. Requests from
+the event loop queue up while a transaction commits; the thread then runs the whole
+queue in the next transaction and commits once (group commit). WAL mode with
+``synchronous=FULL`` fsyncs every commit, so nothing is acknowledged before it is on
+disk, but one fsync is shared by every delivery that arrived meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import structlog
+
+from handlers.policy import History
+from service.store import migrations
+from service.store.base import Job, JobState, PreparedReply, QueueStats, Recorded, StoreUnavailable
+from service.webhooks import Delivery
+
+T = TypeVar("T")
+log = structlog.get_logger(__name__)
+
+#: Most operations run in one transaction; bounded so one commit stays short.
+MAX_BATCH = 512
+
+_JOB_COLUMNS = (
+    "id, inbox_id, message_id, event_id, event_type, message_json, state, attempts,"
+    " created_at, reply, first_send_at, sent_message_id"
+)
+
+
+@dataclass
+class _Op:
+    fn: Callable[[sqlite3.Connection], Any]
+    future: asyncio.Future[Any]
+    loop: asyncio.AbstractEventLoop
+    result: Any = None
+    error: BaseException | None = field(default=None)
+
+
+class SQLiteStore:
+    """``Store`` on one SQLite file (see the module docstring for the write path)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._queue: queue.SimpleQueue[_Op | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+        self._open_error: BaseException | None = None
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    async def open(self) -> None:
+        if self._thread is not None:
+            return
+        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._thread = threading.Thread(target=self._run, name="sqlite-writer", daemon=True)
+        self._thread.start()
+        await asyncio.to_thread(self._ready.wait)
+        if self._open_error is not None:
+            self._thread = None
+            raise StoreUnavailable(f"cannot open {self.path}: {self._open_error}")
+
+    async def close(self) -> None:
+        thread, self._thread = self._thread, None
+        if thread is None:
+            return
+        self._queue.put(None)
+        await asyncio.to_thread(thread.join)
+
+    # -- the writer thread ---------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA busy_timeout=5000")
+        conn.execute("PRAGMA foreign_keys=ON")
+        migrations.apply_sqlite(conn)
+        return conn
+
+    def _run(self) -> None:
+        try:
+            conn = self._connect()
+        except (sqlite3.Error, OSError, migrations.MigrationError) as exc:
+            self._open_error = exc
+            self._ready.set()
+            return
+        self._ready.set()
+        try:
+            while True:
+                first = self._queue.get()
+                if first is None:
+                    return
+                batch = [first]
+                stop = False
+                while len(batch) < MAX_BATCH:
+                    try:
+                        op = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if op is None:
+                        stop = True
+                        break
+                    batch.append(op)
+                self._run_batch(conn, batch)
+                if stop:
+                    return
+        finally:
+            conn.close()
+
+    def _run_batch(self, conn: sqlite3.Connection, batch: list[_Op]) -> None:
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for op in batch:
+                # A savepoint per operation: one that fails leaves no half-write and
+                # does not fail its neighbours in the batch.
+                conn.execute("SAVEPOINT op")
+                try:
+                    op.result = op.fn(conn)
+                except Exception as exc:  # noqa: BLE001 - handed back to the awaiting caller
+                    conn.execute("ROLLBACK TO op")
+                    op.error = StoreUnavailable(str(exc)) if isinstance(exc, sqlite3.Error) else exc
+                conn.execute("RELEASE op")
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            for op in batch:
+                op.result, op.error = None, StoreUnavailable(f"commit failed: {exc}")
+        for op in batch:
+            op.loop.call_soon_threadsafe(_settle, op)
+
+    async def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        if self._thread is None:
+            raise StoreUnavailable("store is not open")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._queue.put(_Op(fn=fn, future=future, loop=loop))
+        return await future
+
+    # -- Store ------------------------------------------------------------------------
+
+    async def ping(self) -> None:
+        await self._call(lambda conn: conn.execute("SELECT 1").fetchone())
+
+    async def record_delivery(self, delivery: Delivery, *, now: float) -> Recorded:
+        return await self._call(lambda conn: _record(conn, delivery, now))
+
+    async def claim(self, *, owner: str, now: float, lease: float, limit: int) -> list[Job]:
+        def claim(conn: sqlite3.Connection) -> list[Job]:
+            rows = conn.execute(
+                f"""UPDATE jobs SET state = 'running', lease_owner = ?, lease_until = ?,
+                       attempts = attempts + 1, updated_at = ?
+                    WHERE id IN (
+                        SELECT id FROM jobs
+                        WHERE (state = 'pending' AND run_after <= ?)
+                           OR (state = 'running' AND lease_until <= ?)
+                        ORDER BY run_after, id LIMIT ?)
+                    RETURNING {_JOB_COLUMNS}""",  # noqa: S608 - constant column list
+                (owner, now + lease, now, now, now, limit),
+            ).fetchall()
+            return sorted((_job(row) for row in rows), key=lambda job: job.id)
+
+        return await self._call(claim)
+
+    async def save_reply(
+        self, job_id: int, *, owner: str, reply: PreparedReply, now: float
+    ) -> bool:
+        return await self._update(
+            """UPDATE jobs SET reply = coalesce(reply, ?),
+                   first_send_at = coalesce(first_send_at, ?), updated_at = ?
+               WHERE id = ? AND lease_owner = ? AND state = 'running'""",
+            (reply.to_json(), now, now, job_id, owner),
+        )
+
+    async def mark_sent(
+        self,
+        job_id: int,
+        *,
+        owner: str,
+        sent_message_id: str,
+        thread_id: str,
+        sender: str,
+        now: float,
+    ) -> bool:
+        def mark(conn: sqlite3.Connection) -> bool:
+            cursor = conn.execute(
+                """UPDATE jobs SET sent_message_id = ?, updated_at = ?
+                   WHERE id = ? AND lease_owner = ? AND state = 'running'
+                   RETURNING inbox_id""",
+                (sent_message_id, now, job_id, owner),
+            )
+            row = cursor.fetchone()
+            if row is None:
+                return False
+            conn.execute(
+                """INSERT INTO replies (job_id, inbox_id, thread_id, sender, sent_at)
+                   VALUES (?, ?, ?, ?, ?) ON CONFLICT (job_id) DO NOTHING""",
+                (job_id, row[0], thread_id, sender.lower(), now),
+            )
+            return True
+
+        return await self._call(mark)
+
+    async def finish(
+        self, job_id: int, *, owner: str, state: JobState, reason: str, now: float
+    ) -> bool:
+        if state not in (JobState.DONE, JobState.SKIPPED, JobState.DEAD):
+            raise ValueError(f"{state} is not a final state")
+        return await self._update(
+            """UPDATE jobs SET state = ?, reason = ?, lease_owner = NULL, lease_until = NULL,
+                   updated_at = ?
+               WHERE id = ? AND lease_owner = ? AND state = 'running'""",
+            (state.value, reason, now, job_id, owner),
+        )
+
+    async def retry(
+        self, job_id: int, *, owner: str, run_after: float, error: str, now: float
+    ) -> bool:
+        return await self._update(
+            """UPDATE jobs SET state = 'pending', run_after = ?, last_error = ?,
+                   lease_owner = NULL, lease_until = NULL, updated_at = ?
+               WHERE id = ? AND lease_owner = ? AND state = 'running'""",
+            (run_after, error, now, job_id, owner),
+        )
+
+    async def release(self, *, owner: str, now: float) -> int:
+        def release(conn: sqlite3.Connection) -> int:
+            return conn.execute(
+                """UPDATE jobs SET state = 'pending', attempts = max(attempts - 1, 0),
+                       lease_owner = NULL, lease_until = NULL, updated_at = ?
+                   WHERE lease_owner = ? AND state = 'running'""",
+                (now, owner),
+            ).rowcount
+
+        return await self._call(release)
+
+    async def next_due(self) -> float | None:
+        def next_due(conn: sqlite3.Connection) -> float | None:
+            row = conn.execute(
+                """SELECT min(t) FROM (
+                       SELECT min(run_after) AS t FROM jobs WHERE state = 'pending'
+                       UNION ALL
+                       SELECT min(lease_until) FROM jobs WHERE state = 'running')"""
+            ).fetchone()
+            return None if row is None or row[0] is None else float(row[0])
+
+        return await self._call(next_due)
+
+    async def history(self, *, inbox_id: str, thread_id: str, sender: str) -> History:
+        def history(conn: sqlite3.Connection) -> History:
+            in_thread = conn.execute(
+                "SELECT count(*) FROM replies WHERE inbox_id = ? AND thread_id = ?",
+                (inbox_id, thread_id),
+            ).fetchone()[0]
+            last = conn.execute(
+                "SELECT max(sent_at) FROM replies WHERE inbox_id = ? AND sender = ?",
+                (inbox_id, sender.lower()),
+            ).fetchone()[0]
+            return History(
+                replies_in_thread=int(in_thread),
+                last_reply_to_sender_at=None if last is None else datetime.fromtimestamp(last, UTC),
+            )
+
+        return await self._call(history)
+
+    async def stats(self) -> QueueStats:
+        def stats(conn: sqlite3.Connection) -> QueueStats:
+            counts = dict(conn.execute("SELECT state, count(*) FROM jobs GROUP BY state"))
+            oldest = conn.execute(
+                "SELECT min(created_at) FROM jobs WHERE state IN ('pending', 'running')"
+            ).fetchone()[0]
+            return QueueStats(
+                by_state={state.value: int(counts.get(state.value, 0)) for state in JobState},
+                oldest_pending_created_at=oldest,
+            )
+
+        return await self._call(stats)
+
+    async def get_job(self, inbox_id: str, message_id: str) -> Job | None:
+        def get(conn: sqlite3.Connection) -> Job | None:
+            row = conn.execute(
+                f"SELECT {_JOB_COLUMNS} FROM jobs WHERE inbox_id = ? AND message_id = ?",  # noqa: S608
+                (inbox_id, message_id),
+            ).fetchone()
+            return None if row is None else _job(row)
+
+        return await self._call(get)
+
+    async def _update(self, sql: str, params: tuple[Any, ...]) -> bool:
+        return await self._call(lambda conn: conn.execute(sql, params).rowcount == 1)
+
+
+def _settle(op: _Op) -> None:
+    if op.future.cancelled():
+        return
+    if op.error is not None:
+        op.future.set_exception(op.error)
+    else:
+        op.future.set_result(op.result)
+
+
+def _record(conn: sqlite3.Connection, delivery: Delivery, now: float) -> Recorded:
+    new_delivery = conn.execute(
+        """INSERT INTO deliveries (svix_id, event_id, received_at) VALUES (?, ?, ?)
+           ON CONFLICT (svix_id) DO NOTHING""",
+        (delivery.svix_id, delivery.event_id, now),
+    ).rowcount
+    if not new_delivery:
+        return Recorded.DUPLICATE_DELIVERY
+    new_event = conn.execute(
+        """INSERT INTO events (event_id, event_type, received_at) VALUES (?, ?, ?)
+           ON CONFLICT (event_id) DO NOTHING""",
+        (delivery.event_id, delivery.event_type, now),
+    ).rowcount
+    if not new_event:
+        return Recorded.DUPLICATE_EVENT
+    message = delivery.message
+    if message is None or delivery.message_json is None:
+        return Recorded.IGNORED
+    new_job = conn.execute(
+        """INSERT INTO jobs (inbox_id, message_id, thread_id, event_id, event_type,
+               message_json, state, attempts, run_after, created_at, updated_at)
+           VALUES (?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?, ?)
+           ON CONFLICT (inbox_id, message_id) DO NOTHING""",
+        (
+            message.inbox_id,
+            message.message_id,
+            message.thread_id,
+            delivery.event_id,
+            delivery.event_type,
+            delivery.message_json,
+            now,
+            now,
+            now,
+        ),
+    ).rowcount
+    return Recorded.ENQUEUED if new_job else Recorded.DUPLICATE_MESSAGE
+
+
+def _job(row: tuple[Any, ...]) -> Job:
+    return Job(
+        id=row[0],
+        inbox_id=row[1],
+        message_id=row[2],
+        event_id=row[3],
+        event_type=row[4],
+        message_json=row[5],
+        state=JobState(row[6]),
+        attempts=row[7],
+        created_at=row[8],
+        reply=None if row[9] is None else PreparedReply.from_json(row[9]),
+        first_send_at=row[10],
+        sent_message_id=row[11],
+    )

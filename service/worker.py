@@ -1,0 +1,312 @@
+"""In-process workers: claim jobs, decide, reply once, relabel.
+
+A dispatcher claims due jobs (with a lease) up to the configured concurrency and runs
+each as a task. Every step that must not repeat is recorded before the next one: the
+rendered reply is stored before the first send, the sent message id after it. A
+retry therefore resumes where the last attempt stopped, and re-sends the same bytes
+under the same Idempotency-Key, which AgentMail answers with the original message
+instead of a second email.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import structlog
+
+from handlers.idempotency import reply_key
+from handlers.message import InboundMessage, PayloadError
+from handlers.policy import Decision, PolicyConfig, decide
+from handlers.reply import reply_headers, reply_recipient
+from handlers.retry import RetryPolicy
+from service import metrics
+from service.agentmail_api import AgentMailApi, ApiFailure
+from service.store.base import Job, JobState, PreparedReply, Store, StoreUnavailable
+from service.templates import LiveTemplates, TemplateError
+
+log = structlog.get_logger("autoreply.worker")
+
+#: How often the dispatcher looks for due jobs when nothing wakes it.
+POLL_INTERVAL = 1.0
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class WorkerConfig:
+    """What the worker needs from the settings."""
+
+    concurrency: int
+    lease_seconds: float
+    unreplied_label: str
+    replied_label: str
+    dry_run: bool
+    policy: PolicyConfig
+
+
+class LostLease(Exception):
+    """Another worker holds this job now; this attempt stops without touching it."""
+
+
+class Worker:
+    """Runs jobs from the store until stopped; see the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        api: AgentMailApi,
+        templates: LiveTemplates,
+        config: WorkerConfig,
+        retry: RetryPolicy | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.api = api
+        self.templates = templates
+        self.config = config
+        self.retry_policy = retry or RetryPolicy()
+        self.clock = clock
+        self.owner = f"worker-{uuid.uuid4().hex[:12]}"
+        self._wakeup = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._dispatcher: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    @property
+    def running(self) -> bool:
+        """True while the dispatcher is alive."""
+        return self._dispatcher is not None and not self._dispatcher.done()
+
+    def wake(self) -> None:
+        """Look for due jobs now (intake calls this after enqueueing one)."""
+        self._wakeup.set()
+
+    async def start(self) -> None:
+        """Start the dispatcher."""
+        self._stopping = False
+        self._dispatcher = asyncio.create_task(self._dispatch(), name="autoreply-dispatcher")
+
+    async def stop(self, grace: float) -> None:
+        """Stop claiming, let running jobs finish within ``grace`` seconds, release the rest."""
+        self._stopping = True
+        self._wakeup.set()
+        if self._dispatcher is not None:
+            await self._dispatcher
+        if self._tasks:
+            _, pending = await asyncio.wait(self._tasks, timeout=grace)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        try:
+            released = await self.store.release(owner=self.owner, now=self.clock())
+        except StoreUnavailable as exc:
+            log.warning("leases_not_released", error=str(exc))
+        else:
+            log.info("worker_stopped", released=released)
+
+    # -- dispatch --------------------------------------------------------------------
+
+    async def _dispatch(self) -> None:
+        failures = 0
+        while not self._stopping:
+            free = self.config.concurrency - len(self._tasks)
+            claimed = 0
+            if free > 0:
+                try:
+                    jobs = await self.store.claim(
+                        owner=self.owner,
+                        now=self.clock(),
+                        lease=self.config.lease_seconds,
+                        limit=free,
+                    )
+                except StoreUnavailable as exc:
+                    failures += 1
+                    log.warning("claim_failed", error=str(exc), failures=failures)
+                    await self._sleep(min(30.0, 0.5 * 2**failures))
+                    continue
+                failures = 0
+                claimed = len(jobs)
+                for job in jobs:
+                    task = asyncio.create_task(self._run(job), name=f"job-{job.id}")
+                    self._tasks.add(task)
+                    task.add_done_callback(self._done)
+            if claimed < free or free <= 0:
+                await self._sleep(POLL_INTERVAL)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._wakeup.set()
+
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wakeup.wait(), timeout=seconds)
+        self._wakeup.clear()
+
+    # -- one job ---------------------------------------------------------------------
+
+    async def _run(self, job: Job) -> None:
+        started = time.perf_counter()
+        bound = log.bind(
+            job_id=job.id,
+            inbox_id=job.inbox_id,
+            message_id=job.message_id,
+            event_id=job.event_id,
+            attempt=job.attempts,
+        )
+        outcome: str = "error"
+        fields: dict[str, object] = {}
+        try:
+            # The whole attempt must end before the lease does, or another worker
+            # could claim the job while this one still acts on it.
+            async with asyncio.timeout(self.config.lease_seconds * 0.8):
+                outcome, fields = await self._attempt(job)
+        except ApiFailure as failure:
+            outcome, fields = await self._failed(
+                job, failure.reason, transient=failure.transient, retry_after=failure.retry_after
+            )
+        except TimeoutError:
+            outcome, fields = await self._failed(job, "attempt timed out", transient=True)
+        except (TemplateError, PayloadError) as exc:
+            outcome, fields = await self._failed(job, str(exc), transient=False)
+        except LostLease:
+            outcome = "lease_lost"
+        except StoreUnavailable as exc:
+            # Nothing can be recorded; the lease runs out and the job is claimed again.
+            outcome, fields = "store_unavailable", {"error": str(exc)}
+        except Exception as exc:  # noqa: BLE001 - a bug must not kill the worker
+            bound.exception("job_crashed")
+            outcome, fields = await self._failed(job, f"internal error: {exc!r}", transient=True)
+        metrics.JOB_ATTEMPTS.labels(outcome=outcome).inc()
+        bound.info(
+            "job_attempt",
+            outcome=outcome,
+            duration_ms=round((time.perf_counter() - started) * 1000, 1),
+            **fields,
+        )
+
+    async def _attempt(self, job: Job) -> tuple[str, dict[str, object]]:
+        message = InboundMessage.from_payload(
+            json.loads(job.message_json), event_type=job.event_type
+        )
+        reply, first_send_at = job.reply, job.first_send_at
+        if reply is None:
+            decision, message = await self._decide(message)
+            if not decision.reply:
+                await self._finish(job, JobState.SKIPPED, decision.reason)
+                metrics.REPLIES_SKIPPED.labels(reason=decision.reason).inc()
+                return "skipped", {"reason": decision.reason, "detail": decision.detail}
+            reply = self._prepare(message)
+            if self.config.dry_run:
+                await self._finish(job, JobState.SKIPPED, "dry_run")
+                return "dry_run", {"to": reply.to, "template": reply.template, "text": reply.text}
+            await self.api.update_labels(
+                job.inbox_id, job.message_id, add=[self.config.unreplied_label]
+            )
+            first_send_at = self.clock()
+            if not await self.store.save_reply(
+                job.id, owner=self.owner, reply=reply, now=first_send_at
+            ):
+                raise LostLease
+        if job.sent_message_id is None:
+            sent_id = await self.api.reply(job.inbox_id, job.message_id, reply)
+            if not await self.store.mark_sent(
+                job.id,
+                owner=self.owner,
+                sent_message_id=sent_id,
+                thread_id=message.thread_id,
+                sender=reply.to,
+                now=self.clock(),
+            ):
+                raise LostLease
+            metrics.REPLIES_SENT.inc()
+            metrics.REPLY_LATENCY.observe(max(0.0, self.clock() - job.created_at))
+        else:
+            sent_id = job.sent_message_id
+        await self.api.update_labels(
+            job.inbox_id,
+            job.message_id,
+            add=[self.config.replied_label],
+            remove=[self.config.unreplied_label],
+        )
+        await self._finish(job, JobState.DONE, "replied")
+        return "replied", {"sent_message_id": sent_id, "template": reply.template}
+
+    async def _decide(self, message: InboundMessage) -> tuple[Decision, InboundMessage]:
+        """Apply the policy, first fetching the message when the payload omitted parts."""
+        if message.body_omitted and message.event_type == "message.received":
+            data = await self.api.get_message(message.inbox_id, message.message_id)
+            message = InboundMessage.from_payload(data, event_type=message.event_type)
+        history = await self.store.history(
+            inbox_id=message.inbox_id,
+            thread_id=message.thread_id,
+            sender=message.sender_address,
+        )
+        decision = decide(
+            message,
+            self.config.policy,
+            history,
+            now=datetime.fromtimestamp(self.clock(), UTC),
+            replied_label=self.config.replied_label,
+        )
+        return decision, message
+
+    def _prepare(self, message: InboundMessage) -> PreparedReply:
+        rendered = self.templates.render(message)
+        return PreparedReply(
+            to=reply_recipient(message),
+            text=rendered.text,
+            html=rendered.html,
+            headers=reply_headers(),
+            idempotency_key=reply_key(message.inbox_id, message.message_id),
+            template=rendered.template,
+            rule=rendered.rule,
+        )
+
+    async def _finish(self, job: Job, state: JobState, reason: str) -> None:
+        if not await self.store.finish(
+            job.id, owner=self.owner, state=state, reason=reason, now=self.clock()
+        ):
+            raise LostLease
+
+    async def _failed(
+        self, job: Job, error: str, *, transient: bool, retry_after: float | None = None
+    ) -> tuple[str, dict[str, object]]:
+        now = self.clock()
+        fields: dict[str, object] = {"error": error}
+        run_after = None
+        if transient:
+            current = await self._current(job)
+            run_after = self.retry_policy.next_run(
+                attempt=job.attempts,
+                now=now,
+                first_send_at=current.first_send_at if current else job.first_send_at,
+                retry_after=retry_after,
+            )
+        try:
+            if run_after is not None:
+                await self.store.retry(
+                    job.id, owner=self.owner, run_after=run_after, error=error, now=now
+                )
+                fields["retry_in_s"] = round(run_after - now, 1)
+                return "retry", fields
+            reason = error if not transient else f"gave up: {error}"
+            await self.store.finish(
+                job.id, owner=self.owner, state=JobState.DEAD, reason=reason, now=now
+            )
+        except StoreUnavailable as exc:
+            fields["store_error"] = str(exc)
+            return "store_unavailable", fields
+        metrics.REPLIES_DEAD.inc()
+        return "dead", fields
+
+    async def _current(self, job: Job) -> Job | None:
+        try:
+            return await self.store.get_job(job.inbox_id, job.message_id)
+        except StoreUnavailable:
+            return None

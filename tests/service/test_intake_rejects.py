@@ -1,0 +1,216 @@
+"""Bad deliveries get a clear 4xx with a reason and leave nothing behind.
+
+The service runs as a real ``autoreply serve`` process with a configured secret; each
+request is sent over HTTP and the SQLite file is inspected afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+from svix.webhooks import Webhook
+
+from tests.support.service_process import ServiceProcess, free_port
+
+SECRET = "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+OTHER_SECRET = "whsec_" + "dGhpcyBpcyBhbm90aGVyIHNlY3JldCEh"
+PATH = "/webhooks/agentmail"
+
+
+def event(**overrides: object) -> dict[str, object]:
+    message = {
+        "inbox_id": "bot@agentmail.to",
+        "thread_id": "thd_1",
+        "message_id": "<m1@example.com>",
+        "labels": ["received", "unread"],
+        "timestamp": "2026-01-01T10:00:00Z",
+        "from": "Jane <jane@example.com>",
+        "to": ["bot@agentmail.to"],
+        "subject": "Hi",
+        "text": "Hello",
+        "size": 10,
+        "updated_at": "2026-01-01T10:00:00Z",
+        "created_at": "2026-01-01T10:00:00Z",
+    }
+    body: dict[str, object] = {
+        "type": "event",
+        "event_type": "message.received",
+        "event_id": "evt_1",
+        "message": message,
+        "thread": {},
+    }
+    body.update(overrides)
+    return body
+
+
+def signed(
+    body: bytes,
+    *,
+    secret: str = SECRET,
+    msg_id: str = "msg_1",
+    at: datetime | None = None,
+) -> dict[str, str]:
+    when = at or datetime.now(UTC)
+    return {
+        "svix-id": msg_id,
+        "svix-timestamp": str(int(when.timestamp())),
+        "svix-signature": Webhook(secret).sign(msg_id, when, body.decode("utf-8")),
+        "content-type": "application/json",
+    }
+
+
+@pytest.fixture(name="service", scope="module")
+def _service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
+    folder = tmp_path_factory.mktemp("rejects")
+    env = {
+        "AGENTMAIL_API_KEY": "am_test",
+        "AGENTMAIL_BASE_URL": f"http://127.0.0.1:{free_port()}",
+        "AUTOREPLY_WEBHOOK_SECRET": SECRET,
+        "AUTOREPLY_DATABASE_URL": f"sqlite:///{folder / 'autoreply.db'}",
+    }
+    service = ServiceProcess(env, folder / "service.log").start()
+    yield service
+    service.stop()
+
+
+def rows(service: ServiceProcess, table: str) -> int:
+    path = Path(service.env["AUTOREPLY_DATABASE_URL"].removeprefix("sqlite:///"))
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as conn:
+        return int(conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])  # noqa: S608
+
+
+def post(service: ServiceProcess, body: bytes, headers: dict[str, str]) -> httpx.Response:
+    return httpx.post(service.url + PATH, content=body, headers=headers, timeout=10)
+
+
+GOOD = json.dumps(event()).encode()
+
+
+def _without(name: str) -> dict[str, str]:
+    headers = signed(GOOD)
+    del headers[name]
+    return headers
+
+
+def _with(name: str, value: str) -> dict[str, str]:
+    return {**signed(GOOD), name: value}
+
+
+CASES: list[tuple[str, bytes, dict[str, str], int]] = [
+    ("missing svix-id", GOOD, _without("svix-id"), 401),
+    ("missing svix-timestamp", GOOD, _without("svix-timestamp"), 401),
+    ("missing svix-signature", GOOD, _without("svix-signature"), 401),
+    ("wrong secret", GOOD, signed(GOOD, secret=OTHER_SECRET), 401),
+    ("tampered body", GOOD.replace(b"Hello", b"Hellp"), signed(GOOD), 401),
+    ("10 min old", GOOD, signed(GOOD, at=datetime.now(UTC) - timedelta(minutes=10)), 401),
+    ("10 min ahead", GOOD, signed(GOOD, at=datetime.now(UTC) + timedelta(minutes=10)), 401),
+    ("signature garbage", GOOD, _with("svix-signature", "garbage"), 401),
+    ("signature v1,", GOOD, _with("svix-signature", "v1,"), 401),
+    ("signature v1,!!!", GOOD, _with("svix-signature", "v1,!!!"), 401),
+    ("signature bad base64", GOOD, _with("svix-signature", "v1,abc"), 401),
+    ("signature empty", GOOD, _with("svix-signature", ""), 401),
+    ("timestamp not a number", GOOD, _with("svix-timestamp", "soon"), 401),
+    ("non-UTF-8 body", b"\xff\xfe{}", signed(b"{}"), 400),
+]
+
+
+def _signed_body(body: bytes) -> tuple[bytes, dict[str, str]]:
+    return body, signed(body)
+
+
+SIGNED_CASES: list[tuple[str, bytes, int]] = [
+    ("not JSON", b"{not json", 400),
+    ("JSON array", b"[1, 2]", 400),
+    (
+        "missing event_id",
+        json.dumps({k: v for k, v in event().items() if k != "event_id"}).encode(),
+        400,
+    ),
+    (
+        "missing event_type",
+        json.dumps({k: v for k, v in event().items() if k != "event_type"}).encode(),
+        400,
+    ),
+    ("message.received without message", json.dumps(event(message=None)).encode(), 400),
+    ("message without message_id", json.dumps(event(message={"inbox_id": "a"})).encode(), 400),
+    ("lone surrogate in event_id", b'{"event_id":"\\ud800","event_type":"message.received"}', 400),
+]
+
+
+@pytest.mark.parametrize(("name", "body", "headers", "status"), CASES, ids=[c[0] for c in CASES])
+def test_unverifiable_deliveries_are_refused(
+    service: ServiceProcess, name: str, body: bytes, headers: dict[str, str], status: int
+) -> None:
+    """Forged, stale, malformed or undecodable deliveries: 401/400 and nothing recorded."""
+    response = post(service, body, headers)
+    assert response.status_code == status, response.text
+    assert response.json()["reason"]
+    assert rows(service, "deliveries") == 0
+    assert rows(service, "jobs") == 0
+
+
+@pytest.mark.parametrize(("name", "body", "status"), SIGNED_CASES, ids=[c[0] for c in SIGNED_CASES])
+def test_correctly_signed_but_unusable_bodies_are_400(
+    service: ServiceProcess, name: str, body: bytes, status: int
+) -> None:
+    """A signed body the service cannot use is a 400 with the reason, not a 500."""
+    response = post(service, body, signed(body))
+    assert response.status_code == status, response.text
+    assert response.json()["reason"]
+    assert rows(service, "jobs") == 0
+
+
+def test_oversized_body_is_413(service: ServiceProcess) -> None:
+    """A 2 MiB body is refused before it is read into memory or verified."""
+    body = b'{"pad":"' + b"x" * (2 * 1024 * 1024) + b'"}'
+    response = post(service, body, signed(body))
+    assert response.status_code == 413
+    assert rows(service, "jobs") == 0
+
+
+def test_wrong_method_is_405(service: ServiceProcess) -> None:
+    """Only POST is a delivery."""
+    response = httpx.get(service.url + PATH, timeout=10)
+    assert response.status_code == 405
+    assert rows(service, "deliveries") == 0
+
+
+def test_other_event_types_are_acknowledged_and_ignored(service: ServiceProcess) -> None:
+    """Events the service does not act on get 200 so Svix stops retrying; nothing enqueued."""
+    body = json.dumps(
+        {"type": "event", "event_type": "message.sent", "event_id": "evt_sent", "send": {}}
+    ).encode()
+    response = post(service, body, signed(body, msg_id="msg_sent"))
+    assert response.status_code == 200
+    assert response.json()["status"] == "ignored"
+    assert rows(service, "jobs") == 0
+
+
+def test_rotated_secrets_are_all_accepted(tmp_path: Path) -> None:
+    """During rotation both the old and the new secret verify."""
+    env = {
+        "AGENTMAIL_API_KEY": "am_test",
+        "AGENTMAIL_BASE_URL": f"http://127.0.0.1:{free_port()}",
+        "AUTOREPLY_WEBHOOK_SECRET": f"{SECRET},{OTHER_SECRET}",
+        "AUTOREPLY_DATABASE_URL": f"sqlite:///{tmp_path / 'rotate.db'}",
+        "AUTOREPLY_DRY_RUN": "1",
+    }
+    service = ServiceProcess(env, tmp_path / "service.log").start()
+    try:
+        first = json.dumps(event(event_id="evt_a")).encode()
+        second = json.dumps(
+            event(event_id="evt_b", message={**event()["message"], "message_id": "<m2@x>"})  # type: ignore[dict-item]
+        ).encode()
+        assert post(service, first, signed(first, msg_id="msg_a")).status_code == 202
+        assert (
+            post(service, second, signed(second, secret=OTHER_SECRET, msg_id="msg_b")).status_code
+            == 202
+        )
+    finally:
+        service.stop()

@@ -1,0 +1,254 @@
+"""The store contract: every implementation must behave the same under these tests.
+
+Runs against real databases only (an SQLite file in a temporary folder).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from handlers.message import InboundMessage
+from service.store import JobState, PreparedReply, Recorded, Store, StoreUnavailable, open_store
+from service.webhooks import Delivery
+
+T0 = 1_800_000_000.0
+
+
+def delivery(
+    svix_id: str = "msg_1",
+    event_id: str = "evt_1",
+    message_id: str = "<m1@example.com>",
+    *,
+    inbox_id: str = "bot@agentmail.to",
+    thread_id: str = "thd_1",
+    event_type: str = "message.received",
+) -> Delivery:
+    raw = {
+        "inbox_id": inbox_id,
+        "thread_id": thread_id,
+        "message_id": message_id,
+        "from": "Jane <jane@example.com>",
+        "to": [inbox_id],
+        "labels": ["received", "unread"],
+        "text": "hello",
+    }
+    return Delivery(
+        svix_id=svix_id,
+        event_id=event_id,
+        event_type=event_type,
+        message=InboundMessage.from_payload(raw, event_type=event_type),
+        message_json=json.dumps(raw),
+    )
+
+
+def reply(text: str = "thanks") -> PreparedReply:
+    return PreparedReply(
+        to="jane@example.com",
+        text=text,
+        html=None,
+        headers={"Auto-Submitted": "auto-replied"},
+        idempotency_key="autoreply-abc",
+        template="default",
+        rule=None,
+    )
+
+
+@pytest.fixture(name="url", params=["sqlite"])
+def _url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'store.db'}"
+
+
+@pytest.fixture(name="store")
+async def _store(url: str) -> AsyncIterator[Store]:
+    store = open_store(url)
+    await store.open()
+    yield store
+    await store.close()
+
+
+async def test_first_delivery_enqueues_one_job(store: Store) -> None:
+    """A new delivery of a new event for a new message creates one pending job."""
+    assert await store.record_delivery(delivery(), now=T0) is Recorded.ENQUEUED
+    stats = await store.stats()
+    assert stats.by_state["pending"] == 1
+    assert stats.oldest_pending_created_at == T0
+
+
+@pytest.mark.parametrize(
+    ("second", "expected"),
+    [
+        (delivery("msg_1", "evt_1"), Recorded.DUPLICATE_DELIVERY),
+        (delivery("msg_2", "evt_1"), Recorded.DUPLICATE_EVENT),
+        (delivery("msg_2", "evt_2"), Recorded.DUPLICATE_MESSAGE),
+    ],
+    ids=["same-svix-id", "same-event-new-svix-id", "new-event-same-message"],
+)
+async def test_duplicates_never_enqueue_twice(
+    store: Store, second: Delivery, expected: Recorded
+) -> None:
+    """Retries, resends and second events for one message all map to the one job."""
+    await store.record_delivery(delivery(), now=T0)
+    assert await store.record_delivery(second, now=T0 + 1) is expected
+    assert (await store.stats()).by_state["pending"] == 1
+
+
+async def test_concurrent_identical_deliveries_enqueue_once(store: Store) -> None:
+    """Twenty copies racing through group commit: one job, the rest duplicates."""
+    results = await asyncio.gather(*(store.record_delivery(delivery(), now=T0) for _ in range(20)))
+    assert results.count(Recorded.ENQUEUED) == 1
+    assert (await store.stats()).by_state["pending"] == 1
+
+
+async def test_many_concurrent_distinct_deliveries_all_recorded(store: Store) -> None:
+    """A burst of distinct deliveries all land, each as its own job."""
+    results = await asyncio.gather(
+        *(
+            store.record_delivery(delivery(f"msg_{i}", f"evt_{i}", f"<m{i}@x>"), now=T0)
+            for i in range(300)
+        )
+    )
+    assert set(results) == {Recorded.ENQUEUED}
+    assert (await store.stats()).by_state["pending"] == 300
+
+
+async def test_recorded_deliveries_survive_reopen(url: str) -> None:
+    """What was acknowledged is on disk: a new store on the same database sees it."""
+    first = open_store(url)
+    await first.open()
+    await first.record_delivery(delivery(), now=T0)
+    await first.close()
+    second = open_store(url)
+    await second.open()
+    try:
+        assert await second.record_delivery(delivery(), now=T0) is Recorded.DUPLICATE_DELIVERY
+        job = await second.get_job("bot@agentmail.to", "<m1@example.com>")
+        assert job is not None
+        assert job.state is JobState.PENDING
+    finally:
+        await second.close()
+
+
+async def test_claim_leases_due_jobs_once(store: Store) -> None:
+    """A claimed job is not claimed again while its lease runs."""
+    await store.record_delivery(delivery(), now=T0)
+    [job] = await store.claim(owner="a", now=T0, lease=60, limit=10)
+    assert job.state is JobState.RUNNING
+    assert job.attempts == 1
+    assert await store.claim(owner="b", now=T0 + 59, lease=60, limit=10) == []
+
+
+async def test_expired_lease_is_claimed_again_and_old_owner_is_fenced(store: Store) -> None:
+    """A dead worker's job goes to another; the late first worker can change nothing."""
+    await store.record_delivery(delivery(), now=T0)
+    [job] = await store.claim(owner="a", now=T0, lease=60, limit=10)
+    [again] = await store.claim(owner="b", now=T0 + 61, lease=60, limit=10)
+    assert again.id == job.id
+    assert again.attempts == 2
+    assert not await store.save_reply(job.id, owner="a", reply=reply(), now=T0 + 62)
+    assert not await store.finish(
+        job.id, owner="a", state=JobState.DONE, reason="replied", now=T0 + 62
+    )
+    assert await store.finish(job.id, owner="b", state=JobState.DONE, reason="replied", now=T0 + 62)
+
+
+async def test_saved_reply_is_kept_byte_for_byte(store: Store) -> None:
+    """The first stored reply wins: a later attempt cannot replace what may have been sent."""
+    await store.record_delivery(delivery(), now=T0)
+    [job] = await store.claim(owner="a", now=T0, lease=60, limit=1)
+    assert await store.save_reply(job.id, owner="a", reply=reply("first"), now=T0)
+    assert await store.retry(job.id, owner="a", run_after=T0 + 5, error="boom", now=T0)
+    assert await store.claim(owner="a", now=T0 + 4, lease=60, limit=1) == []
+    [job] = await store.claim(owner="a", now=T0 + 5, lease=60, limit=1)
+    assert job.reply == reply("first")
+    assert job.first_send_at == T0
+    assert await store.save_reply(job.id, owner="a", reply=reply("second"), now=T0 + 6)
+    stored = await store.get_job(job.inbox_id, job.message_id)
+    assert stored is not None
+    assert stored.reply == reply("first")
+    assert stored.first_send_at == T0
+
+
+async def test_mark_sent_feeds_policy_history(store: Store) -> None:
+    """A sent reply counts for the thread cap and the sender cooldown."""
+    await store.record_delivery(delivery(), now=T0)
+    [job] = await store.claim(owner="a", now=T0, lease=60, limit=1)
+    assert await store.mark_sent(
+        job.id,
+        owner="a",
+        sent_message_id="<r@x>",
+        thread_id="thd_1",
+        sender="Jane@Example.com",
+        now=T0 + 1,
+    )
+    history = await store.history(
+        inbox_id="bot@agentmail.to", thread_id="thd_1", sender="jane@example.com"
+    )
+    assert history.replies_in_thread == 1
+    assert history.last_reply_to_sender_at is not None
+    assert history.last_reply_to_sender_at.timestamp() == T0 + 1
+    other = await store.history(inbox_id="bot@agentmail.to", thread_id="thd_2", sender="x@y")
+    assert other.replies_in_thread == 0
+    assert other.last_reply_to_sender_at is None
+    done = await store.get_job(job.inbox_id, job.message_id)
+    assert done is not None
+    assert done.sent_message_id == "<r@x>"
+
+
+async def test_release_returns_leases_for_immediate_reclaim(store: Store) -> None:
+    """Graceful shutdown hands running jobs back without waiting for the lease."""
+    for i in range(3):
+        await store.record_delivery(delivery(f"s{i}", f"e{i}", f"<m{i}@x>"), now=T0)
+    claimed = await store.claim(owner="a", now=T0, lease=600, limit=2)
+    assert len(claimed) == 2
+    assert await store.release(owner="a", now=T0 + 1) == 2
+    again = await store.claim(owner="b", now=T0 + 1, lease=600, limit=10)
+    assert len(again) == 3
+    assert all(job.attempts == 1 for job in again)
+
+
+async def test_next_due_reports_earliest_retry(store: Store) -> None:
+    """The worker can sleep until the next job falls due."""
+    assert await store.next_due() is None
+    await store.record_delivery(delivery(), now=T0)
+    [job] = await store.claim(owner="a", now=T0, lease=60, limit=1)
+    assert await store.next_due() == T0 + 60
+    await store.retry(job.id, owner="a", run_after=T0 + 30, error="x", now=T0)
+    assert await store.next_due() == T0 + 30
+
+
+async def test_final_states_are_not_claimed(store: Store) -> None:
+    """Done, skipped and dead jobs stay where they are."""
+    for i, state in enumerate((JobState.DONE, JobState.SKIPPED, JobState.DEAD)):
+        await store.record_delivery(delivery(f"s{i}", f"e{i}", f"<m{i}@x>"), now=T0)
+        [job] = await store.claim(owner="a", now=T0, lease=1, limit=1)
+        assert await store.finish(job.id, owner="a", state=state, reason="r", now=T0)
+    assert await store.claim(owner="a", now=T0 + 10_000, lease=1, limit=10) == []
+    stats = await store.stats()
+    assert stats.by_state == {
+        "pending": 0,
+        "running": 0,
+        "done": 1,
+        "skipped": 1,
+        "dead": 1,
+    }
+
+
+async def test_closed_store_is_unavailable(url: str) -> None:
+    """Using a store that is not open is a clear StoreUnavailable, not a hang."""
+    store = open_store(url)
+    with pytest.raises(StoreUnavailable):
+        await store.ping()
+
+
+async def test_unwritable_database_fails_to_open(tmp_path: Path) -> None:
+    """A path that cannot hold a database is reported when the store opens."""
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    store = open_store(f"sqlite:///{blocker / 'store.db'}")
+    with pytest.raises((StoreUnavailable, OSError)):
+        await store.open()
