@@ -1,0 +1,458 @@
+"""Reply templates: loading, rendering and live reloading (the I/O edge of ``handlers``).
+
+A template is a folder holding ``body.txt`` and an optional ``body.html``. The shipped
+folders live in ``handlers/templates``; the user's, in ``AUTOREPLY_TEMPLATES_DIR``, shadow
+them by name, and the user's ``rules.toml`` picks one per message (``handlers.rules``).
+Everything is compiled when loaded, so a typo fails at startup or reload with the file
+and line instead of at send time; rendering uses Jinja2's sandbox and ``StrictUndefined``
+so a missing variable is an error, never "Hello ,". See ``docs/templates.md``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import jinja2
+import structlog
+from jinja2.sandbox import SandboxedEnvironment
+
+import handlers
+from handlers import reply
+from handlers.message import InboundMessage
+from handlers.rules import TEMPLATE_NAME, Choice, Rules, RulesError, choose, parse_rules
+
+#: Where the shipped templates live.
+SHIPPED_DIR = Path(handlers.__file__).parent / "templates"
+#: The files of a template folder; ``body.txt`` is required.
+TEXT_FILE, HTML_FILE = "body.txt", "body.html"
+RULES_FILE = "rules.toml"
+
+log = structlog.get_logger(__name__)
+
+
+class TemplateError(Exception):
+    """A template or the rules file is broken; ``str()`` is ``path:line: message``."""
+
+    def __init__(self, path: str, line: int, message: str) -> None:
+        super().__init__(f"{path}:{line}: {message}" if line else f"{path}: {message}")
+        self.path, self.line, self.message = path, line, message
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RenderedReply:
+    """A rendered reply: the bodies exactly as sent, and what produced them."""
+
+    template: str
+    #: The rule that chose the template (or whose vars were used); None for the default.
+    rule: str | None
+    text: str
+    html: str | None
+
+
+def parse_timezone(name: str) -> ZoneInfo:
+    """The ``zoneinfo`` zone called ``name``; ``ValueError`` with a clear message if none."""
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(
+            f"unknown time zone {name!r} (use an IANA name like Europe/Paris)"
+        ) from None
+
+
+def template_context(
+    message: InboundMessage,
+    *,
+    variables: Mapping[str, Any],
+    received_at: datetime,
+    timezone: ZoneInfo,
+) -> dict[str, Any]:
+    """The documented variables every template sees (``docs/templates.md``)."""
+    return {
+        "sender": {"name": message.sender_name, "address": message.sender_address},
+        "subject": message.subject or "",
+        "inbox": {"id": message.inbox_id, "address": message.inbox_id.lower()},
+        "thread_id": message.thread_id,
+        "message_id": message.message_id,
+        "received_at": received_at.astimezone(timezone),
+        "preview": reply.preview_of(message),
+        "vars": dict(variables),
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class _Folder:
+    name: str
+    path: Path
+    shown: str  # the path as the user should see it in messages
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class TemplateSet:
+    """Every template and the rules, compiled; immutable, so safe to swap atomically."""
+
+    directory: Path | None
+    timezone: ZoneInfo
+    rules: Rules
+    _env: SandboxedEnvironment = field(repr=False)
+    _folders: Mapping[str, _Folder] = field(repr=False)
+
+    @classmethod
+    def load(cls, directory: Path | None, *, timezone: str = "UTC") -> TemplateSet:
+        """Load and compile the shipped templates, the user's and ``rules.toml``.
+
+        Raises the first ``TemplateError`` found; ``check`` reports all of them.
+        """
+        loaded, errors = _load(directory, timezone=timezone)
+        if errors:
+            raise errors[0]
+        assert loaded is not None
+        return loaded
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Every template name, sorted (partial folders starting with ``_`` excluded)."""
+        return tuple(sorted(n for n in self._folders if not n.startswith("_")))
+
+    def source(self, name: str) -> str:
+        """Where template ``name`` comes from, as a path to show the user."""
+        return self._folder(name).shown
+
+    def choose(self, message: InboundMessage, *, template: str | None = None) -> Choice:
+        """The template for ``message``: forced by name, else chosen by the rules."""
+        if template is None:
+            return choose(self.rules, message)
+        self._folder(template)
+        return self.rules.for_template(template)
+
+    def render(
+        self,
+        message: InboundMessage,
+        *,
+        received_at: datetime | None = None,
+        template: str | None = None,
+    ) -> RenderedReply:
+        """Render the reply to ``message``; any failure is raised as ``TemplateError``.
+
+        ``received_at`` defaults to the message's timestamp, else the current time.
+        """
+        return self.render_choice(
+            self.choose(message, template=template), message, received_at=received_at
+        )
+
+    def render_choice(
+        self, choice: Choice, message: InboundMessage, *, received_at: datetime | None = None
+    ) -> RenderedReply:
+        """Render the template of an explicit ``choice`` (used by ``check`` and the CLI)."""
+        folder = self._folder(choice.template)
+        when = received_at or message.timestamp or datetime.now(UTC)
+        context = template_context(
+            message, variables=choice.variables, received_at=when, timezone=self.timezone
+        )
+        html = None
+        if (folder.path / HTML_FILE).is_file():
+            html = self._render(folder, HTML_FILE, context)
+        return RenderedReply(
+            template=choice.template,
+            rule=choice.rule_name,
+            text=self._render(folder, TEXT_FILE, context),
+            html=html,
+        )
+
+    def _folder(self, name: str) -> _Folder:
+        folder = self._folders.get(name)
+        if folder is None or name.startswith("_"):
+            where = str(self.directory or SHIPPED_DIR)
+            raise TemplateError(where, 0, f"no template {name!r} (have: {', '.join(self.names)})")
+        return folder
+
+    def _render(self, folder: _Folder, file: str, context: dict[str, Any]) -> str:
+        try:
+            return self._env.get_template(f"{folder.name}/{file}").render(context)
+        except Exception as exc:
+            raise _runtime_error(exc, self._folders, f"{folder.shown}/{file}") from exc
+
+
+def _load(
+    directory: Path | None, *, timezone: str
+) -> tuple[TemplateSet | None, list[TemplateError]]:
+    zone = parse_timezone(timezone)
+    errors: list[TemplateError] = []
+    folders = _discover(SHIPPED_DIR, errors)
+    if directory is not None:
+        if not directory.is_dir():
+            return None, [TemplateError(str(directory), 0, "not a directory")]
+        folders.update(_discover(directory, errors))
+    env = _environment(folders)
+    for folder in folders.values():
+        _compile(env, folder, errors)
+    parsed = _load_rules(directory, folders, errors)
+    if errors:
+        return None, errors
+    loaded = TemplateSet(
+        directory=directory, timezone=zone, rules=parsed, _env=env, _folders=folders
+    )
+    return loaded, []
+
+
+def _discover(root: Path, errors: list[TemplateError]) -> dict[str, _Folder]:
+    found: dict[str, _Folder] = {}
+    for path in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        folder = _Folder(path.name, path, str(path))
+        if path.name.startswith("_"):
+            found[path.name] = folder
+        elif TEMPLATE_NAME.fullmatch(path.name) is None:
+            errors.append(TemplateError(str(path), 0, "not a valid template name"))
+        elif not (path / TEXT_FILE).is_file():
+            errors.append(TemplateError(str(path), 0, f"a template folder needs {TEXT_FILE}"))
+        elif (path / "subject.txt").exists():
+            message = "not used: replies keep the subject ('Re: ...'); remove this file"
+            errors.append(TemplateError(str(path / "subject.txt"), 0, message))
+        else:
+            found[path.name] = folder
+    return found
+
+
+def _environment(folders: Mapping[str, _Folder]) -> SandboxedEnvironment:
+    """One sandboxed environment; ``name/file`` resolves in the folder that won the name."""
+
+    def load(name: str) -> tuple[str, str, Callable[[], bool]] | None:
+        folder_name, _, file = name.partition("/")
+        folder = folders.get(folder_name)
+        if folder is None or not file or ".." in file.split("/"):
+            return None
+        path = folder.path / file
+        if not path.is_file():
+            return None
+        return path.read_text(encoding="utf-8"), f"{folder.shown}/{file}", lambda: True
+
+    return SandboxedEnvironment(
+        loader=jinja2.FunctionLoader(load),
+        undefined=jinja2.StrictUndefined,
+        autoescape=jinja2.select_autoescape(
+            enabled_extensions=("html",), default_for_string=False, default=False
+        ),
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        auto_reload=False,
+    )
+
+
+def _compile(env: SandboxedEnvironment, folder: _Folder, errors: list[TemplateError]) -> None:
+    files = [TEXT_FILE, HTML_FILE]
+    if folder.name.startswith("_"):
+        files = sorted(p.name for p in folder.path.iterdir() if p.suffix in {".txt", ".html"})
+    for file in files:
+        if not (folder.path / file).is_file():
+            continue
+        try:
+            env.get_template(f"{folder.name}/{file}")
+        except jinja2.TemplateSyntaxError as exc:
+            shown = exc.filename or f"{folder.shown}/{file}"
+            errors.append(TemplateError(shown, exc.lineno, exc.message or "syntax error"))
+        except UnicodeDecodeError:
+            errors.append(TemplateError(f"{folder.shown}/{file}", 0, "not UTF-8 text"))
+
+
+def _load_rules(
+    directory: Path | None, folders: Mapping[str, _Folder], errors: list[TemplateError]
+) -> Rules:
+    path = directory / RULES_FILE if directory is not None else None
+    if path is None or not path.is_file():
+        parsed = Rules()
+    else:
+        try:
+            parsed = parse_rules(path.read_text(encoding="utf-8"))
+        except RulesError as exc:
+            errors.append(TemplateError(str(path), exc.line, exc.message))
+            return Rules()
+        except UnicodeDecodeError:
+            errors.append(TemplateError(str(path), 0, "not UTF-8 text"))
+            return Rules()
+    shown = str(path or SHIPPED_DIR)
+    known = sorted(n for n in folders if not n.startswith("_"))
+    uses = [(r.template, r.line, f"rule {r.name!r}") for r in parsed.rules]
+    uses.append((parsed.default, parsed.default_line, "default"))
+    for template, line, who in uses:
+        if template not in known:
+            message = f"{who}: no template folder {template!r} (have: {', '.join(known)})"
+            errors.append(TemplateError(shown, line, message))
+    return parsed
+
+
+def _runtime_error(exc: Exception, folders: Mapping[str, _Folder], fallback: str) -> TemplateError:
+    """Turn a render failure into a ``TemplateError`` at the template line that raised it.
+
+    Jinja rewrites tracebacks so template frames carry the template's file name and
+    line; the innermost such frame is where the error is.
+    """
+    shown_roots = tuple(f.shown + "/" for f in folders.values())
+    where, line = fallback, 0
+    for frame_file, frame_line in _frames(exc.__traceback__):
+        if frame_file.startswith(shown_roots):
+            where, line = frame_file, frame_line
+    if isinstance(exc, jinja2.TemplateSyntaxError) and exc.filename:
+        where, line = exc.filename, exc.lineno
+    message = exc.message if isinstance(exc, jinja2.TemplateError) and exc.message else str(exc)
+    if isinstance(exc, jinja2.TemplateNotFound):
+        message = f"included template {exc.name!r} not found"
+    elif not isinstance(exc, jinja2.TemplateError):
+        message = f"{type(exc).__name__}: {message}"
+    return TemplateError(where, line, message)
+
+
+def _frames(tb: TracebackType | None) -> Iterator[tuple[str, int]]:
+    while tb is not None:
+        yield tb.tb_frame.f_code.co_filename, tb.tb_lineno
+        tb = tb.tb_next
+
+
+class LiveTemplates:
+    """The current ``TemplateSet``, reloaded on demand or when the folder changes.
+
+    A broken edit keeps the last good set, so replies never go out from a half-saved
+    template. The service calls ``reload()`` on SIGHUP and runs ``watch()`` as a task.
+    """
+
+    def __init__(self, directory: Path | None, *, timezone: str = "UTC") -> None:
+        """Load the templates now; a ``TemplateError`` here should stop the service."""
+        self.directory, self._timezone = directory, timezone
+        self._lock = threading.Lock()
+        self._stamp = _stamp(directory)
+        self._current = TemplateSet.load(directory, timezone=timezone)
+
+    @property
+    def current(self) -> TemplateSet:
+        """The last set that loaded without error."""
+        return self._current
+
+    def render(
+        self, message: InboundMessage, *, received_at: datetime | None = None
+    ) -> RenderedReply:
+        """Render with the current set (see ``TemplateSet.render``)."""
+        return self._current.render(message, received_at=received_at)
+
+    def reload(self) -> TemplateError | None:
+        """Load the folder again; on error keep the current set and return the error.
+
+        The caller logs the outcome (the service does so on SIGHUP; ``watch`` does too).
+        """
+        with self._lock:
+            self._stamp = _stamp(self.directory)
+            try:
+                fresh = TemplateSet.load(self.directory, timezone=self._timezone)
+            except TemplateError as exc:
+                return exc
+            self._current = fresh
+        return None
+
+    async def watch(self, interval: float = 1.0) -> None:
+        """Poll the folder's files every ``interval`` seconds and reload on any change.
+
+        Logs ``templates_reloaded`` or ``templates_reload_failed`` (with ``file:line``).
+        Returns at once when there is no user folder; otherwise runs until cancelled.
+        """
+        if self.directory is None:
+            return
+        while True:
+            await asyncio.sleep(interval)
+            stamp = await asyncio.to_thread(_stamp, self.directory)
+            if stamp == self._stamp:
+                continue
+            error = await asyncio.to_thread(self.reload)
+            if error is None:
+                log.info("templates_reloaded", trigger="file_change")
+            else:
+                log.error("templates_reload_failed", trigger="file_change", error=str(error))
+
+
+def _stamp(directory: Path | None) -> tuple[tuple[str, int, int], ...]:
+    """Names, mtimes and sizes of the folder's files: cheap change detection."""
+    if directory is None or not directory.is_dir():
+        return ()
+    stamps = []
+    for path in directory.rglob("*"):
+        relative = path.relative_to(directory)
+        if any(part.startswith(".") for part in relative.parts) or path.name.endswith("~"):
+            continue
+        try:
+            stat = path.stat()
+        except OSError:  # removed while we looked; the next poll sees the new state
+            continue
+        stamps.append((str(relative), stat.st_mtime_ns, stat.st_size))
+    return tuple(sorted(stamps))
+
+
+#: When the sample messages of ``check`` were received: a fixed Monday morning.
+SAMPLE_TIME = datetime(2025, 1, 6, 9, 30, tzinfo=UTC)
+_SAMPLE_INBOX = "inbox@example.agentmail.to"
+
+
+def sample_messages() -> tuple[tuple[str, InboundMessage], ...]:
+    """Messages that exercise the corners templates trip on, named for error messages."""
+
+    def sample(**fields: Any) -> InboundMessage:
+        base: dict[str, Any] = {
+            "event_type": "message.received",
+            "inbox_id": _SAMPLE_INBOX,
+            "message_id": "<sample@example.com>",
+            "thread_id": "sample-thread",
+            "to": (_SAMPLE_INBOX,),
+            "timestamp": SAMPLE_TIME,
+        }
+        return InboundMessage(**(base | fields))
+
+    text = "Hello,\n\nCould you tell me when my order ships?\n\n> earlier quoted text\n"
+    return (
+        ("named sender", sample(sender="Jane Doe <jane@example.com>", subject="Order", text=text)),
+        ("bare address, no subject", sample(sender="bob@example.org", html="<p>Hi there</p>")),
+        (
+            "markup and unicode",
+            sample(
+                sender='"Zoë <Ångström>" <zoe@example.net>',
+                subject='<script>alert("x")</script> & "quotes"',
+                text="word " * 100,
+            ),
+        ),
+    )
+
+
+def check(directory: Path | None, *, timezone: str = "UTC") -> list[str]:
+    """Every problem in the folder as ``path:line: message``; empty when all is well.
+
+    Compiles everything, then renders each template against ``sample_messages()`` with
+    the variables of every rule that can choose it (templates no rule names get the
+    global ``[vars]``), so per-rule variables are checked where they are used.
+    """
+    loaded, errors = _load(directory, timezone=timezone)
+    if loaded is None:
+        return [str(error) for error in errors]
+    problems: dict[tuple[str, str | None], str] = {}
+    for choice in _reachable_choices(loaded):
+        for label, message in sample_messages():
+            try:
+                loaded.render_choice(choice, message, received_at=SAMPLE_TIME)
+            except TemplateError as exc:
+                who = f"rule {choice.rule_name!r}" if choice.rule_name else "no rule"
+                problems.setdefault((str(exc), choice.rule_name), f"{exc} ({who}, {label})")
+    return list(problems.values())
+
+
+def _reachable_choices(loaded: TemplateSet) -> list[Choice]:
+    parsed = loaded.rules
+    choices = [parsed.choice(rule) for rule in parsed.rules] + [parsed.choice(None)]
+    named = {choice.template for choice in choices}
+    choices += [
+        Choice(template=name, rule_name=None, variables=dict(parsed.variables))
+        for name in loaded.names
+        if name not in named
+    ]
+    return choices
