@@ -1,0 +1,165 @@
+"""``autoreply templates check|preview``: tune replies without sending anything.
+
+``check`` renders every template and rule against sample messages and prints each
+problem as ``file:line: message``; ``preview`` prints a reply exactly as it would be
+sent and says which rule chose it. Both read ``AUTOREPLY_TEMPLATES_DIR`` and
+``AUTOREPLY_TIMEZONE`` when ``--dir`` and ``--timezone`` are not given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from handlers.message import MESSAGE_RECEIVED, InboundMessage, PayloadError
+from service import templates
+
+DEFAULT_INBOX = "inbox@example.agentmail.to"
+
+
+class _Usage(Exception):
+    """A one-line error for the user; the command exits 1."""
+
+
+def add_commands(subparsers: Any) -> None:
+    """Register ``templates check`` and ``templates preview``."""
+    group = subparsers.add_parser("templates", help="check and preview reply templates")
+    actions = group.add_subparsers(dest="templates_action", metavar="ACTION", required=True)
+
+    check = actions.add_parser("check", help="render every template and rule; report errors")
+    _add_common(check)
+    check.set_defaults(handler=_check)
+
+    preview = actions.add_parser("preview", help="print a reply exactly as it would be sent")
+    _add_common(preview)
+    preview.add_argument("--template", metavar="NAME", help="template to use (default: rules)")
+    preview.add_argument("--from", dest="sender", metavar="ADDR", help="sender, 'Name <a@b>'")
+    preview.add_argument("--subject", metavar="S", help="subject of the inbound message")
+    preview.add_argument("--text", metavar="T", help="text body of the inbound message")
+    preview.add_argument("--to", metavar="INBOX", help=f"receiving inbox (default {DEFAULT_INBOX})")
+    preview.add_argument(
+        "--message", type=Path, metavar="FILE", help="a message or webhook event as JSON"
+    )
+    preview.set_defaults(handler=_preview)
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--dir", type=Path, help="templates folder (default: $AUTOREPLY_TEMPLATES_DIR)"
+    )
+    parser.add_argument("--timezone", help="zone for received_at (default: $AUTOREPLY_TIMEZONE)")
+
+
+def _settings(args: argparse.Namespace) -> tuple[Path | None, str]:
+    directory = args.dir
+    if directory is None and os.environ.get("AUTOREPLY_TEMPLATES_DIR"):
+        directory = Path(os.environ["AUTOREPLY_TEMPLATES_DIR"])
+    timezone = args.timezone or os.environ.get("AUTOREPLY_TIMEZONE") or "UTC"
+    templates.parse_timezone(timezone)
+    return directory, timezone
+
+
+def _check(args: argparse.Namespace) -> int:
+    """Exit 0 with a summary when every template renders, else 1 with one line per error."""
+    try:
+        directory, timezone = _settings(args)
+    except ValueError as exc:
+        return _fail(str(exc))
+    problems = templates.check(directory, timezone=timezone)
+    for problem in problems:
+        sys.stdout.write(problem + "\n")
+    if problems:
+        sys.stdout.write(f"{len(problems)} problem(s) found\n")
+        return 1
+    loaded = templates.TemplateSet.load(directory, timezone=timezone)
+    where = directory or "shipped templates only"
+    sys.stdout.write(
+        f"ok: {len(loaded.names)} template(s) ({', '.join(loaded.names)}), "
+        f"{len(loaded.rules.rules)} rule(s), default {loaded.rules.default!r} [{where}]\n"
+    )
+    return 0
+
+
+def _preview(args: argparse.Namespace) -> int:
+    """Print the reply the service would send for one message, and what chose it."""
+    try:
+        directory, timezone = _settings(args)
+        message = _message(args)
+        loaded = templates.TemplateSet.load(directory, timezone=timezone)
+        choice = loaded.choose(message, template=args.template)
+        rendered = loaded.render_choice(choice, message, received_at=message.timestamp)
+    except (_Usage, ValueError, templates.TemplateError) as exc:
+        return _fail(str(exc))
+    out = sys.stdout
+    out.write(f"template: {rendered.template} ({loaded.source(rendered.template)})\n")
+    out.write(f"chosen by: {_chosen_by(args.template, rendered.rule)}\n")
+    _write_part(templates.TEXT_FILE, rendered.text)
+    if rendered.html is None:
+        out.write(f"--- {templates.HTML_FILE}: none, the reply is plain text only ---\n")
+    else:
+        _write_part(templates.HTML_FILE, rendered.html)
+    return 0
+
+
+def _chosen_by(forced: str | None, rule: str | None) -> str:
+    if forced is not None:
+        return "--template" + (f" (with the vars of rule {rule!r})" if rule else "")
+    return f"rule {rule!r}" if rule else "default (no rule matched)"
+
+
+def _write_part(name: str, body: str) -> None:
+    sys.stdout.write(f"--- {name} ---\n{body}")
+    if not body.endswith("\n"):
+        sys.stdout.write("\n--- (no newline at end of the body) ---\n")
+
+
+def _message(args: argparse.Namespace) -> InboundMessage:
+    flags = [args.sender, args.subject, args.text, args.to]
+    if args.message is not None:
+        if any(flag is not None for flag in flags):
+            raise _Usage("--message cannot be combined with --from, --subject, --text or --to")
+        return _message_from_file(args.message)
+    inbox = args.to or DEFAULT_INBOX
+    return InboundMessage(
+        event_type=MESSAGE_RECEIVED,
+        inbox_id=inbox,
+        message_id="<preview@autoreply.invalid>",
+        thread_id="preview",
+        sender=args.sender or "Jane Doe <jane@example.com>",
+        to=(inbox,),
+        subject="Hello" if args.subject is None else args.subject,
+        text="Hello, I have a question about my order." if args.text is None else args.text,
+        timestamp=datetime.now(UTC),
+    )
+
+
+def _message_from_file(path: Path) -> InboundMessage:
+    """A message from a JSON file holding a webhook event or a bare message object."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise _Usage(f"{path}: {exc.strerror or exc}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise _Usage(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise _Usage(f"{path}: expected a JSON object")
+    event_type = data.get("event_type", MESSAGE_RECEIVED)
+    payload = data.get("message", data)
+    try:
+        message = InboundMessage.from_payload(payload, event_type=str(event_type))
+    except PayloadError as exc:
+        raise _Usage(f"{path}: {exc}") from None
+    if message.timestamp is None:
+        return replace(message, timestamp=datetime.now(UTC))
+    return message
+
+
+def _fail(message: str) -> int:
+    sys.stderr.write(f"error: {message}\n")
+    return 1

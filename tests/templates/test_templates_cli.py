@@ -1,0 +1,218 @@
+"""``autoreply templates check|preview``, driven through the real command line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from service.cli import main
+from service.templates import TemplateSet, sample_messages
+
+RULES = """\
+[vars]
+team = "Support"
+
+[[rule]]
+name = "invoices"
+subject = "invoice"
+template = "billing"
+[rule.vars]
+team = "Accounts"
+"""
+
+
+@pytest.fixture(autouse=True)
+def _no_template_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test says which folder it uses; the caller's environment does not leak in."""
+    monkeypatch.delenv("AUTOREPLY_TEMPLATES_DIR", raising=False)
+    monkeypatch.delenv("AUTOREPLY_TIMEZONE", raising=False)
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    """A folder with a billing template (text and HTML), a custom default and rules."""
+    root = tmp_path / "templates"
+    (root / "billing").mkdir(parents=True)
+    (root / "default").mkdir()
+    (root / "billing" / "body.txt").write_text("Billing for {{ subject }} - {{ vars.team }}\n")
+    (root / "billing" / "body.html").write_text("<p>{{ subject }}</p>")
+    (root / "default" / "body.txt").write_text("Hi {{ sender.name }} - {{ vars.team }}\n")
+    (root / "rules.toml").write_text(RULES)
+    return root
+
+
+def test_check_ok(folder: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A good folder exits 0 with a one-line summary."""
+    assert main(["templates", "check", "--dir", str(folder)]) == 0
+    out = capsys.readouterr().out
+    assert out == (
+        f"ok: 2 template(s) (billing, default), 1 rule(s), default 'default' [{folder}]\n"
+    )
+
+
+def test_check_reads_the_folder_from_the_environment(
+    folder: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without --dir, AUTOREPLY_TEMPLATES_DIR is checked, as the service would load it."""
+    monkeypatch.setenv("AUTOREPLY_TEMPLATES_DIR", str(folder))
+    assert main(["templates", "check"]) == 0
+    assert "2 template(s)" in capsys.readouterr().out
+
+
+def test_check_without_a_folder_checks_the_shipped_templates(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """With nothing configured, the shipped default is checked."""
+    assert main(["templates", "check"]) == 0
+    assert capsys.readouterr().out.startswith("ok: 1 template(s) (default)")
+
+
+def test_check_reports_file_and_line(folder: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Each problem is one file:line: message line, and the exit status is 1."""
+    (folder / "billing" / "body.txt").write_text("Billing\n{{ vars.teem }}\n")
+    (folder / "default" / "body.txt").write_text("{% if %}\n")
+    assert main(["templates", "check", "--dir", str(folder)]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert lines == [
+        f"{folder}/default/body.txt:1: Expected an expression, got 'end of statement block'",
+        "1 problem(s) found",
+    ]
+    (folder / "default" / "body.txt").write_text("fine\n")
+    assert main(["templates", "check", "--dir", str(folder)]) == 1
+    assert capsys.readouterr().out.splitlines()[0] == (
+        f"{folder}/billing/body.txt:2: 'dict object' has no attribute 'teem' "
+        "(rule 'invoices', named sender)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("argv", "error"),
+    [
+        (["templates", "check", "--dir", "/nonexistent/x"], None),
+        (["templates", "check", "--timezone", "Mars/Base"], "unknown time zone 'Mars/Base'"),
+        (["templates", "preview", "--template", "vip"], "no template 'vip'"),
+        (["templates", "preview", "--message", "/nonexistent.json"], "No such file"),
+        (["templates", "preview", "--timezone", "Nowhere"], "unknown time zone"),
+    ],
+)
+def test_failures_are_one_line(
+    argv: list[str], error: str | None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Bad input exits 1 with one line naming the problem, never a traceback."""
+    assert main(argv) == 1
+    captured = capsys.readouterr()
+    output = (captured.out + captured.err).strip().splitlines()
+    assert "Traceback" not in captured.err
+    if error is None:
+        assert output[0] == "/nonexistent/x: not a directory"
+    else:
+        assert len(output) == 1
+        assert error in output[0]
+
+
+def test_preview_default_shows_what_would_be_sent(
+    folder: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without a matching rule the default template answers, rendered exactly."""
+    argv = ["templates", "preview", "--dir", str(folder), "--from", "Zoë <zoe@example.com>"]
+    assert main(argv) == 0
+    assert capsys.readouterr().out == (
+        f"template: default ({folder}/default)\n"
+        "chosen by: default (no rule matched)\n"
+        "--- body.txt ---\n"
+        "Hi Zoë - Support\n"
+        "--- body.html: none, the reply is plain text only ---\n"
+    )
+
+
+def test_preview_names_the_rule_and_prints_html(
+    folder: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The rules choose as in the service; the HTML is escaped and printed verbatim."""
+    argv = ["templates", "preview", "--dir", str(folder), "--subject", "Invoice <42>"]
+    assert main(argv) == 0
+    assert capsys.readouterr().out == (
+        f"template: billing ({folder}/billing)\n"
+        "chosen by: rule 'invoices'\n"
+        "--- body.txt ---\n"
+        "Billing for Invoice <42> - Accounts\n"
+        "--- body.html ---\n"
+        "<p>Invoice &lt;42&gt;</p>\n"
+        "--- (no newline at end of the body) ---\n"
+    )
+
+
+def test_preview_forced_template(folder: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--template skips the rules but keeps the vars of the rule that uses the template."""
+    argv = ["templates", "preview", "--dir", str(folder), "--template", "billing"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "chosen by: --template (with the vars of rule 'invoices')\n" in out
+    assert "Billing for Hello - Accounts\n" in out
+
+
+def test_preview_from_a_webhook_event_file(
+    folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--message takes a saved webhook event and renders what the service would send."""
+    payload = {
+        "event_type": "message.received",
+        "message": {
+            "inbox_id": "support@example.agentmail.to",
+            "message_id": "<m@x>",
+            "thread_id": "t",
+            "from": "Jane Doe <jane@example.com>",
+            "to": ["support@example.agentmail.to"],
+            "subject": "Your invoice",
+            "text": "hello",
+            "timestamp": "2025-01-06T09:30:00Z",
+        },
+    }
+    sample = tmp_path / "sample.json"
+    sample.write_text(json.dumps(payload))
+    assert main(["templates", "preview", "--dir", str(folder), "--message", str(sample)]) == 0
+    out = capsys.readouterr().out
+    assert "--- body.txt ---\nBilling for Your invoice - Accounts\n" in out
+
+
+@pytest.mark.parametrize(
+    ("content", "error"),
+    [
+        ("{not json", "not valid JSON"),
+        ("[1]", "expected a JSON object"),
+        ("{}", "message.inbox_id"),
+    ],
+)
+def test_preview_bad_message_file(
+    tmp_path: Path, content: str, error: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A broken sample file is named with what is wrong."""
+    sample = tmp_path / "sample.json"
+    sample.write_text(content)
+    assert main(["templates", "preview", "--message", str(sample)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {sample}: ")
+    assert error in err
+
+
+def test_preview_message_excludes_the_field_flags(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--message and --from together are ambiguous and refused."""
+    argv = ["templates", "preview", "--message", str(tmp_path / "x.json"), "--from", "a@b.c"]
+    assert main(argv) == 1
+    assert "cannot be combined" in capsys.readouterr().err
+
+
+def test_preview_text_is_what_the_service_renders(
+    folder: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Preview and the service share one renderer, so what you see is what is sent."""
+    _, sample = sample_messages()[0]
+    expected = TemplateSet.load(folder).render(sample).text
+    argv = ["templates", "preview", "--dir", str(folder), "--from", sample.sender]
+    argv += ["--subject", sample.subject or "", "--text", sample.text or ""]
+    assert main(argv) == 0
+    assert f"--- body.txt ---\n{expected}--- body.html" in capsys.readouterr().out
