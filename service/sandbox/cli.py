@@ -1,0 +1,280 @@
+"""``autoreply sandbox``: run the sandbox, or talk to a running one.
+
+* ``autoreply sandbox [--host] [--port] [--api-key KEY ...] [--inbox ADDR ...] [--time-scale X]``
+  serves it with uvicorn until Ctrl-C;
+* ``autoreply sandbox send --from … --to … --subject … --text …`` injects an inbound email;
+* ``autoreply sandbox sent | deliveries | reset`` read back or reset.
+
+The verbs talk to ``--url`` (default: ``$AUTOREPLY_SANDBOX_URL`` or
+``http://127.0.0.1:9100``). Failures print one line to stderr and exit 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import uvicorn
+
+from service.sandbox.app import create_sandbox_app
+from service.sandbox.client import DEFAULT_URL, SandboxClient, SandboxError
+from service.sandbox.state import DEFAULT_API_KEYS, DEFAULT_INBOXES
+
+URL_ENV = "AUTOREPLY_SANDBOX_URL"
+DEFAULT_PORT = 9100
+
+
+def _error(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return 1
+
+
+def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Register ``sandbox`` and its verbs on the ``autoreply`` parser."""
+    parser = subparsers.add_parser(
+        "sandbox",
+        help="run the local AgentMail sandbox, or inject mail into a running one",
+        description="Run the local AgentMail sandbox (REST API under /v0, admin API under "
+        "/_sandbox) until Ctrl-C, or use a verb to talk to a running one.",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    parser.add_argument(
+        "--port", type=int, default=DEFAULT_PORT, help="port to listen on (0: any free port)"
+    )
+    parser.add_argument(
+        "--api-key",
+        dest="api_keys",
+        action="append",
+        metavar="KEY",
+        help=f"accepted API key, repeatable (default: {DEFAULT_API_KEYS[0]})",
+    )
+    parser.add_argument(
+        "--inbox",
+        dest="inboxes",
+        action="append",
+        metavar="ADDR",
+        help=f"inbox created at start, repeatable (default: {DEFAULT_INBOXES[0]})",
+    )
+    parser.add_argument(
+        "--time-scale",
+        type=float,
+        default=1.0,
+        help="multiply webhook retry delays by this (e.g. 0.001)",
+    )
+    parser.add_argument(
+        "--attempt-timeout",
+        type=float,
+        default=15.0,
+        help="seconds a webhook receiver may take per attempt",
+    )
+    parser.add_argument("--seed", type=int, help="make ids and fault draws repeatable")
+    parser.add_argument(
+        "--log-level",
+        default="warning",
+        choices=["critical", "error", "warning", "info", "debug"],
+        help="uvicorn log level (info shows each request)",
+    )
+    parser.set_defaults(handler=run_server)
+
+    verbs = parser.add_subparsers(dest="sandbox_verb", metavar="VERB")
+    send = verbs.add_parser("send", help="inject an inbound email into a running sandbox")
+    send.add_argument("--from", dest="sender", required=True, metavar="ADDR")
+    send.add_argument("--to", action="append", required=True, metavar="ADDR")
+    send.add_argument("--cc", action="append", metavar="ADDR")
+    send.add_argument("--reply-to", action="append", metavar="ADDR")
+    send.add_argument("--subject")
+    send.add_argument("--text")
+    send.add_argument("--html")
+    send.add_argument(
+        "--header", action="append", default=[], metavar="'NAME: VALUE'", help="repeatable"
+    )
+    send.add_argument(
+        "--event-type",
+        choices=[
+            "message.received",
+            "message.received.spam",
+            "message.received.blocked",
+            "message.received.unauthenticated",
+        ],
+    )
+    send.add_argument("--in-reply-to", metavar="MESSAGE_ID")
+    send.add_argument("--inbox-id", help="target inbox (default: the first sandbox --to)")
+    send.add_argument("--copies", type=int, help="deliver N copies at once (duplicate storm)")
+    send.add_argument("--json", action="store_true", help="print the raw JSON answer")
+    _add_url(send)
+    send.set_defaults(handler=_verb(_send))
+
+    for name, fn, text in (
+        ("sent", _sent, "list the emails the sandbox sent"),
+        ("deliveries", _deliveries, "list webhook deliveries and their attempts"),
+    ):
+        verb = verbs.add_parser(name, help=text)
+        verb.add_argument("--json", action="store_true", help="print the raw JSON answer")
+        _add_url(verb)
+        verb.set_defaults(handler=_verb(fn))
+
+    reset = verbs.add_parser("reset", help="clear everything but the start-up inboxes")
+    _add_url(reset)
+    reset.set_defaults(handler=_verb(_reset))
+
+
+def _add_url(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--url",
+        default=os.environ.get(URL_ENV) or DEFAULT_URL,
+        help=f"sandbox URL (default: ${URL_ENV} or {DEFAULT_URL})",
+    )
+
+
+# -- running the server -----------------------------------------------------------
+
+
+def run_server(args: argparse.Namespace) -> int:
+    """Serve the sandbox until Ctrl-C; print one line with URL, API key and inboxes."""
+    api_keys = args.api_keys or list(DEFAULT_API_KEYS)
+    try:
+        app = create_sandbox_app(
+            api_keys=api_keys,
+            inboxes=args.inboxes or list(DEFAULT_INBOXES),
+            time_scale=args.time_scale,
+            attempt_timeout=args.attempt_timeout,
+            seed=args.seed,
+        )
+    except ValueError as exc:
+        return _error(str(exc))
+    sandbox = app.state.sandbox
+    config = uvicorn.Config(
+        app, host=args.host, port=args.port, log_level=args.log_level, ws="none", lifespan="on"
+    )
+    server = uvicorn.Server(config)
+
+    def banner(port: int) -> str:
+        host = f"[{args.host}]" if ":" in args.host else args.host
+        return (
+            f"AgentMail sandbox on http://{host}:{port} - API key {', '.join(api_keys)} - "
+            f"inboxes {', '.join(sandbox.initial_inbox_ids)} (Ctrl-C to stop)"
+        )
+
+    try:
+        started = asyncio.run(_serve(server, banner))
+    except KeyboardInterrupt:
+        return 0
+    except SystemExit:
+        started = False
+    if not started:
+        return _error(f"could not start the sandbox on {args.host}:{args.port}")
+    return 0
+
+
+async def _serve(server: uvicorn.Server, banner: Callable[[int], str]) -> bool:
+    task = asyncio.create_task(server.serve())
+    # uvicorn exposes only a flag, not an event, for "listening".
+    while not server.started and not task.done():  # noqa: ASYNC110
+        await asyncio.sleep(0.05)
+    if server.started:
+        port = server.servers[0].sockets[0].getsockname()[1]
+        print(banner(port), flush=True)
+    await task
+    return server.started
+
+
+# -- verbs ------------------------------------------------------------------------
+
+
+def _verb(fn: Callable[[SandboxClient, argparse.Namespace], int]) -> Callable[..., int]:
+    """Run a verb with a client for ``--url``; SandboxErrors become one-line errors."""
+
+    def handler(args: argparse.Namespace) -> int:
+        try:
+            with SandboxClient(args.url) as client:
+                return fn(client, args)
+        except SandboxError as exc:
+            if exc.status is None:
+                return _error(f"{exc}; is `autoreply sandbox` running?")
+            return _error(str(exc))
+
+    return handler
+
+
+def _headers(raw: list[str]) -> dict[str, str]:
+    headers: dict[str, str] = {}
+    for item in raw:
+        name, sep, value = item.partition(":")
+        if not sep or not name.strip():
+            raise SandboxError(f"--header wants 'Name: value', got {item!r}", 400)
+        headers[name.strip()] = value.strip()
+    return headers
+
+
+def _send(client: SandboxClient, args: argparse.Namespace) -> int:
+    result = client.inject(
+        inbox_id=args.inbox_id,
+        from_=args.sender,
+        to=args.to,
+        cc=args.cc,
+        reply_to=args.reply_to,
+        subject=args.subject,
+        text=args.text,
+        html=args.html,
+        headers=_headers(args.header) or None,
+        event_type=args.event_type,
+        in_reply_to=args.in_reply_to,
+        copies=args.copies,
+    )
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    print(f"message {result['message_id']} in {result['inbox_id']} (thread {result['thread_id']})")
+    print(f"event {result['event_id']}, {len(result['deliveries'])} deliveries")
+    for ref in result["deliveries"]:
+        print(f"  {ref['delivery_id']} -> webhook {ref['webhook_id']} (svix-id {ref['svix_id']})")
+    return 0
+
+
+def _print_json(data: Any) -> int:
+    print(json.dumps(data, indent=2))
+    return 0
+
+
+def _sent(client: SandboxClient, args: argparse.Namespace) -> int:
+    emails = client.sent()
+    if args.json:
+        return _print_json(emails)
+    if not emails:
+        print("no emails sent")
+    for email in emails:
+        to = ", ".join(email["to"])
+        key = f" key={email['idempotency_key']}" if email["idempotency_key"] else ""
+        print(
+            f"{email['at']} {email['operation']} {email['inbox_id']} -> {to} "
+            f"{email['subject']!r} {email['message_id']}{key}"
+        )
+    return 0
+
+
+def _deliveries(client: SandboxClient, args: argparse.Namespace) -> int:
+    reports = client.deliveries()
+    if args.json:
+        return _print_json(reports)
+    if not reports:
+        print("no deliveries")
+    for report in reports:
+        statuses = ",".join(
+            str(a["status"]) if a["status"] is not None else "-" for a in report["attempts"]
+        )
+        print(
+            f"{report['delivery_id']} {report['event_type']} {report['state']} "
+            f"attempts=[{statuses}] svix-id={report['svix_id']} {report['url']}"
+        )
+    return 0
+
+
+def _reset(client: SandboxClient, _args: argparse.Namespace) -> int:
+    client.reset()
+    print("sandbox reset")
+    return 0

@@ -1,0 +1,170 @@
+"""The sandbox's in-memory state and the object that ties its parts together.
+
+:class:`Sandbox` owns the stores (inboxes, webhooks, messages, threads), the logs the
+admin API reads back (sent emails, label changes, request counts), the clock, the faults,
+the Idempotency-Key store and the webhook sender. Everything runs on the server's event
+loop, so no locking is needed; tests that peek at it from another thread should treat it
+as read-only and prefer the admin API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import Counter, defaultdict
+from collections.abc import Iterable
+from typing import Any
+
+from service.sandbox.clock import Clock
+from service.sandbox.delivery import DEFAULT_ATTEMPT_TIMEOUT, Deliverer, Delivery
+from service.sandbox.faults import FaultSet
+from service.sandbox.idempotency import IdempotencyStore
+from service.sandbox.ids import IdFactory
+from service.sandbox.models import (
+    DEFAULT_POD_ID,
+    InboxRecord,
+    MessageRecord,
+    ThreadRecord,
+    WebhookRecord,
+)
+from service.sandbox.reports import LabelChange, RequestsReport, SentEmail
+from service.sandbox.validation import email_of
+
+DEFAULT_API_KEYS = ("am_sandbox",)
+DEFAULT_INBOXES = ("demo@agentmail.to",)
+
+
+class Sandbox:
+    """All state of one sandbox instance (``app.state.sandbox``)."""
+
+    def __init__(
+        self,
+        *,
+        api_keys: Iterable[str] = DEFAULT_API_KEYS,
+        inboxes: Iterable[str] = DEFAULT_INBOXES,
+        time_scale: float = 1.0,
+        attempt_timeout: float = DEFAULT_ATTEMPT_TIMEOUT,
+        seed: int | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        self.api_keys = frozenset(api_keys)
+        if not self.api_keys or not all(self.api_keys):
+            raise ValueError("at least one non-empty API key is required")
+        self.clock = clock or Clock()
+        self.ids = IdFactory(seed)
+        self.faults = FaultSet(seed)
+        self.idempotency = IdempotencyStore(self.clock)
+        self.deliverer = Deliverer(
+            self.clock,
+            time_scale=time_scale,
+            attempt_timeout=attempt_timeout,
+            still_wanted=self._still_wanted,
+        )
+        self.inboxes: dict[str, InboxRecord] = {}
+        self.webhooks: dict[str, WebhookRecord] = {}
+        self.messages: dict[tuple[str, str], MessageRecord] = {}
+        self.threads: dict[str, ThreadRecord] = {}
+        self.inbox_client_ids: dict[str, str] = {}
+        self.webhook_client_ids: dict[tuple[str, str], str] = {}
+        self.sent: list[SentEmail] = []
+        self.label_changes: list[LabelChange] = []
+        self.request_counts: defaultdict[str, Counter[str]] = defaultdict(Counter)
+        self.in_flight: Counter[str] = Counter()
+        self._sequence = 0
+        self._background: set[asyncio.Task[Any]] = set()
+        self._initial_inboxes: list[InboxRecord] = [
+            self._initial_inbox(address) for address in inboxes
+        ]
+        self._install_initial_inboxes()
+
+    # -- construction and lifecycle -------------------------------------------------
+
+    def _initial_inbox(self, address: str) -> InboxRecord:
+        email = email_of(address)
+        if email is None or email != address.strip().lower():
+            raise ValueError(f"not a bare e-mail address: {address!r}")
+        now = self.clock.now()
+        return InboxRecord(inbox_id=email, pod_id=DEFAULT_POD_ID, created_at=now, updated_at=now)
+
+    def _install_initial_inboxes(self) -> None:
+        self.inboxes = {inbox.inbox_id: inbox for inbox in self._initial_inboxes}
+
+    @property
+    def initial_inbox_ids(self) -> list[str]:
+        """The inboxes the sandbox was constructed with (kept across reset)."""
+        return [inbox.inbox_id for inbox in self._initial_inboxes]
+
+    async def start(self) -> None:
+        """Start the webhook sender (app lifespan startup)."""
+        await self.deliverer.start()
+
+    async def stop(self) -> None:
+        """Cancel deliveries and in-flight work, close the sender (app lifespan shutdown)."""
+        await self._cancel_background()
+        await self.deliverer.stop()
+
+    async def reset(self) -> None:
+        """Back to the initial state: constructor inboxes kept, all else cleared."""
+        await self._cancel_background()
+        await self.deliverer.clear()
+        self.webhooks.clear()
+        self.messages.clear()
+        self.threads.clear()
+        self.inbox_client_ids.clear()
+        self.webhook_client_ids.clear()
+        self.sent.clear()
+        self.label_changes.clear()
+        self.request_counts.clear()
+        self.in_flight.clear()
+        self.faults.clear()
+        self.idempotency.clear()
+        self.clock.reset()
+        self._install_initial_inboxes()
+
+    async def _cancel_background(self) -> None:
+        tasks = list(self._background)
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            # A cancelled request has no one left to answer; its outcome does not matter.
+            with contextlib.suppress(BaseException):
+                await task
+
+    def track(self, task: asyncio.Task[Any]) -> None:
+        """Keep a reference to request work that must outlive its client connection."""
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def next_sequence(self) -> int:
+        """A strictly increasing number, to order records created in the same millisecond."""
+        self._sequence += 1
+        return self._sequence
+
+    # -- lookups --------------------------------------------------------------------
+
+    def inbox_for_address(self, address: str) -> InboxRecord | None:
+        """The sandbox inbox whose address is in ``address`` (``Name <a@b>`` allowed)."""
+        email = email_of(address)
+        return self.inboxes.get(email) if email else None
+
+    def thread_messages(self, thread: ThreadRecord) -> list[MessageRecord]:
+        """A thread's messages, oldest first."""
+        found = [self.messages[(thread.inbox_id, mid)] for mid in thread.message_ids]
+        return sorted(found, key=lambda m: (m.timestamp, m.seq))
+
+    def _still_wanted(self, delivery: Delivery) -> bool:
+        webhook = self.webhooks.get(delivery.webhook_id)
+        return webhook is not None and webhook.enabled
+
+    # -- accounting -----------------------------------------------------------------
+
+    def count_request(self, operation: str, status: int) -> None:
+        """Record that an API call of ``operation`` ended with ``status``."""
+        self.request_counts[operation][str(status)] += 1
+
+    def requests_report(self) -> RequestsReport:
+        """Per-operation status counts and the calls in flight now."""
+        return {
+            "operations": {op: dict(counts) for op, counts in self.request_counts.items()},
+            "in_flight": {op: n for op, n in self.in_flight.items() if n},
+        }
