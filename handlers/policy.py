@@ -95,7 +95,7 @@ class PolicyConfig:
     thread_cap: int = 1
     #: Minimum time between two replies to one sender from one inbox; 0 disables.
     sender_cooldown: timedelta = timedelta(days=1)
-    #: Address or domain patterns (see ``matches_any``); empty means everyone.
+    #: Address or domain patterns (see ``check_pattern``); empty means everyone.
     allow: tuple[str, ...] = ()
     #: Address or domain patterns that are never answered; wins over ``allow``.
     deny: tuple[str, ...] = ()
