@@ -21,7 +21,7 @@ class RetryPolicy:
 
     base: float = 2.0
     cap: float = 600.0
-    max_attempts: int = 25
+    max_attempts: int = 40
 
     def delay(self, attempt: int, *, retry_after: float | None = None, rand: float) -> float:
         """Seconds to wait after failed ``attempt`` (1-based); ``rand`` is in [0, 1).

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 from typing import Any, NoReturn
 
 import uvicorn
@@ -97,9 +98,10 @@ def _register(args: argparse.Namespace) -> int:
             await api.aclose()
 
     try:
-        asyncio.run(run())
+        webhook = asyncio.run(run())
     except ApiFailure as failure:
         _fail(f"registration failed: {failure.reason}", 1)
+    print(f"webhook {webhook['webhook_id']} -> {webhook['url']}")
     return 0
 
 
@@ -115,8 +117,10 @@ def _migrate(args: argparse.Namespace) -> int:
         asyncio.run(run())
     except StoreUnavailable as exc:
         _fail(f"migration failed: {exc}", 1)
+    print("database is up to date")
     return 0
 
 
 def _fail(message: str, code: int) -> NoReturn:
+    print(f"autoreply: {message}", file=sys.stderr)
     raise SystemExit(code)

@@ -49,6 +49,13 @@ class WorkerConfig:
     policy: PolicyConfig
 
 
+@dataclass(slots=True)
+class _Attempt:
+    """What one attempt learned that its failure handling needs."""
+
+    first_send_at: float | None
+
+
 class LostLease(Exception):
     """Another worker holds this job now; this attempt stops without touching it."""
 
@@ -161,19 +168,24 @@ class Worker:
         )
         outcome: str = "error"
         fields: dict[str, object] = {}
+        attempt = _Attempt(first_send_at=job.first_send_at)
         try:
             # The whole attempt must end before the lease does, or another worker
             # could claim the job while this one still acts on it.
             async with asyncio.timeout(self.config.lease_seconds * 0.8):
-                outcome, fields = await self._attempt(job)
+                outcome, fields = await self._attempt(job, attempt)
         except ApiFailure as failure:
             outcome, fields = await self._failed(
-                job, failure.reason, transient=failure.transient, retry_after=failure.retry_after
+                job,
+                attempt,
+                failure.reason,
+                transient=failure.transient,
+                retry_after=failure.retry_after,
             )
         except TimeoutError:
-            outcome, fields = await self._failed(job, "attempt timed out", transient=True)
+            outcome, fields = await self._failed(job, attempt, "attempt timed out", transient=True)
         except (TemplateError, PayloadError) as exc:
-            outcome, fields = await self._failed(job, str(exc), transient=False)
+            outcome, fields = await self._failed(job, attempt, str(exc), transient=False)
         except LostLease:
             outcome = "lease_lost"
         except StoreUnavailable as exc:
@@ -181,7 +193,9 @@ class Worker:
             outcome, fields = "store_unavailable", {"error": str(exc)}
         except Exception as exc:  # noqa: BLE001 - a bug must not kill the worker
             bound.exception("job_crashed")
-            outcome, fields = await self._failed(job, f"internal error: {exc!r}", transient=True)
+            outcome, fields = await self._failed(
+                job, attempt, f"internal error: {exc!r}", transient=True
+            )
         metrics.JOB_ATTEMPTS.labels(outcome=outcome).inc()
         bound.info(
             "job_attempt",
@@ -190,27 +204,30 @@ class Worker:
             **fields,
         )
 
-    async def _attempt(self, job: Job) -> tuple[str, dict[str, object]]:
+    async def _attempt(self, job: Job, attempt: _Attempt) -> tuple[str, dict[str, object]]:
         message = InboundMessage.from_payload(
             json.loads(job.message_json), event_type=job.event_type
         )
-        reply, first_send_at = job.reply, job.first_send_at
+        reply = job.reply
         if reply is None:
             decision, message = await self._decide(message)
             if not decision.reply:
                 await self._finish(job, JobState.SKIPPED, decision.reason)
                 metrics.REPLIES_SKIPPED.labels(reason=decision.reason).inc()
                 return "skipped", {"reason": decision.reason, "detail": decision.detail}
-            reply = self._prepare(message)
             if self.config.dry_run:
+                reply = self._prepare(message)
                 await self._finish(job, JobState.SKIPPED, "dry_run")
                 return "dry_run", {"to": reply.to, "template": reply.template, "text": reply.text}
+            # Labelled first: if rendering or sending then fails for good, the message
+            # stays visibly awaiting its reply in AgentMail for a person to see.
             await self.api.update_labels(
                 job.inbox_id, job.message_id, add=[self.config.unreplied_label]
             )
-            first_send_at = self.clock()
+            reply = self._prepare(message)
+            attempt.first_send_at = self.clock()
             if not await self.store.save_reply(
-                job.id, owner=self.owner, reply=reply, now=first_send_at
+                job.id, owner=self.owner, reply=reply, now=attempt.first_send_at
             ):
                 raise LostLease
         if job.sent_message_id is None:
@@ -275,17 +292,22 @@ class Worker:
             raise LostLease
 
     async def _failed(
-        self, job: Job, error: str, *, transient: bool, retry_after: float | None = None
+        self,
+        job: Job,
+        attempt: _Attempt,
+        error: str,
+        *,
+        transient: bool,
+        retry_after: float | None = None,
     ) -> tuple[str, dict[str, object]]:
         now = self.clock()
         fields: dict[str, object] = {"error": error}
         run_after = None
         if transient:
-            current = await self._current(job)
             run_after = self.retry_policy.next_run(
                 attempt=job.attempts,
                 now=now,
-                first_send_at=current.first_send_at if current else job.first_send_at,
+                first_send_at=attempt.first_send_at,
                 retry_after=retry_after,
             )
         try:
@@ -304,9 +326,3 @@ class Worker:
             return "store_unavailable", fields
         metrics.REPLIES_DEAD.inc()
         return "dead", fields
-
-    async def _current(self, job: Job) -> Job | None:
-        try:
-            return await self.store.get_job(job.inbox_id, job.message_id)
-        except StoreUnavailable:
-            return None

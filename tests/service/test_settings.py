@@ -1,0 +1,112 @@
+"""Configuration: defaults that work, and one clear line naming the variable otherwise."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from service.settings import Secret, Settings, SettingsError
+from tests.support.service_process import autoreply_command
+
+BASE = {"AGENTMAIL_API_KEY": "am_test", "AUTOREPLY_WEBHOOK_SECRET": "whsec_c2VjcmV0c2VjcmV0"}
+
+
+def test_defaults() -> None:
+    """Only the API key and a way to verify are required; the rest has defaults."""
+    settings = Settings.from_environ(BASE, dotenv=None)
+    assert settings.base_url == "https://api.agentmail.to"
+    assert settings.database_url == "sqlite:///autoreply.db"
+    assert settings.webhook_client_id == "autoreply"
+    assert settings.unreplied_label == "unreplied"
+    assert settings.replied_label == "replied"
+    assert settings.sender_cooldown == timedelta(days=1)
+    assert settings.webhook_url is None
+    assert not settings.dry_run
+
+
+def test_public_url_gives_the_webhook_url_and_makes_secret_optional() -> None:
+    """With a public URL the service registers itself, so no secret is needed."""
+    settings = Settings.from_environ(
+        {"AGENTMAIL_API_KEY": "k", "AUTOREPLY_PUBLIC_URL": "https://bot.example.com/"}, dotenv=None
+    )
+    assert settings.webhook_url == "https://bot.example.com/webhooks/agentmail"
+    assert settings.webhook_secrets == ()
+
+
+def test_secrets_never_show_in_repr() -> None:
+    """The API key and webhook secrets cannot leak through a logged settings object."""
+    settings = Settings.from_environ(BASE, dotenv=None)
+    assert isinstance(settings.api_key, Secret)
+    assert "am_test" not in repr(settings)
+    assert "whsec_" not in repr(settings)
+
+
+def test_dotenv_file_is_read_and_environment_wins(tmp_path: Path) -> None:
+    """A .env file supplies settings; the real environment overrides it."""
+    dotenv = tmp_path / ".env"
+    dotenv.write_text("AGENTMAIL_API_KEY=from_file\nAUTOREPLY_WORKER_CONCURRENCY=3\n")
+    settings = Settings.from_environ(
+        {"AUTOREPLY_WEBHOOK_SECRET": "whsec_eHh4", "AUTOREPLY_WORKER_CONCURRENCY": "5"},
+        dotenv=dotenv,
+    )
+    assert settings.api_key == "from_file"
+    assert settings.worker_concurrency == 5
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("AGENTMAIL_API_KEY", ""),
+        ("AGENTMAIL_BASE_URL", "api.agentmail.to"),
+        ("AGENTMAIL_BASE_URL", "https://api.agentmail.to/v0"),
+        ("AUTOREPLY_PUBLIC_URL", "ftp://x"),
+        ("AUTOREPLY_WEBHOOK_SECRET", "not-a-secret"),
+        ("AUTOREPLY_WEBHOOK_CLIENT_ID", "has@at"),
+        ("AUTOREPLY_DATABASE_URL", "mysql://x"),
+        ("AUTOREPLY_WORKER_CONCURRENCY", "0"),
+        ("AUTOREPLY_WORKER_CONCURRENCY", "many"),
+        ("AUTOREPLY_DRY_RUN", "maybe"),
+        ("AUTOREPLY_LOG_FORMAT", "xml"),
+        ("AUTOREPLY_LOG_LEVEL", "LOUD"),
+        ("AUTOREPLY_SENDER_COOLDOWN", "a while"),
+        ("AUTOREPLY_TIMEZONE", "Mars/Olympus"),
+        ("AUTOREPLY_TEMPLATES_DIR", "/nonexistent/templates"),
+        ("AUTOREPLY_OWN_ADDRESSES", "not-an-address"),
+    ],
+)
+def test_bad_value_names_the_variable(name: str, value: str) -> None:
+    """Every invalid setting is reported with its variable's name."""
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_environ({**BASE, name: value}, dotenv=None)
+    assert caught.value.name == name
+
+
+def test_secret_required_without_public_url() -> None:
+    """Without registration there is no secret to verify with: refuse to start."""
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_environ({"AGENTMAIL_API_KEY": "k"}, dotenv=None)
+    assert caught.value.name == "AUTOREPLY_WEBHOOK_SECRET"
+
+
+def test_serve_stops_with_one_line_naming_the_variable(tmp_path: Path) -> None:
+    """``autoreply serve`` with a bad setting exits 2 with one line, no traceback."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AGENTMAIL_", "AUTOREPLY_"))}
+    env.update(BASE, AUTOREPLY_WORKER_CONCURRENCY="-1")
+    result = subprocess.run(
+        [*autoreply_command(), "serve"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "AUTOREPLY_WORKER_CONCURRENCY" in lines[0]
+    assert "Traceback" not in result.stderr
