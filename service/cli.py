@@ -17,7 +17,7 @@ Command = Callable[[argparse.Namespace], int]
 
 def build_parser() -> argparse.ArgumentParser:
     """Build the parser with every verb registered."""
-    from service import commands, templates_cli
+    from service import commands, demo, templates_cli
     from service.sandbox import cli as sandbox_cli
 
     parser = argparse.ArgumentParser(
@@ -27,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.add_commands(subparsers)
+    demo.add_commands(subparsers)
     sandbox_cli.add_commands(subparsers)
     templates_cli.add_commands(subparsers)
     return parser

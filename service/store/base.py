@@ -111,6 +111,8 @@ class Job:
     #: cannot have started earlier.
     first_send_at: float | None
     sent_message_id: str | None
+    #: Why the job is where it is: the skip reason, ``replied``, or the error.
+    reason: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

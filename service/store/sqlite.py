@@ -34,7 +34,7 @@ MAX_BATCH = 512
 
 _JOB_COLUMNS = (
     "id, inbox_id, message_id, event_id, event_type, message_json, state, attempts,"
-    " created_at, reply, first_send_at, sent_message_id"
+    " created_at, reply, first_send_at, sent_message_id, coalesce(reason, last_error)"
 )
 
 
@@ -362,4 +362,5 @@ def _job(row: tuple[Any, ...]) -> Job:
         reply=None if row[9] is None else PreparedReply.from_json(row[9]),
         first_send_at=row[10],
         sent_message_id=row[11],
+        reason=row[12],
     )

@@ -1,0 +1,77 @@
+"""The README's run commands work: ``autoreply demo`` and ``autoreply dev``."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+
+from tests.support.service_process import autoreply_command, free_port
+
+
+def clean_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith(("AGENTMAIL_", "AUTOREPLY_"))}
+
+
+def test_demo_replies_once_skips_the_rest_and_exits_zero(tmp_path: Path) -> None:
+    """The demo registers, answers the two customers once each and skips the automated mail."""
+    result = subprocess.run(
+        [*autoreply_command(), "demo"],
+        env=clean_env(),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "All outcomes as expected." in result.stdout
+    assert result.stdout.count("-> replied once") == 2
+    assert "skipped: auto_submitted" in result.stdout
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_dev_runs_both_until_interrupted(tmp_path: Path) -> None:
+    """``autoreply dev`` answers mail injected with ``autoreply sandbox send``; Ctrl-C stops it."""
+    sandbox_port, port = free_port(), free_port()
+    sandbox_url = f"http://127.0.0.1:{sandbox_port}"
+    env = clean_env()
+    process = subprocess.Popen(
+        [*autoreply_command(), "dev", "--port", str(port), "--sandbox-port", str(sandbox_port)],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "dev never became ready"
+            assert process.poll() is None
+            time.sleep(0.1)
+        send = subprocess.run(
+            [*autoreply_command(), "sandbox", "send", "--url", sandbox_url,
+             "--from", "You <you@example.com>", "--to", "demo@agentmail.to",
+             "--subject", "Hello", "--text", "Hi there"],
+            env=env, capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert send.returncode == 0, send.stderr
+        deadline = time.monotonic() + 30
+        while "you@example.com" not in httpx.get(f"{sandbox_url}/_sandbox/sent").text:
+            assert time.monotonic() < deadline, "no reply was sent"
+            time.sleep(0.1)
+    finally:
+        process.send_signal(signal.SIGINT)
+        output, _ = process.communicate(timeout=30)
+    assert process.returncode in (0, -signal.SIGINT, 130), output
+    assert (tmp_path / "autoreply.db").exists()
