@@ -110,6 +110,14 @@ class InboundMessage:
     #: True when the payload had no ``text`` and no ``html``: AgentMail omits both
     #: above its 1 MB payload cap, so the message must be fetched before deciding.
     body_omitted: bool = False
+    #: True when the payload had no ``headers`` at all (not even an empty object):
+    #: the loop-protection rules cannot be applied without them.
+    headers_omitted: bool = False
+
+    @property
+    def incomplete(self) -> bool:
+        """The payload lacks what the decision needs; fetch the full message first."""
+        return self.body_omitted or self.headers_omitted
 
     @property
     def sender_address(self) -> str:
@@ -148,6 +156,7 @@ class InboundMessage:
             headers=Headers.parse(message.get("headers")),
             timestamp=_optional_datetime(message, "timestamp"),
             body_omitted=text is None and html is None,
+            headers_omitted=message.get("headers") is None,
         )
 
 

@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 import structlog
 
 from handlers.idempotency import reply_key
-from handlers.message import InboundMessage, PayloadError
+from handlers.message import MESSAGE_RECEIVED, InboundMessage, PayloadError
 from handlers.policy import Decision, PolicyConfig, decide
 from handlers.reply import reply_headers, reply_recipient
 from handlers.retry import RetryPolicy
@@ -256,7 +256,7 @@ class Worker:
 
     async def _decide(self, message: InboundMessage) -> tuple[Decision, InboundMessage]:
         """Apply the policy, first fetching the message when the payload omitted parts."""
-        if message.body_omitted and message.event_type == "message.received":
+        if message.incomplete and message.event_type == MESSAGE_RECEIVED:
             data = await self.api.get_message(message.inbox_id, message.message_id)
             message = InboundMessage.from_payload(data, event_type=message.event_type)
         history = await self.store.history(
