@@ -40,7 +40,7 @@ sandbox: install ## The local AgentMail sandbox alone, on 127.0.0.1:9100
 	$(BIN)/autoreply sandbox
 
 bench: install ## Benchmarks; figures go to docs/benchmarks.md
-	$(BIN)/python bench/run.py
+	$(BIN)/python bench/intake.py
 
 clean: ## Remove the venv, caches and local databases
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .coverage* *.egg-info autoreply.db*
