@@ -116,6 +116,11 @@ class Deliverer:
             await self._client.aclose()
             self._client = None
 
+    @property
+    def running(self) -> int:
+        """How many delivery tasks are still running (waiting or attempting)."""
+        return len(self._tasks)
+
     def submit(self, delivery: Delivery) -> None:
         """Record a delivery and start sending it on the running loop."""
         self.deliveries[delivery.delivery_id] = delivery

@@ -102,3 +102,20 @@ def raw(sandbox: SandboxHandle) -> Iterator[httpx.Client]:
     headers = {"Authorization": f"Bearer {sandbox.api_key}"}
     with httpx.Client(base_url=sandbox.url, headers=headers, timeout=30.0) as client:
         yield client
+
+
+def create_webhook(
+    client: httpx.Client,
+    url: str,
+    event_types: list[str] | None = None,
+    *,
+    inbox: str | None = None,
+    **fields: Any,
+) -> dict[str, Any]:
+    """Create a webhook over plain HTTP (org-level, or inbox-scoped with ``inbox``)."""
+    path = f"/v0/inboxes/{inbox}/webhooks" if inbox else "/v0/webhooks"
+    body = {"url": url, "event_types": event_types or ["message.received"], **fields}
+    answer = client.post(path, json=body)
+    assert answer.status_code == 200, answer.text
+    webhook: dict[str, Any] = answer.json()
+    return webhook
