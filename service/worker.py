@@ -221,36 +221,37 @@ class Worker:
                 return "dry_run", {"to": reply.to, "template": reply.template, "text": reply.text}
             # Labelled first: if rendering or sending then fails for good, the message
             # stays visibly awaiting its reply in AgentMail for a person to see.
-            await self.api.update_labels(
-                job.inbox_id, job.message_id, add=[self.config.unreplied_label]
-            )
+            await self._label(job, add=[self.config.unreplied_label])
             reply = self._prepare(message)
             attempt.first_send_at = self.clock()
             if not await self.store.save_reply(
                 job.id, owner=self.owner, reply=reply, now=attempt.first_send_at
             ):
                 raise LostLease
-        if job.sent_message_id is None:
+        sent_id = job.sent_message_id
+        if sent_id is None:
             sent_id = await self.api.reply(job.inbox_id, job.message_id, reply)
-            if not await self.store.mark_sent(
-                job.id,
-                owner=self.owner,
-                sent_message_id=sent_id,
-                thread_id=message.thread_id,
-                sender=reply.to,
-                now=self.clock(),
-            ):
-                raise LostLease
             metrics.REPLIES_SENT.inc()
             metrics.REPLY_LATENCY.observe(max(0.0, self.clock() - job.created_at))
+            # The relabel need not wait for the ledger write: if either fails, the
+            # retry resends under the same key (a replay) and relabels again.
+            marked, relabelled = await asyncio.gather(
+                self.store.mark_sent(
+                    job.id,
+                    owner=self.owner,
+                    sent_message_id=sent_id,
+                    thread_id=message.thread_id,
+                    sender=reply.to,
+                    now=self.clock(),
+                ),
+                self._relabel(job),
+                return_exceptions=True,
+            )
+            _raise_first(marked, relabelled)
+            if marked is False:
+                raise LostLease
         else:
-            sent_id = job.sent_message_id
-        await self.api.update_labels(
-            job.inbox_id,
-            job.message_id,
-            add=[self.config.replied_label],
-            remove=[self.config.unreplied_label],
-        )
+            await self._relabel(job)
         await self._finish(job, JobState.DONE, "replied")
         return "replied", {"sent_message_id": sent_id, "template": reply.template}
 
@@ -272,6 +273,19 @@ class Worker:
             replied_label=self.config.replied_label,
         )
         return decision, message
+
+    async def _label(
+        self, job: Job, *, add: list[str], remove: list[str] | None = None
+    ) -> list[str]:
+        return await self.api.update_labels(
+            job.inbox_id, job.message_id, add=add, remove=remove or ()
+        )
+
+    async def _relabel(self, job: Job) -> list[str]:
+        """The one PATCH that marks the message answered."""
+        return await self._label(
+            job, add=[self.config.replied_label], remove=[self.config.unreplied_label]
+        )
 
     def _prepare(self, message: InboundMessage) -> PreparedReply:
         rendered = self.templates.render(message)
@@ -326,3 +340,10 @@ class Worker:
             return "store_unavailable", fields
         metrics.REPLIES_DEAD.inc()
         return "dead", fields
+
+
+def _raise_first(*results: object) -> None:
+    """Re-raise the first exception among ``gather(..., return_exceptions=True)`` results."""
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result

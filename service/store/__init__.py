@@ -8,6 +8,7 @@ from __future__ import annotations
 from service.store.base import (
     Job,
     JobState,
+    JobSummary,
     PreparedReply,
     QueueStats,
     Recorded,
@@ -28,6 +29,7 @@ def open_store(url: str) -> Store:
 __all__ = [
     "Job",
     "JobState",
+    "JobSummary",
     "PreparedReply",
     "QueueStats",
     "Recorded",

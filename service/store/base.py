@@ -116,6 +116,22 @@ class Job:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class JobSummary:
+    """One job as ``autoreply status`` shows it."""
+
+    inbox_id: str
+    message_id: str
+    state: JobState
+    attempts: int
+    reason: str | None
+    last_error: str | None
+    created_at: float
+    updated_at: float
+    first_send_at: float | None
+    sent_message_id: str | None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class QueueStats:
     """Counts for ``/metrics``, ``/readyz`` and ``autoreply status``."""
 
@@ -186,3 +202,18 @@ class Store(Protocol):
 
     async def get_job(self, inbox_id: str, message_id: str) -> Job | None:
         """The job of one message, if any (inspection and tests)."""
+
+    async def list_jobs(self, *, states: tuple[JobState, ...], limit: int) -> list[JobSummary]:
+        """Jobs in ``states``, most recently updated first (``autoreply status``)."""
+
+    async def requeue(
+        self, *, message_id: str | None, dead: bool, now: float, not_sent_before: float
+    ) -> int:
+        """Move dead jobs back to pending; return how many moved.
+
+        ``message_id`` picks one message's job (dead or not yet final is refused:
+        only dead jobs move), ``dead`` picks every dead job. A job whose first send
+        attempt is older than ``not_sent_before`` is left dead: its Idempotency-Key
+        may have expired, so sending again could send a second email. The stored
+        reply is kept, so a requeued job resends the same bytes under the same key.
+        """

@@ -23,7 +23,15 @@ import structlog
 
 from handlers.policy import History
 from service.store import migrations
-from service.store.base import Job, JobState, PreparedReply, QueueStats, Recorded, StoreUnavailable
+from service.store.base import (
+    Job,
+    JobState,
+    JobSummary,
+    PreparedReply,
+    QueueStats,
+    Recorded,
+    StoreUnavailable,
+)
 from service.webhooks import Delivery
 
 T = TypeVar("T")
@@ -297,6 +305,39 @@ class SQLiteStore:
 
         return await self._call(get)
 
+    async def list_jobs(self, *, states: tuple[JobState, ...], limit: int) -> list[JobSummary]:
+        marks = ", ".join("?" for _ in states)
+
+        def list_jobs(conn: sqlite3.Connection) -> list[JobSummary]:
+            rows = conn.execute(
+                f"""SELECT inbox_id, message_id, state, attempts, reason, last_error,
+                        created_at, updated_at, first_send_at, sent_message_id
+                    FROM jobs WHERE state IN ({marks})
+                    ORDER BY updated_at DESC, id DESC LIMIT ?""",  # noqa: S608 - placeholders only
+                (*[s.value for s in states], limit),
+            ).fetchall()
+            return [_summary(row) for row in rows]
+
+        return await self._call(list_jobs)
+
+    async def requeue(
+        self, *, message_id: str | None, dead: bool, now: float, not_sent_before: float
+    ) -> int:
+        if message_id is None and not dead:
+            return 0
+
+        def requeue(conn: sqlite3.Connection) -> int:
+            return conn.execute(
+                """UPDATE jobs SET state = 'pending', run_after = ?, attempts = 0,
+                       reason = NULL, lease_owner = NULL, lease_until = NULL, updated_at = ?
+                   WHERE state = 'dead'
+                     AND (? IS NULL OR message_id = ?)
+                     AND (first_send_at IS NULL OR first_send_at >= ?)""",
+                (now, now, message_id, message_id, not_sent_before),
+            ).rowcount
+
+        return await self._call(requeue)
+
     async def _update(self, sql: str, params: tuple[Any, ...]) -> bool:
         return await self._call(lambda conn: conn.execute(sql, params).rowcount == 1)
 
@@ -346,6 +387,21 @@ def _record(conn: sqlite3.Connection, delivery: Delivery, now: float) -> Recorde
         ),
     ).rowcount
     return Recorded.ENQUEUED if new_job else Recorded.DUPLICATE_MESSAGE
+
+
+def _summary(row: tuple[Any, ...]) -> JobSummary:
+    return JobSummary(
+        inbox_id=row[0],
+        message_id=row[1],
+        state=JobState(row[2]),
+        attempts=row[3],
+        reason=row[4],
+        last_error=row[5],
+        created_at=row[6],
+        updated_at=row[7],
+        first_send_at=row[8],
+        sent_message_id=row[9],
+    )
 
 
 def _job(row: tuple[Any, ...]) -> Job:

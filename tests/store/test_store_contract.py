@@ -252,3 +252,45 @@ async def test_unwritable_database_fails_to_open(tmp_path: Path) -> None:
     store = open_store(f"sqlite:///{blocker / 'store.db'}")
     with pytest.raises((StoreUnavailable, OSError)):
         await store.open()
+
+
+async def _dead_job(store: Store, i: int, *, sent_at: float | None, now: float) -> None:
+    await store.record_delivery(delivery(f"s{i}", f"e{i}", f"<m{i}@x>"), now=now)
+    [job] = await store.claim(owner="a", now=now, lease=60, limit=1)
+    if sent_at is not None:
+        await store.save_reply(job.id, owner="a", reply=reply(), now=sent_at)
+    await store.finish(job.id, owner="a", state=JobState.DEAD, reason=f"boom {i}", now=now)
+
+
+async def test_list_jobs_shows_dead_letters_with_reasons(store: Store) -> None:
+    """``autoreply status`` can show what died and why."""
+    await _dead_job(store, 1, sent_at=None, now=T0)
+    await store.record_delivery(delivery("s2", "e2", "<m2@x>"), now=T0)
+    [dead] = await store.list_jobs(states=(JobState.DEAD,), limit=10)
+    assert dead.message_id == "<m1@x>"
+    assert dead.reason == "boom 1"
+    pending = await store.list_jobs(states=(JobState.PENDING, JobState.RUNNING), limit=10)
+    assert [j.message_id for j in pending] == ["<m2@x>"]
+
+
+async def test_requeue_moves_dead_jobs_back_keeping_the_reply(store: Store) -> None:
+    """A requeued job runs again with its stored reply (same bytes, same key)."""
+    await _dead_job(store, 1, sent_at=T0, now=T0)
+    await _dead_job(store, 2, sent_at=None, now=T0)
+    assert (
+        await store.requeue(message_id="<m1@x>", dead=False, now=T0 + 10, not_sent_before=T0) == 1
+    )
+    assert await store.requeue(message_id=None, dead=True, now=T0 + 10, not_sent_before=T0) == 1
+    jobs = await store.claim(owner="b", now=T0 + 10, lease=60, limit=10)
+    assert sorted(j.message_id for j in jobs) == ["<m1@x>", "<m2@x>"]
+    [first] = [j for j in jobs if j.message_id == "<m1@x>"]
+    assert first.reply == reply()
+    assert first.first_send_at == T0
+
+
+async def test_requeue_refuses_jobs_whose_key_may_have_expired(store: Store) -> None:
+    """A send attempted before the key window must not be retried: it stays dead."""
+    await _dead_job(store, 1, sent_at=T0, now=T0)
+    assert await store.requeue(message_id=None, dead=True, now=T0, not_sent_before=T0 + 1) == 0
+    assert await store.requeue(message_id="<nope>", dead=False, now=T0, not_sent_before=0) == 0
+    assert len(await store.list_jobs(states=(JobState.DEAD,), limit=10)) == 1
