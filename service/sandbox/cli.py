@@ -12,9 +12,9 @@ The verbs talk to ``--url`` (default: ``$AUTOREPLY_SANDBOX_URL`` or
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
+import socket
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -148,39 +148,38 @@ def run_server(args: argparse.Namespace) -> int:
     except ValueError as exc:
         return _error(str(exc))
     sandbox = app.state.sandbox
-    config = uvicorn.Config(
-        app, host=args.host, port=args.port, log_level=args.log_level, ws="none", lifespan="on"
-    )
-    server = uvicorn.Server(config)
-
-    def banner(port: int) -> str:
-        host = f"[{args.host}]" if ":" in args.host else args.host
-        return (
-            f"AgentMail sandbox on http://{host}:{port} - API key {', '.join(api_keys)} - "
-            f"inboxes {', '.join(sandbox.initial_inbox_ids)} (Ctrl-C to stop)"
-        )
-
     try:
-        started = asyncio.run(_serve(server, banner))
+        sock = _listen(args.host, args.port)
+    except OSError as exc:
+        return _error(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}")
+    port = sock.getsockname()[1]
+    host = f"[{args.host}]" if ":" in args.host else args.host
+    print(
+        f"AgentMail sandbox on http://{host}:{port} - API key {', '.join(api_keys)} - "
+        f"inboxes {', '.join(sandbox.initial_inbox_ids)} (Ctrl-C to stop)",
+        flush=True,
+    )
+    config = uvicorn.Config(app, log_level=args.log_level, ws="none", lifespan="on")
+    try:
+        uvicorn.Server(config).run(sockets=[sock])
     except KeyboardInterrupt:
-        return 0
-    except SystemExit:
-        started = False
-    if not started:
-        return _error(f"could not start the sandbox on {args.host}:{args.port}")
+        pass
+    finally:
+        sock.close()
     return 0
 
 
-async def _serve(server: uvicorn.Server, banner: Callable[[int], str]) -> bool:
-    task = asyncio.create_task(server.serve())
-    # uvicorn exposes only a flag, not an event, for "listening".
-    while not server.started and not task.done():  # noqa: ASYNC110
-        await asyncio.sleep(0.05)
-    if server.started:
-        port = server.servers[0].sockets[0].getsockname()[1]
-        print(banner(port), flush=True)
-    await task
-    return server.started
+def _listen(host: str, port: int) -> socket.socket:
+    """Bind the listening socket up front, so a busy port is a clear error, not a log line."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 # -- verbs ------------------------------------------------------------------------
