@@ -176,6 +176,8 @@ def _listen(host: str, port: int) -> socket.socket:
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
+        # Listening now means connections made right after the banner wait in the backlog.
+        sock.listen(2048)
     except OSError:
         sock.close()
         raise
