@@ -67,6 +67,11 @@ def test_startup_registers_and_deliveries_verify(sandbox: Any, deployment: Deplo
     [delivery] = sandbox.admin.wait_for_deliveries(timeout=30)
     assert delivery["attempts"][-1]["status"] == 202
     assert result["message_id"] in deployment.jobs()
+    service.terminate()
+    log = service.log()
+    assert "webhook_ready" in log
+    assert webhook.secret not in log
+    assert sandbox.api_key not in log
 
 
 def test_register_command_prints_webhook_never_secret(sandbox: Any, deployment: Deployment) -> None:
