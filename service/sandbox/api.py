@@ -270,7 +270,17 @@ class RestApi:
             self._perform(pattern.target, call), name=f"sandbox-{operation}"
         )
         self.sandbox.track(task)
-        return await asyncio.shield(task)
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if not task.cancelled() or (current is not None and current.cancelling()):
+                raise
+            # The operation itself was cancelled (reset or shutdown), not this request;
+            # it is not counted, since a reset has just cleared the counts.
+            return error_response(
+                ApiError(503, "The sandbox was reset or is shutting down", "service_unavailable")
+            )
 
     async def _perform(self, operation: Operation, call: Call) -> Response:
         """Run the operation to the end, whatever happens to the client connection."""

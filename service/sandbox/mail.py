@@ -299,7 +299,7 @@ def _listed(message: MessageRecord, query: ListQuery) -> bool:
     if not all(label in message.labels for label in query.labels):
         return False
     for label, flag in HIDDEN_LABELS.items():
-        if label in message.labels and flag not in query.include and label not in query.labels:
+        if label in message.labels and flag not in query.include:
             return False
     if query.before is not None and not message.timestamp < query.before:
         return False

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from typing import Any
 
 import httpx
@@ -12,7 +13,7 @@ from agentmail.types.error_response import ErrorResponse
 
 from service.sandbox import SandboxError
 from tests.sandbox.conftest import NO_RETRY, Contract, strict
-from tests.support.waiting import until
+from tests.support.waiting import until, until_sync
 
 
 async def test_status_fault_with_budget(contract: Contract, sandbox: Any) -> None:
@@ -148,3 +149,23 @@ def test_fault_validation(sandbox: Any, fields: dict[str, Any]) -> None:
         sandbox.admin.add_fault(**fields) if "operation" in fields else sandbox.admin.add_fault("")
     assert caught.value.status == 400
     assert sandbox.admin.faults() == []
+
+
+def test_reset_answers_requests_in_flight_with_503(sandbox: Any) -> None:
+    sandbox.admin.add_fault("inboxes.list", latency_ms=10_000, times=1)
+    answers: list[httpx.Response] = []
+    headers = {"Authorization": f"Bearer {sandbox.api_key}"}
+
+    def call() -> None:
+        with httpx.Client(base_url=sandbox.url, headers=headers, timeout=30) as client:
+            answers.append(client.get("/v0/inboxes"))
+
+    caller = threading.Thread(target=call)
+    caller.start()
+    until_sync(lambda: sandbox.admin.requests()["in_flight"].get("inboxes.list", 0) == 1)
+    sandbox.admin.reset()
+    caller.join(20)
+    [answer] = answers
+    assert answer.status_code == 503
+    assert strict(ErrorResponse, answer.json()).code == "service_unavailable"
+    assert sandbox.admin.requests()["in_flight"] == {}
