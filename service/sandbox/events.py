@@ -19,9 +19,8 @@ from service.sandbox.reports import DeliveryRef
 if TYPE_CHECKING:
     from service.sandbox.state import Sandbox
 
-# AgentMail caps webhook payloads at 1 MB; above it the bodies are left out.
+# AgentMail caps webhook payloads at 1 MB; above it the message bodies are left out.
 PAYLOAD_CAP_BYTES = 1_000_000
-BODY_FIELDS = ("text", "html", "extracted_text", "extracted_html")
 
 
 def encode(event: dict[str, Any]) -> str:
@@ -41,8 +40,7 @@ def received_event(sandbox: Sandbox, message: MessageRecord, event_type: str, ev
     }
     body = encode(event)
     if len(body.encode("utf-8")) > PAYLOAD_CAP_BYTES:
-        for key in BODY_FIELDS:
-            event["message"].pop(key, None)
+        event["message"] = message.to_wire(with_bodies=False)
         body = encode(event)
     return body
 

@@ -140,7 +140,10 @@ class WebhookRecord:
 
 @dataclass
 class MessageRecord:
-    """One message as stored in one inbox (a sent mail and its inbound copy are two records)."""
+    """One message as stored in one inbox (a sent mail and its inbound copy are two records).
+
+    ``seq`` orders messages that share a millisecond timestamp.
+    """
 
     inbox_id: str
     thread_id: str
