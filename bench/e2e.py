@@ -1,0 +1,185 @@
+"""End to end: N inbound emails through the sandbox and the service, every API call slowed.
+
+Starts ``autoreply sandbox`` and ``autoreply serve`` (default settings, SQLite on disk)
+as child processes, adds a latency fault to every AgentMail operation, injects N emails
+from distinct senders, and waits until each is replied to and relabelled. Reports the
+total time, throughput and delivery-to-reply latency, and checks that every message got
+exactly one reply.
+
+    .venv/bin/python bench/e2e.py [--messages 1000] [--latency-ms 50] [--concurrency N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from datetime import datetime
+from pathlib import Path
+
+import httpx
+
+from service.sandbox import AsyncSandboxClient
+
+ROOT = Path(__file__).resolve().parent.parent
+INBOX = "demo@agentmail.to"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def autoreply() -> list[str]:
+    script = Path(sys.executable).with_name("autoreply")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "service"]
+
+
+def wait_http(url: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise SystemExit(f"{url} did not answer 200 within {timeout}s")
+
+
+def run(args: argparse.Namespace, folder: Path) -> dict[str, object]:
+    """Start both processes, measure, and stop them whatever happens."""
+    sandbox_port, service_port = free_port(), free_port()
+    sandbox_url = f"http://127.0.0.1:{sandbox_port}"
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("AGENTMAIL_", "AUTOREPLY_"))}
+    env = {
+        **clean,
+        "AGENTMAIL_API_KEY": "am_sandbox",
+        "AGENTMAIL_BASE_URL": sandbox_url,
+        "AUTOREPLY_PUBLIC_URL": f"http://127.0.0.1:{service_port}",
+        "AUTOREPLY_DATABASE_URL": f"sqlite:///{folder / 'e2e.db'}",
+        "AUTOREPLY_LOG_FORMAT": "json",
+        "AUTOREPLY_LOG_LEVEL": "WARNING",
+    }
+    if args.concurrency:
+        env["AUTOREPLY_WORKER_CONCURRENCY"] = str(args.concurrency)
+    processes: list[subprocess.Popen[bytes]] = []
+    with (
+        (folder / "sandbox.log").open("wb") as sandbox_log,
+        (folder / "service.log").open("wb") as service_log,
+    ):
+        try:
+            processes.append(
+                subprocess.Popen(
+                    [
+                        *autoreply(),
+                        "sandbox",
+                        "--port",
+                        str(sandbox_port),
+                        "--log-level",
+                        "warning",
+                    ],
+                    env=clean,
+                    stdout=sandbox_log,
+                    stderr=subprocess.STDOUT,
+                )
+            )
+            wait_http(f"{sandbox_url}/_sandbox/info")
+            processes.append(
+                subprocess.Popen(
+                    [*autoreply(), "serve", "--host", "127.0.0.1", "--port", str(service_port)],
+                    env=env,
+                    stdout=service_log,
+                    stderr=subprocess.STDOUT,
+                )
+            )
+            wait_http(f"http://127.0.0.1:{service_port}/readyz")
+            return asyncio.run(measure(sandbox_url, args.messages, args.latency_ms))
+        finally:
+            for process in reversed(processes):
+                process.terminate()
+                process.wait(timeout=30)
+
+
+async def measure(sandbox_url: str, count: int, latency_ms: int) -> dict[str, object]:
+    """Inject ``count`` emails with ``latency_ms`` on every API call; time the replies."""
+    async with AsyncSandboxClient(sandbox_url, timeout=60) as admin:
+        await admin.add_fault("*", latency_ms=latency_ms)
+        return await _measure(admin, count)
+
+
+async def _measure(admin: AsyncSandboxClient, count: int) -> dict[str, object]:
+    injected_at: dict[str, float] = {}
+    semaphore = asyncio.Semaphore(16)
+
+    async def inject(i: int) -> None:
+        async with semaphore:
+            result = await admin.inject(
+                from_=f"Sender {i} <sender{i}@example.com>",
+                to=INBOX,
+                subject=f"Question {i}",
+                text=f"Hello, this is question number {i}.",
+            )
+            injected_at[result["message_id"]] = time.time()
+
+    started = time.monotonic()
+    await asyncio.gather(*(inject(i) for i in range(count)))
+    injected = time.monotonic() - started
+    while True:
+        changes = await admin.label_changes()
+        relabelled = {c["message_id"] for c in changes if "replied" in c["added"]}
+        if len(relabelled) >= count:
+            break
+        if time.monotonic() - started > 300:
+            raise SystemExit(f"only {len(relabelled)} of {count} relabelled after 300 s")
+        await asyncio.sleep(0.1)
+    total = time.monotonic() - started
+    sent = await admin.sent()
+    per_message = Counter(email["in_reply_to"] for email in sent)
+    latencies = sorted(
+        datetime.fromisoformat(email["at"]).timestamp() - injected_at[email["in_reply_to"]]
+        for email in sent
+        if email["in_reply_to"] in injected_at
+    )
+    return {
+        "messages": count,
+        "injected_in_s": round(injected, 2),
+        "all_replied_in_s": round(total, 2),
+        "replies_per_s": round(count / total, 1),
+        "replies_sent": len(sent),
+        "messages_with_exactly_one_reply": sum(1 for n in per_message.values() if n == 1),
+        "latency_p50_s": round(statistics.median(latencies), 3),
+        "latency_p99_s": round(latencies[int(len(latencies) * 0.99) - 1], 3),
+        "api_calls": (await admin.requests())["operations"],
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--messages", type=int, default=1000)
+    parser.add_argument("--latency-ms", type=int, default=50)
+    parser.add_argument("--concurrency", type=int, default=0, help="0: the service default")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="autoreply-e2e-") as folder:
+        result = run(args, Path(folder))
+    result["latency_ms_per_api_call"] = args.latency_ms
+    result["concurrency"] = args.concurrency or "default (16)"
+    result["machine"] = f"{os.cpu_count()} cores, Python {platform.python_version()}"
+    print(json.dumps(result, indent=2))
+    ok = result["messages_with_exactly_one_reply"] == args.messages == result["replies_sent"]
+    print("exactly one reply per message" if ok else "NOT exactly one reply per message")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
