@@ -1,6 +1,8 @@
 """Durable state: delivery and event dedupe, the job queue, and the reply ledger.
 
-``open_store(url)`` picks the implementation from ``AUTOREPLY_DATABASE_URL``.
+``open_store(url)`` picks the implementation from ``AUTOREPLY_DATABASE_URL``: SQLite for
+``sqlite:///PATH`` (one replica), PostgreSQL for ``postgresql://`` or ``postgres://``
+(any number of replicas sharing one database).
 """
 
 from __future__ import annotations
@@ -23,6 +25,10 @@ def open_store(url: str) -> Store:
         from service.store.sqlite import SQLiteStore
 
         return SQLiteStore(url.removeprefix("sqlite:///"))
+    if url.startswith(("postgresql://", "postgres://")):
+        from service.store.postgres import PostgresStore
+
+        return PostgresStore(url)
     raise ValueError(f"unsupported database URL {url!r}")
 
 

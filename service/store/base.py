@@ -1,13 +1,15 @@
 """The store's contract and the values that cross it.
 
-Every implementation (SQLite now, PostgreSQL for replicas) passes the same contract
-tests. Times are Unix seconds (floats) supplied by the caller, so tests control them.
+Every implementation (SQLite for one replica, PostgreSQL for several) passes the same
+contract tests (tests/store/test_store_contract.py). Times are Unix seconds (floats)
+supplied by the caller, so tests control them.
 """
 
 from __future__ import annotations
 
 import enum
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -139,6 +141,54 @@ class QueueStats:
     oldest_pending_created_at: float | None
 
 
+#: The columns ``job_from_row`` reads, in order (the SQL stores select exactly these).
+JOB_COLUMNS = (
+    "id, inbox_id, message_id, event_id, event_type, message_json, state, attempts,"
+    " created_at, reply, first_send_at, sent_message_id, coalesce(reason, last_error)"
+)
+
+#: The columns ``summary_from_row`` reads, in order.
+SUMMARY_COLUMNS = (
+    "inbox_id, message_id, state, attempts, reason, last_error,"
+    " created_at, updated_at, first_send_at, sent_message_id"
+)
+
+
+def job_from_row(row: tuple[Any, ...]) -> Job:
+    """A ``Job`` from a row of ``JOB_COLUMNS`` (shared by the SQL stores)."""
+    return Job(
+        id=row[0],
+        inbox_id=row[1],
+        message_id=row[2],
+        event_id=row[3],
+        event_type=row[4],
+        message_json=row[5],
+        state=JobState(row[6]),
+        attempts=row[7],
+        created_at=row[8],
+        reply=None if row[9] is None else PreparedReply.from_json(row[9]),
+        first_send_at=row[10],
+        sent_message_id=row[11],
+        reason=row[12],
+    )
+
+
+def summary_from_row(row: tuple[Any, ...]) -> JobSummary:
+    """A ``JobSummary`` from a row of ``SUMMARY_COLUMNS``."""
+    return JobSummary(
+        inbox_id=row[0],
+        message_id=row[1],
+        state=JobState(row[2]),
+        attempts=row[3],
+        reason=row[4],
+        last_error=row[5],
+        created_at=row[6],
+        updated_at=row[7],
+        first_send_at=row[8],
+        sent_message_id=row[9],
+    )
+
+
 class Store(Protocol):
     """Durable state shared by intake and the workers.
 
@@ -154,6 +204,14 @@ class Store(Protocol):
 
     async def ping(self) -> None:
         """Raise ``StoreUnavailable`` unless the database answers."""
+
+    async def listen(self, wake: Callable[[], None]) -> None:
+        """Call ``wake`` when another process enqueues a job; run until cancelled.
+
+        A latency hint only: the worker polls anyway, so a missed call delays a job by
+        at most one poll. A store without notifications (SQLite: one process) returns
+        at once. Never raises for an unreachable database: it retries with backoff.
+        """
 
     async def record_delivery(self, delivery: Delivery, *, now: float) -> Recorded:
         """Record the delivery, its event and (for a message) its job, durably."""
@@ -205,6 +263,14 @@ class Store(Protocol):
 
     async def list_jobs(self, *, states: tuple[JobState, ...], limit: int) -> list[JobSummary]:
         """Jobs in ``states``, most recently updated first (``autoreply status``)."""
+
+    async def purge(self, *, before: float, batch: int = 1000) -> int:
+        """Delete delivery and event dedupe rows received before ``before``; return how many.
+
+        Runs in batches of at most ``batch`` rows, each its own short transaction, so
+        intake is never held up behind it. Jobs and the reply ledger are kept: job
+        dedupe and the policy's thread cap and sender cooldown depend on them.
+        """
 
     async def requeue(
         self, *, message_id: str | None, dead: bool, now: float, not_sent_before: float

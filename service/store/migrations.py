@@ -1,16 +1,30 @@
 """Versioned schema migrations, applied in order at startup and by ``autoreply migrate``.
 
-Each version is applied once, in its own transaction, and recorded in
-``schema_migrations``; a database newer than this code is refused rather than guessed at.
+Both stores use the same mechanism and the same version numbers: a ``schema_migrations``
+table records each applied version; the pending versions are applied in order inside one
+transaction (all or nothing); a database that records a version this code does not know
+is refused rather than guessed at. Never edit a released version: add a new one, to both
+lists, so a version number means the same schema change on either database.
+
+PostgreSQL takes a transaction-level advisory lock (keyed by the current schema) before
+it looks at ``schema_migrations``, so replicas starting at the same moment apply each
+version once: the first one migrates, the others wait for its commit and find nothing to do.
 """
 
 from __future__ import annotations
 
 import sqlite3
 import time
+from typing import TYPE_CHECKING, Any
 
-#: (version, statements) for SQLite, oldest first. Never edit a released version:
-#: add a new one.
+if TYPE_CHECKING:
+    from psycopg import AsyncConnection
+
+#: First key of the two-key advisory lock that serialises PostgreSQL migrations (the
+#: second is a hash of the schema name). Arbitrary, fixed forever: ASCII "ar".
+ADVISORY_LOCK_CLASS = 0x6172
+
+#: (version, statements) for SQLite, oldest first.
 SQLITE: tuple[tuple[int, tuple[str, ...]], ...] = (
     (
         1,
@@ -56,11 +70,89 @@ SQLITE: tuple[tuple[int, tuple[str, ...]], ...] = (
             "CREATE INDEX replies_sender ON replies (inbox_id, sender, sent_at)",
         ),
     ),
+    (
+        2,
+        (
+            # Retention purges dedupe rows by age, in small batches.
+            "CREATE INDEX deliveries_received ON deliveries (received_at)",
+            "CREATE INDEX events_received ON events (received_at)",
+        ),
+    ),
+)
+
+#: (version, statements) for PostgreSQL, oldest first: the same tables and columns as
+#: SQLite (times are Unix seconds in ``double precision``, like SQLite's 8-byte REAL).
+#: The claim indexes are partial, so finished jobs, which are kept, never slow a claim.
+POSTGRES: tuple[tuple[int, tuple[str, ...]], ...] = (
+    (
+        1,
+        (
+            """CREATE TABLE deliveries (
+                svix_id text PRIMARY KEY,
+                event_id text NOT NULL,
+                received_at double precision NOT NULL)""",
+            """CREATE TABLE events (
+                event_id text PRIMARY KEY,
+                event_type text NOT NULL,
+                received_at double precision NOT NULL)""",
+            """CREATE TABLE jobs (
+                id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+                inbox_id text NOT NULL,
+                message_id text NOT NULL,
+                thread_id text NOT NULL,
+                event_id text NOT NULL,
+                event_type text NOT NULL,
+                message_json text NOT NULL,
+                state text NOT NULL,
+                attempts integer NOT NULL DEFAULT 0,
+                run_after double precision NOT NULL,
+                lease_owner text,
+                lease_until double precision,
+                reply text,
+                first_send_at double precision,
+                sent_message_id text,
+                reason text,
+                last_error text,
+                created_at double precision NOT NULL,
+                updated_at double precision NOT NULL,
+                UNIQUE (inbox_id, message_id))""",
+            "CREATE INDEX jobs_due ON jobs (run_after, id) WHERE state = 'pending'",
+            "CREATE INDEX jobs_lease ON jobs (lease_until) WHERE state = 'running'",
+            "CREATE INDEX jobs_updated ON jobs (state, updated_at)",
+            """CREATE TABLE replies (
+                job_id bigint PRIMARY KEY REFERENCES jobs (id),
+                inbox_id text NOT NULL,
+                thread_id text NOT NULL,
+                sender text NOT NULL,
+                sent_at double precision NOT NULL)""",
+            "CREATE INDEX replies_thread ON replies (inbox_id, thread_id)",
+            "CREATE INDEX replies_sender ON replies (inbox_id, sender, sent_at)",
+        ),
+    ),
+    (
+        2,
+        (
+            "CREATE INDEX deliveries_received ON deliveries (received_at)",
+            "CREATE INDEX events_received ON events (received_at)",
+        ),
+    ),
 )
 
 
 class MigrationError(Exception):
-    """The database's schema is newer than this version of the service knows."""
+    """The database's schema is newer than this version of the service knows, or has no home."""
+
+
+def _pending(
+    done: set[int], versions: tuple[tuple[int, tuple[str, ...]], ...]
+) -> list[tuple[int, tuple[str, ...]]]:
+    """The versions still to apply, oldest first; refuse a database newer than ``versions``."""
+    known = {version for version, _ in versions}
+    if done - known:
+        raise MigrationError(
+            f"database has schema version {max(done)}; this service knows up to {max(known)}"
+        )
+    return [(version, statements) for version, statements in versions if version not in done]
 
 
 def apply_sqlite(conn: sqlite3.Connection) -> list[int]:
@@ -72,15 +164,8 @@ def apply_sqlite(conn: sqlite3.Connection) -> list[int]:
                 version INTEGER PRIMARY KEY, applied_at REAL NOT NULL)"""
         )
         done = {row[0] for row in conn.execute("SELECT version FROM schema_migrations")}
-        known = {version for version, _ in SQLITE}
-        if done - known:
-            raise MigrationError(
-                f"database has schema version {max(done)}; this service knows up to {max(known)}"
-            )
         applied = []
-        for version, statements in SQLITE:
-            if version in done:
-                continue
+        for version, statements in _pending(done, SQLITE):
             for statement in statements:
                 conn.execute(statement)
             conn.execute(
@@ -92,4 +177,42 @@ def apply_sqlite(conn: sqlite3.Connection) -> list[int]:
     except BaseException:
         conn.execute("ROLLBACK")
         raise
+    return applied
+
+
+async def apply_postgres(conn: AsyncConnection[Any]) -> list[int]:
+    """Apply every pending PostgreSQL migration in the current schema; return the versions.
+
+    The tables go into the first schema of the connection's ``search_path`` that exists
+    (``public`` by default; see the README for choosing another). ``conn`` must be in
+    autocommit mode: this opens its own transaction.
+    """
+    async with conn.transaction():
+        cursor = await conn.execute("SELECT current_schema()")
+        row = await cursor.fetchone()
+        schema = None if row is None else row[0]
+        if schema is None:
+            search_path = await (await conn.execute("SHOW search_path")).fetchone()
+            raise MigrationError(
+                f"no schema of search_path {search_path[0] if search_path else '?'!r} exists"
+                " (create it first)"
+            )
+        await conn.execute(
+            "SELECT pg_advisory_xact_lock(%s::integer, hashtext(%s))", (ADVISORY_LOCK_CLASS, schema)
+        )
+        await conn.execute(
+            """CREATE TABLE IF NOT EXISTS schema_migrations (
+                version integer PRIMARY KEY, applied_at double precision NOT NULL)"""
+        )
+        cursor = await conn.execute("SELECT version FROM schema_migrations")
+        done = {int(version) for (version,) in await cursor.fetchall()}
+        applied = []
+        for version, statements in _pending(done, POSTGRES):
+            for statement in statements:
+                await conn.execute(statement)
+            await conn.execute(
+                "INSERT INTO schema_migrations (version, applied_at) VALUES (%s, %s)",
+                (version, time.time()),
+            )
+            applied.append(version)
     return applied

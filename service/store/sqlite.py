@@ -24,6 +24,8 @@ import structlog
 from handlers.policy import History
 from service.store import migrations
 from service.store.base import (
+    JOB_COLUMNS,
+    SUMMARY_COLUMNS,
     Job,
     JobState,
     JobSummary,
@@ -31,6 +33,8 @@ from service.store.base import (
     QueueStats,
     Recorded,
     StoreUnavailable,
+    job_from_row,
+    summary_from_row,
 )
 from service.webhooks import Delivery
 
@@ -39,11 +43,6 @@ log = structlog.get_logger(__name__)
 
 #: Most operations run in one transaction; bounded so one commit stays short.
 MAX_BATCH = 512
-
-_JOB_COLUMNS = (
-    "id, inbox_id, message_id, event_id, event_type, message_json, state, attempts,"
-    " created_at, reply, first_send_at, sent_message_id, coalesce(reason, last_error)"
-)
 
 
 @dataclass
@@ -70,7 +69,10 @@ class SQLiteStore:
     async def open(self) -> None:
         if self._thread is not None:
             return
-        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreUnavailable(f"cannot open {self.path}: {exc}") from exc
         self._thread = threading.Thread(target=self._run, name="sqlite-writer", daemon=True)
         self._thread.start()
         await asyncio.to_thread(self._ready.wait)
@@ -161,6 +163,21 @@ class SQLiteStore:
     async def ping(self) -> None:
         await self._call(lambda conn: conn.execute("SELECT 1").fetchone())
 
+    async def listen(self, wake: Callable[[], None]) -> None:
+        # One process owns the file: intake wakes its own worker directly.
+        return
+
+    async def purge(self, *, before: float, batch: int = 1000) -> int:
+        total = 0
+        for table in ("deliveries", "events"):
+            while True:
+                # One batch per operation: intake's writes queue between the batches.
+                deleted = await self._call(_purge_batch(table, before, batch))
+                total += deleted
+                if deleted < batch:
+                    break
+        return total
+
     async def record_delivery(self, delivery: Delivery, *, now: float) -> Recorded:
         return await self._call(lambda conn: _record(conn, delivery, now))
 
@@ -174,10 +191,10 @@ class SQLiteStore:
                         WHERE (state = 'pending' AND run_after <= ?)
                            OR (state = 'running' AND lease_until <= ?)
                         ORDER BY run_after, id LIMIT ?)
-                    RETURNING {_JOB_COLUMNS}""",  # noqa: S608 - constant column list
+                    RETURNING {JOB_COLUMNS}""",  # noqa: S608 - constant column list
                 (owner, now + lease, now, now, now, limit),
             ).fetchall()
-            return sorted((_job(row) for row in rows), key=lambda job: job.id)
+            return sorted((job_from_row(row) for row in rows), key=lambda job: job.id)
 
         return await self._call(claim)
 
@@ -298,10 +315,10 @@ class SQLiteStore:
     async def get_job(self, inbox_id: str, message_id: str) -> Job | None:
         def get(conn: sqlite3.Connection) -> Job | None:
             row = conn.execute(
-                f"SELECT {_JOB_COLUMNS} FROM jobs WHERE inbox_id = ? AND message_id = ?",  # noqa: S608
+                f"SELECT {JOB_COLUMNS} FROM jobs WHERE inbox_id = ? AND message_id = ?",  # noqa: S608
                 (inbox_id, message_id),
             ).fetchone()
-            return None if row is None else _job(row)
+            return None if row is None else job_from_row(row)
 
         return await self._call(get)
 
@@ -310,13 +327,12 @@ class SQLiteStore:
 
         def list_jobs(conn: sqlite3.Connection) -> list[JobSummary]:
             rows = conn.execute(
-                f"""SELECT inbox_id, message_id, state, attempts, reason, last_error,
-                        created_at, updated_at, first_send_at, sent_message_id
+                f"""SELECT {SUMMARY_COLUMNS}
                     FROM jobs WHERE state IN ({marks})
                     ORDER BY updated_at DESC, id DESC LIMIT ?""",  # noqa: S608 - placeholders only
                 (*[s.value for s in states], limit),
             ).fetchall()
-            return [_summary(row) for row in rows]
+            return [summary_from_row(row) for row in rows]
 
         return await self._call(list_jobs)
 
@@ -389,34 +405,10 @@ def _record(conn: sqlite3.Connection, delivery: Delivery, now: float) -> Recorde
     return Recorded.ENQUEUED if new_job else Recorded.DUPLICATE_MESSAGE
 
 
-def _summary(row: tuple[Any, ...]) -> JobSummary:
-    return JobSummary(
-        inbox_id=row[0],
-        message_id=row[1],
-        state=JobState(row[2]),
-        attempts=row[3],
-        reason=row[4],
-        last_error=row[5],
-        created_at=row[6],
-        updated_at=row[7],
-        first_send_at=row[8],
-        sent_message_id=row[9],
+def _purge_batch(table: str, before: float, batch: int) -> Callable[[sqlite3.Connection], int]:
+    """Delete up to ``batch`` rows of ``table`` received before ``before``."""
+    sql = (
+        f"DELETE FROM {table} WHERE rowid IN"  # noqa: S608 - table is one of two constants
+        f" (SELECT rowid FROM {table} WHERE received_at < ? LIMIT ?)"
     )
-
-
-def _job(row: tuple[Any, ...]) -> Job:
-    return Job(
-        id=row[0],
-        inbox_id=row[1],
-        message_id=row[2],
-        event_id=row[3],
-        event_type=row[4],
-        message_json=row[5],
-        state=JobState(row[6]),
-        attempts=row[7],
-        created_at=row[8],
-        reply=None if row[9] is None else PreparedReply.from_json(row[9]),
-        first_send_at=row[10],
-        sent_message_id=row[11],
-        reason=row[12],
-    )
+    return lambda conn: conn.execute(sql, (before, batch)).rowcount

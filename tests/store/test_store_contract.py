@@ -1,20 +1,27 @@
 """The store contract: every implementation must behave the same under these tests.
 
-Runs against real databases only (an SQLite file in a temporary folder).
+Every test runs against each store, on real databases only: an SQLite file in a
+temporary folder, and PostgreSQL in a schema of its own on the test server (dropped
+afterwards; skipped with the reason when no PostgreSQL is reachable). One module for
+both, so the implementations cannot drift apart.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+import sqlite3
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from handlers.message import InboundMessage
 from service.store import JobState, PreparedReply, Recorded, Store, StoreUnavailable, open_store
 from service.webhooks import Delivery
+from tests.support import postgres
+from tests.support.service_process import free_port
 
 T0 = 1_800_000_000.0
 
@@ -58,9 +65,21 @@ def reply(text: str = "thanks") -> PreparedReply:
     )
 
 
-@pytest.fixture(name="url", params=["sqlite"])
-def _url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'store.db'}"
+STORES = [
+    pytest.param("sqlite", id="sqlite"),
+    pytest.param("postgres", id="postgres", marks=pytest.mark.postgres),
+]
+
+
+@pytest.fixture(name="url", params=STORES)
+def _url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh, empty database of each kind."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'store.db'}"
+        return
+    postgres.require_server()
+    with postgres.temporary_schema(prefix="contract") as url:
+        yield url
 
 
 @pytest.fixture(name="store")
@@ -245,12 +264,20 @@ async def test_closed_store_is_unavailable(url: str) -> None:
         await store.ping()
 
 
-async def test_unwritable_database_fails_to_open(tmp_path: Path) -> None:
-    """A path that cannot hold a database is reported when the store opens."""
-    blocker = tmp_path / "file"
-    blocker.write_text("not a directory")
-    store = open_store(f"sqlite:///{blocker / 'store.db'}")
-    with pytest.raises((StoreUnavailable, OSError)):
+@pytest.fixture(name="unreachable_url", params=STORES)
+def _unreachable_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A database of each kind that cannot be opened."""
+    if request.param == "sqlite":
+        blocker = tmp_path / "file"
+        blocker.write_text("not a directory")
+        return f"sqlite:///{blocker / 'store.db'}"
+    return f"postgresql://postgres@127.0.0.1:{free_port()}/test?connect_timeout=5"
+
+
+async def test_unreachable_database_fails_to_open(unreachable_url: str) -> None:
+    """A database that cannot be reached or created is reported when the store opens."""
+    store = open_store(unreachable_url)
+    with pytest.raises(StoreUnavailable):
         await store.open()
 
 
@@ -294,3 +321,154 @@ async def test_requeue_refuses_jobs_whose_key_may_have_expired(store: Store) -> 
     assert await store.requeue(message_id=None, dead=True, now=T0, not_sent_before=T0 + 1) == 0
     assert await store.requeue(message_id="<nope>", dead=False, now=T0, not_sent_before=0) == 0
     assert len(await store.list_jobs(states=(JobState.DEAD,), limit=10)) == 1
+
+
+# -- several stores on one database (replicas) ----------------------------------------
+
+
+@pytest.fixture(name="stores")
+async def _stores(url: str) -> AsyncIterator[list[Store]]:
+    """Three stores opened at once on one database, as three replicas would."""
+    stores = [open_store(url) for _ in range(3)]
+    await asyncio.gather(*(s.open() for s in stores))
+    yield stores
+    await asyncio.gather(*(s.close() for s in stores))
+
+
+async def test_duplicates_racing_through_several_stores_enqueue_once(stores: list[Store]) -> None:
+    """The same delivery, event and message arriving at every replica at once: one job."""
+    copies = [
+        delivery("msg_1", "evt_1"),  # a Svix retry
+        delivery("msg_2", "evt_1"),  # a resend under a new svix-id
+        delivery("msg_3", "evt_2"),  # a second event for the message
+    ]
+    results = await asyncio.gather(
+        *(s.record_delivery(d, now=T0) for s in stores for d in copies for _ in range(4))
+    )
+    assert results.count(Recorded.ENQUEUED) == 1
+    assert (await stores[0].stats()).by_state["pending"] == 1
+
+
+async def test_concurrent_claims_through_several_stores_never_share_a_job(
+    stores: list[Store],
+) -> None:
+    """Workers of every replica claiming at once: each job is leased to exactly one."""
+    for i in range(60):
+        await stores[0].record_delivery(delivery(f"s{i}", f"e{i}", f"<m{i}@x>"), now=T0)
+
+    async def drain(store: Store, owner: str) -> list[int]:
+        taken: list[int] = []
+        while jobs := await store.claim(owner=owner, now=T0, lease=600, limit=3):
+            taken.extend(job.id for job in jobs)
+        return taken
+
+    claimed = await asyncio.gather(
+        *(drain(s, f"w{n}{k}") for n, s in enumerate(stores) for k in range(3))
+    )
+    ids = [job_id for taken in claimed for job_id in taken]
+    assert len(ids) == 60
+    assert len(set(ids)) == 60
+
+
+async def test_policy_history_is_shared_between_stores(stores: list[Store]) -> None:
+    """A reply recorded through one replica counts for the thread cap and cooldown on all."""
+    first, second, _ = stores
+    await first.record_delivery(delivery(), now=T0)
+    [job] = await first.claim(owner="a", now=T0, lease=60, limit=1)
+    assert await first.mark_sent(
+        job.id, owner="a", sent_message_id="<r@x>", thread_id="thd_1", sender="jane@example.com",
+        now=T0 + 1,
+    )  # fmt: skip
+    history = await second.history(
+        inbox_id="bot@agentmail.to", thread_id="thd_1", sender="JANE@example.com"
+    )
+    assert history.replies_in_thread == 1
+    assert history.last_reply_to_sender_at is not None
+
+
+async def test_enqueue_wakes_the_listeners_of_other_stores(stores: list[Store]) -> None:
+    """A store with notifications wakes other replicas on enqueue; SQLite has none.
+
+    Only new jobs notify; ``listen`` also wakes once whenever it (re)starts listening,
+    for jobs enqueued while nobody listened.
+    """
+    listener, writer, _ = stores
+    woken = asyncio.Event()
+    task = asyncio.create_task(listener.listen(woken.set))
+    try:
+        await asyncio.wait({task}, timeout=0.5)
+        if task.done():  # no notifications: returns at once without waking anyone
+            assert task.result() is None
+            assert not woken.is_set()
+            return
+        await asyncio.wait_for(woken.wait(), timeout=30)  # the catch-up wake: listening now
+        woken.clear()
+        assert await writer.record_delivery(delivery(), now=T0) is Recorded.ENQUEUED
+        await asyncio.wait_for(woken.wait(), timeout=30)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_stores_opening_at_once_migrate_once(url: str) -> None:
+    """Replicas starting together on an empty database: every one opens, each version once."""
+    stores = [open_store(url) for _ in range(4)]
+    await asyncio.gather(*(s.open() for s in stores))
+    try:
+        assert await stores[0].record_delivery(delivery(), now=T0) is Recorded.ENQUEUED
+        assert await stores[3].record_delivery(delivery(), now=T0) is Recorded.DUPLICATE_DELIVERY
+    finally:
+        await asyncio.gather(*(s.close() for s in stores))
+    assert sorted(execute(url, "SELECT version FROM schema_migrations")) == [(1,), (2,)]
+
+
+async def test_database_newer_than_the_code_is_refused(url: str) -> None:
+    """A schema version this code does not know stops the store from opening."""
+    store = open_store(url)
+    await store.open()
+    await store.close()
+    execute(url, "INSERT INTO schema_migrations (version, applied_at) VALUES (999, 0)")
+    with pytest.raises(StoreUnavailable, match="999"):
+        await open_store(url).open()
+
+
+# -- retention -------------------------------------------------------------------------
+
+
+async def test_purge_deletes_old_dedupe_rows_in_batches_and_keeps_jobs(store: Store) -> None:
+    """Deliveries and events older than the cutoff go; jobs and the reply ledger stay."""
+    for i in range(5):
+        await store.record_delivery(delivery(f"old{i}", f"eold{i}", f"<old{i}@x>"), now=T0)
+    await store.record_delivery(delivery("new", "enew", "<new@x>"), now=T0 + 100)
+    [job] = await store.claim(owner="a", now=T0, lease=60, limit=1)
+    await store.mark_sent(
+        job.id, owner="a", sent_message_id="<r@x>", thread_id="thd_1", sender="jane@example.com",
+        now=T0 + 1,
+    )  # fmt: skip
+
+    assert await store.purge(before=T0 + 50, batch=2) == 10  # 5 deliveries + 5 events
+    assert await store.purge(before=T0 + 50, batch=2) == 0
+
+    # The recent delivery is still known; a purged one is new again, yet its message
+    # keeps its job, so it is still never answered twice.
+    assert await store.record_delivery(delivery("new", "enew", "<new@x>"), now=T0 + 200) is (
+        Recorded.DUPLICATE_DELIVERY
+    )
+    assert await store.record_delivery(delivery("old0", "eold0", "<old0@x>"), now=T0 + 200) is (
+        Recorded.DUPLICATE_MESSAGE
+    )
+    assert sum((await store.stats()).by_state.values()) == 6
+    history = await store.history(
+        inbox_id="bot@agentmail.to", thread_id="thd_1", sender="jane@example.com"
+    )
+    assert history.replies_in_thread == 1
+
+
+def execute(url: str, sql: str) -> list[tuple[object, ...]]:
+    """Run one statement straight on the database behind ``url``; return its rows."""
+    if url.startswith("sqlite:///"):
+        with sqlite3.connect(url.removeprefix("sqlite:///")) as conn:
+            return list(conn.execute(sql).fetchall())
+    with psycopg.connect(url, autocommit=True) as conn:
+        cursor = conn.execute(sql.encode())
+        return list(cursor.fetchall()) if cursor.description else []

@@ -1,0 +1,499 @@
+"""PostgreSQL store: several replicas share deduplication, the job queue and the reply ledger.
+
+Why it stays exactly-once across replicas:
+
+* **Dedupe by constraints.** Deliveries, events and jobs have unique keys; intake inserts
+  with ``ON CONFLICT DO NOTHING`` in one statement (data-modifying CTEs), never reads
+  first. Two replicas receiving the same event at the same moment race in the database,
+  and exactly one insert wins; the other waits for its commit and reports a duplicate.
+* **Claims with SKIP LOCKED.** ``UPDATE ... WHERE id IN (SELECT ... FOR UPDATE SKIP
+  LOCKED LIMIT n) RETURNING ...`` leases due jobs, and running jobs whose lease ran out,
+  in one short statement; concurrent claimers skip each other's rows instead of waiting.
+* **Fencing.** Every change to a claimed job names its ``lease_owner``; a worker whose
+  lease was taken over changes nothing.
+* **Short transactions.** Connections are in autocommit mode and every operation is one
+  statement, so a transaction never outlives a round trip and no AgentMail call ever
+  happens inside one (the worker alternates store calls and API calls).
+
+LISTEN/NOTIFY is only a wake-up hint: the enqueue statement notifies, each replica keeps
+one listening connection (``listen``) that wakes its worker, and the worker polls anyway.
+
+Failures: any psycopg error (connection refused, lost, pool timeout, ...) and any
+operation that outlasts ``operation_timeout`` surface as ``StoreUnavailable``, so intake
+answers 503 (Svix retries) and the worker backs off. The pool checks each connection
+before handing it out and replaces broken ones, so the store recovers by itself when the
+database returns.
+
+The schema goes into the first existing schema of the connection's ``search_path``
+(``public`` by default); pick another with libpq's ``options`` parameter, e.g.
+``postgresql://app@db/mail?options=-csearch_path%3Dautoreply``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import psycopg
+import structlog
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg_pool import AsyncConnectionPool
+
+from handlers.policy import History
+from service.store import migrations
+from service.store.base import (
+    JOB_COLUMNS,
+    SUMMARY_COLUMNS,
+    Job,
+    JobState,
+    JobSummary,
+    PreparedReply,
+    QueueStats,
+    Recorded,
+    StoreUnavailable,
+    job_from_row,
+    summary_from_row,
+)
+from service.webhooks import Delivery
+
+T = TypeVar("T")
+Conn = psycopg.AsyncConnection[Any]
+log = structlog.get_logger(__name__)
+
+#: The NOTIFY channel; the payload is the schema, so deployments sharing one database
+#: in different schemas do not wake each other.
+CHANNEL = "autoreply_jobs"
+
+_RECORD_MESSAGE = """
+WITH d AS (
+    INSERT INTO deliveries (svix_id, event_id, received_at)
+    VALUES (%(svix_id)s, %(event_id)s, %(now)s)
+    ON CONFLICT (svix_id) DO NOTHING
+    RETURNING 1
+), e AS (
+    INSERT INTO events (event_id, event_type, received_at)
+    SELECT %(event_id)s, %(event_type)s, %(now)s WHERE EXISTS (SELECT FROM d)
+    ON CONFLICT (event_id) DO NOTHING
+    RETURNING 1
+), j AS (
+    INSERT INTO jobs (inbox_id, message_id, thread_id, event_id, event_type,
+                      message_json, state, attempts, run_after, created_at, updated_at)
+    SELECT %(inbox_id)s, %(message_id)s, %(thread_id)s, %(event_id)s, %(event_type)s,
+           %(message_json)s, 'pending', 0, %(now)s, %(now)s, %(now)s
+    WHERE EXISTS (SELECT FROM e)
+    ON CONFLICT (inbox_id, message_id) DO NOTHING
+    RETURNING pg_notify('autoreply_jobs', current_schema())
+)
+SELECT EXISTS (SELECT FROM d), EXISTS (SELECT FROM e), EXISTS (SELECT FROM j)
+"""
+
+_RECORD_EVENT = """
+WITH d AS (
+    INSERT INTO deliveries (svix_id, event_id, received_at)
+    VALUES (%(svix_id)s, %(event_id)s, %(now)s)
+    ON CONFLICT (svix_id) DO NOTHING
+    RETURNING 1
+), e AS (
+    INSERT INTO events (event_id, event_type, received_at)
+    SELECT %(event_id)s, %(event_type)s, %(now)s WHERE EXISTS (SELECT FROM d)
+    ON CONFLICT (event_id) DO NOTHING
+    RETURNING 1
+)
+SELECT EXISTS (SELECT FROM d), EXISTS (SELECT FROM e), false
+"""
+
+_CLAIM = f"""
+UPDATE jobs SET state = 'running', lease_owner = %(owner)s, lease_until = %(until)s,
+       attempts = attempts + 1, updated_at = %(now)s
+WHERE id IN (
+    SELECT id FROM jobs
+    WHERE (state = 'pending' AND run_after <= %(now)s)
+       OR (state = 'running' AND lease_until <= %(now)s)
+    ORDER BY run_after, id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED)
+RETURNING {JOB_COLUMNS}
+"""  # noqa: S608 - constant column list
+
+_MARK_SENT = """
+WITH j AS (
+    UPDATE jobs SET sent_message_id = %(sent)s, updated_at = %(now)s
+    WHERE id = %(id)s AND lease_owner = %(owner)s AND state = 'running'
+    RETURNING id, inbox_id
+), r AS (
+    INSERT INTO replies (job_id, inbox_id, thread_id, sender, sent_at)
+    SELECT id, inbox_id, %(thread_id)s, %(sender)s, %(now)s FROM j
+    ON CONFLICT (job_id) DO NOTHING
+)
+SELECT count(*) FROM j
+"""
+
+#: ``purge`` deletes by key in batches; rows another replica is purging are skipped.
+_PURGE = {
+    table: (
+        f"DELETE FROM {table} WHERE {key} IN ("  # noqa: S608 - constant names
+        f"SELECT {key} FROM {table} WHERE received_at < %s LIMIT %s FOR UPDATE SKIP LOCKED)"
+    )
+    for table, key in (("deliveries", "svix_id"), ("events", "event_id"))
+}
+
+
+class PostgresStore:
+    """``Store`` on PostgreSQL, shared by any number of replicas (see the module docstring)."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        min_size: int = 1,
+        max_size: int = 10,
+        connect_timeout: float = 5.0,
+        pool_timeout: float = 3.0,
+        operation_timeout: float = 15.0,
+        open_timeout: float = 10.0,
+        listen_probe: float = 30.0,
+    ) -> None:
+        """``url`` is a libpq URL; the timeouts (seconds) bound every wait on the database.
+
+        ``connect_timeout`` per connection attempt (unless the URL sets one),
+        ``pool_timeout`` for a free pooled connection, ``operation_timeout`` for a whole
+        operation, ``open_timeout`` for the first connection at startup. The listener
+        checks its connection after ``listen_probe`` seconds without a notification.
+        """
+        self.url = url
+        self.min_size = min_size
+        self.max_size = max_size
+        self.connect_timeout = connect_timeout
+        self.pool_timeout = pool_timeout
+        self.operation_timeout = operation_timeout
+        self.open_timeout = open_timeout
+        self.listen_probe = listen_probe
+        self._conninfo = ""
+        self._pool: AsyncConnectionPool[Conn] | None = None
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    async def open(self) -> None:
+        if self._pool is not None:
+            return
+        try:
+            self._conninfo = _conninfo(self.url, self.connect_timeout)
+            # One direct connection first: a database that is down or refuses us fails
+            # startup at once with its reason, instead of after the pool's patience.
+            async with await psycopg.AsyncConnection.connect(
+                self._conninfo, autocommit=True
+            ) as conn:
+                applied = await migrations.apply_postgres(conn)
+        except (psycopg.Error, migrations.MigrationError) as exc:
+            raise StoreUnavailable(f"cannot open PostgreSQL: {_first_line(exc)}") from exc
+        if applied:
+            log.info("migrations_applied", versions=applied)
+        pool: AsyncConnectionPool[Conn] = AsyncConnectionPool(
+            self._conninfo,
+            min_size=self.min_size,
+            max_size=self.max_size,
+            kwargs={"autocommit": True},
+            open=False,
+            check=AsyncConnectionPool.check_connection,
+            timeout=self.pool_timeout,
+            # Give up a failing reconnection early: the next request starts a fresh one,
+            # so the pool is back within seconds of the database.
+            reconnect_timeout=self.pool_timeout,
+            name="autoreply",
+        )
+        try:
+            await pool.open(wait=True, timeout=self.open_timeout)
+        except psycopg.Error as exc:
+            await pool.close()
+            raise StoreUnavailable(f"cannot open PostgreSQL: {_first_line(exc)}") from exc
+        self._pool = pool
+
+    async def close(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await pool.close()
+
+    async def _run(self, fn: Callable[[Conn], Awaitable[T]]) -> T:
+        """Run ``fn`` on a pooled connection; every database failure is StoreUnavailable."""
+        pool = self._pool
+        if pool is None:
+            raise StoreUnavailable("store is not open")
+        try:
+            async with asyncio.timeout(self.operation_timeout):
+                async with pool.connection() as conn:
+                    return await fn(conn)
+        except psycopg.Error as exc:
+            raise StoreUnavailable(_first_line(exc)) from exc
+        except TimeoutError:
+            raise StoreUnavailable(
+                f"no answer from PostgreSQL within {self.operation_timeout:g} s"
+            ) from None
+
+    async def _one(self, sql: str, params: dict[str, Any] | tuple[Any, ...] = ()) -> Any:
+        """The first column of the first row of one statement (None without a row)."""
+
+        async def one(conn: Conn) -> Any:
+            row = await (await conn.execute(sql, params)).fetchone()
+            return None if row is None else row[0]
+
+        return await self._run(one)
+
+    async def _rowcount(self, sql: str, params: dict[str, Any] | tuple[Any, ...]) -> int:
+        async def count(conn: Conn) -> int:
+            return (await conn.execute(sql, params)).rowcount
+
+        return await self._run(count)
+
+    # -- Store ------------------------------------------------------------------------
+
+    async def ping(self) -> None:
+        await self._one("SELECT 1")
+
+    async def listen(self, wake: Callable[[], None]) -> None:
+        failures = 0
+        while True:
+            try:
+                conn = await psycopg.AsyncConnection.connect(
+                    self._conninfo or _conninfo(self.url, self.connect_timeout), autocommit=True
+                )
+                failures = 0
+                async with conn:
+                    await self._listen_on(conn, wake)
+            except (psycopg.Error, TimeoutError) as exc:
+                failures += 1
+                delay = min(30.0, 0.5 * 2 ** min(failures, 10)) * random.uniform(0.5, 1.0)
+                log.warning("listen_lost", error=_first_line(exc), retry_in_s=round(delay, 1))
+                await asyncio.sleep(delay)
+
+    async def _listen_on(self, conn: Conn, wake: Callable[[], None]) -> None:
+        """Wake on each notification for this schema until the connection fails."""
+        row = await (await conn.execute("SELECT current_schema()")).fetchone()
+        schema = None if row is None else row[0]
+        await conn.execute(f"LISTEN {CHANNEL}")
+        log.info("listening", channel=CHANNEL, schema=schema)
+        # Jobs may have been enqueued while nobody listened.
+        wake()
+        while True:
+            async for notify in conn.notifies(timeout=self.listen_probe):
+                if notify.payload == schema:
+                    wake()
+            # Quiet for a while: make sure the connection is still there.
+            async with asyncio.timeout(self.pool_timeout):
+                await conn.execute("SELECT 1")
+
+    async def record_delivery(self, delivery: Delivery, *, now: float) -> Recorded:
+        message = delivery.message
+        params: dict[str, Any] = {
+            "svix_id": delivery.svix_id,
+            "event_id": delivery.event_id,
+            "event_type": delivery.event_type,
+            "now": now,
+        }
+        if message is None or delivery.message_json is None:
+            sql = _RECORD_EVENT
+        else:
+            sql = _RECORD_MESSAGE
+            params.update(
+                inbox_id=message.inbox_id,
+                message_id=message.message_id,
+                thread_id=message.thread_id,
+                message_json=delivery.message_json,
+            )
+
+        async def record(conn: Conn) -> tuple[bool, bool, bool]:
+            row = await (await conn.execute(sql, params)).fetchone()
+            assert row is not None
+            return bool(row[0]), bool(row[1]), bool(row[2])
+
+        new_delivery, new_event, new_job = await self._run(record)
+        if not new_delivery:
+            return Recorded.DUPLICATE_DELIVERY
+        if not new_event:
+            return Recorded.DUPLICATE_EVENT
+        if sql is _RECORD_EVENT:
+            return Recorded.IGNORED
+        return Recorded.ENQUEUED if new_job else Recorded.DUPLICATE_MESSAGE
+
+    async def claim(self, *, owner: str, now: float, lease: float, limit: int) -> list[Job]:
+        params = {"owner": owner, "until": now + lease, "now": now, "limit": limit}
+
+        async def claim(conn: Conn) -> list[Job]:
+            rows = await (await conn.execute(_CLAIM, params)).fetchall()
+            return sorted((job_from_row(row) for row in rows), key=lambda job: job.id)
+
+        return await self._run(claim)
+
+    async def save_reply(
+        self, job_id: int, *, owner: str, reply: PreparedReply, now: float
+    ) -> bool:
+        return (
+            await self._rowcount(
+                """UPDATE jobs SET reply = coalesce(reply, %s),
+                       first_send_at = coalesce(first_send_at, %s), updated_at = %s
+                   WHERE id = %s AND lease_owner = %s AND state = 'running'""",
+                (reply.to_json(), now, now, job_id, owner),
+            )
+            == 1
+        )
+
+    async def mark_sent(
+        self,
+        job_id: int,
+        *,
+        owner: str,
+        sent_message_id: str,
+        thread_id: str,
+        sender: str,
+        now: float,
+    ) -> bool:
+        params = {
+            "sent": sent_message_id,
+            "now": now,
+            "id": job_id,
+            "owner": owner,
+            "thread_id": thread_id,
+            "sender": sender.lower(),
+        }
+        return bool(await self._one(_MARK_SENT, params))
+
+    async def finish(
+        self, job_id: int, *, owner: str, state: JobState, reason: str, now: float
+    ) -> bool:
+        if state not in (JobState.DONE, JobState.SKIPPED, JobState.DEAD):
+            raise ValueError(f"{state} is not a final state")
+        return (
+            await self._rowcount(
+                """UPDATE jobs SET state = %s, reason = %s, lease_owner = NULL,
+                       lease_until = NULL, updated_at = %s
+                   WHERE id = %s AND lease_owner = %s AND state = 'running'""",
+                (state.value, reason, now, job_id, owner),
+            )
+            == 1
+        )
+
+    async def retry(
+        self, job_id: int, *, owner: str, run_after: float, error: str, now: float
+    ) -> bool:
+        return (
+            await self._rowcount(
+                """UPDATE jobs SET state = 'pending', run_after = %s, last_error = %s,
+                       lease_owner = NULL, lease_until = NULL, updated_at = %s
+                   WHERE id = %s AND lease_owner = %s AND state = 'running'""",
+                (run_after, error, now, job_id, owner),
+            )
+            == 1
+        )
+
+    async def release(self, *, owner: str, now: float) -> int:
+        return await self._rowcount(
+            """UPDATE jobs SET state = 'pending', attempts = greatest(attempts - 1, 0),
+                   lease_owner = NULL, lease_until = NULL, updated_at = %s
+               WHERE lease_owner = %s AND state = 'running'""",
+            (now, owner),
+        )
+
+    async def next_due(self) -> float | None:
+        due = await self._one(
+            """SELECT least(
+                   (SELECT min(run_after) FROM jobs WHERE state = 'pending'),
+                   (SELECT min(lease_until) FROM jobs WHERE state = 'running'))"""
+        )
+        return None if due is None else float(due)
+
+    async def history(self, *, inbox_id: str, thread_id: str, sender: str) -> History:
+        async def history(conn: Conn) -> History:
+            cursor = await conn.execute(
+                """SELECT
+                       (SELECT count(*) FROM replies WHERE inbox_id = %s AND thread_id = %s),
+                       (SELECT max(sent_at) FROM replies WHERE inbox_id = %s AND sender = %s)""",
+                (inbox_id, thread_id, inbox_id, sender.lower()),
+            )
+            row = await cursor.fetchone()
+            assert row is not None
+            in_thread, last = row
+            return History(
+                replies_in_thread=int(in_thread),
+                last_reply_to_sender_at=None if last is None else datetime.fromtimestamp(last, UTC),
+            )
+
+        return await self._run(history)
+
+    async def stats(self) -> QueueStats:
+        async def stats(conn: Conn) -> QueueStats:
+            cursor = await conn.execute(
+                """SELECT state, count(*), min(created_at) FILTER
+                       (WHERE state IN ('pending', 'running'))
+                   FROM jobs GROUP BY state"""
+            )
+            rows = await cursor.fetchall()
+            counts = {state: int(count) for state, count, _ in rows}
+            oldest = [first for _, _, first in rows if first is not None]
+            return QueueStats(
+                by_state={state.value: counts.get(state.value, 0) for state in JobState},
+                oldest_pending_created_at=min(oldest) if oldest else None,
+            )
+
+        return await self._run(stats)
+
+    async def get_job(self, inbox_id: str, message_id: str) -> Job | None:
+        async def get(conn: Conn) -> Job | None:
+            cursor = await conn.execute(
+                f"SELECT {JOB_COLUMNS} FROM jobs WHERE inbox_id = %s AND message_id = %s",  # noqa: S608
+                (inbox_id, message_id),
+            )
+            row = await cursor.fetchone()
+            return None if row is None else job_from_row(row)
+
+        return await self._run(get)
+
+    async def list_jobs(self, *, states: tuple[JobState, ...], limit: int) -> list[JobSummary]:
+        async def list_jobs(conn: Conn) -> list[JobSummary]:
+            cursor = await conn.execute(
+                f"""SELECT {SUMMARY_COLUMNS}
+                   FROM jobs WHERE state = ANY(%s)
+                   ORDER BY updated_at DESC, id DESC LIMIT %s""",  # noqa: S608 - constants
+                ([state.value for state in states], limit),
+            )
+            return [summary_from_row(row) for row in await cursor.fetchall()]
+
+        return await self._run(list_jobs)
+
+    async def requeue(
+        self, *, message_id: str | None, dead: bool, now: float, not_sent_before: float
+    ) -> int:
+        if message_id is None and not dead:
+            return 0
+        return await self._rowcount(
+            """UPDATE jobs SET state = 'pending', run_after = %(now)s, attempts = 0,
+                   reason = NULL, lease_owner = NULL, lease_until = NULL, updated_at = %(now)s
+               WHERE state = 'dead'
+                 AND (%(message_id)s::text IS NULL OR message_id = %(message_id)s)
+                 AND (first_send_at IS NULL OR first_send_at >= %(not_before)s)""",
+            {"now": now, "message_id": message_id, "not_before": not_sent_before},
+        )
+
+    async def purge(self, *, before: float, batch: int = 1000) -> int:
+        total = 0
+        for sql in _PURGE.values():
+            while True:
+                deleted = await self._rowcount(sql, (before, batch))
+                total += deleted
+                if deleted < batch:
+                    break
+        return total
+
+
+def _conninfo(url: str, connect_timeout: float) -> str:
+    """``url`` as a libpq conninfo string, with our defaults where the URL sets nothing."""
+    params = conninfo_to_dict(url)
+    params.setdefault("connect_timeout", str(max(1, round(connect_timeout))))
+    params.setdefault("application_name", "autoreply")
+    return make_conninfo("", **params)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
