@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import time
 
 import structlog
 
@@ -23,6 +24,9 @@ from service.webhooks import Verifier
 from service.worker import Worker, WorkerConfig
 
 log = structlog.get_logger("autoreply.runtime")
+
+#: How often old delivery and event dedupe rows are purged (``AUTOREPLY_RETENTION``).
+PURGE_INTERVAL = 600.0
 
 
 class Runtime:
@@ -83,6 +87,10 @@ class Runtime:
             )
             self._background.append(asyncio.create_task(self._register(desired)))
         self._background.append(asyncio.create_task(self.templates.watch(2.0)))
+        # Other replicas' enqueues wake this worker (PostgreSQL); a no-op on SQLite.
+        self._background.append(asyncio.create_task(self.store.listen(self.worker.wake)))
+        if self.settings.retention:
+            self._background.append(asyncio.create_task(self._purge_periodically()))
         self._watch_sighup()
         await self.worker.start()
         log.info(
@@ -101,6 +109,21 @@ class Runtime:
         await self.worker.stop(self.settings.shutdown_grace_seconds)
         await self.api.aclose()
         await self.store.close()
+
+    async def _purge_periodically(self) -> None:
+        """Delete dedupe rows older than the retention now and every ``PURGE_INTERVAL``."""
+        retention = self.settings.retention.total_seconds()
+        while True:
+            try:
+                deleted = await self.store.purge(before=time.time() - retention)
+            except StoreUnavailable as exc:
+                log.warning("purge_failed", error=str(exc))
+            except Exception:  # noqa: BLE001 - a bug must not end purging for good
+                log.exception("purge_crashed")
+            else:
+                if deleted:
+                    log.info("purged", rows=deleted, retention_s=retention)
+            await asyncio.sleep(PURGE_INTERVAL)
 
     async def _register(self, desired: registration.Desired) -> None:
         self.registration_problem = "webhook registration pending"

@@ -71,6 +71,7 @@ class Settings:
     sender_cooldown: timedelta = timedelta(days=1)
     allow: tuple[str, ...] = ()
     deny: tuple[str, ...] = ()
+    retention: timedelta = timedelta(days=7)
 
     @property
     def webhook_url(self) -> str | None:
@@ -154,6 +155,7 @@ def _parse(r: _Reader) -> Settings:
         sender_cooldown=r.get("AUTOREPLY_SENDER_COOLDOWN", parse_duration, timedelta(days=1)),
         allow=r.get("AUTOREPLY_ALLOW", parse_patterns, ()),
         deny=r.get("AUTOREPLY_DENY", parse_patterns, ()),
+        retention=r.get("AUTOREPLY_RETENTION", parse_duration, timedelta(days=7)),
     )
 
 
