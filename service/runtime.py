@@ -99,6 +99,8 @@ class Runtime:
             webhook_url=url,
             dry_run=self.settings.dry_run,
             concurrency=self.settings.worker_concurrency,
+            # The token in ``jobs.lease_owner``: which replica holds which job.
+            worker=self.worker.owner,
         )
 
     async def stop(self) -> None:
@@ -118,7 +120,7 @@ class Runtime:
                 deleted = await self.store.purge(before=time.time() - retention)
             except StoreUnavailable as exc:
                 log.warning("purge_failed", error=str(exc))
-            except Exception:  # noqa: BLE001 - a bug must not end purging for good
+            except Exception:  # a bug must not end purging for good: log it, go on
                 log.exception("purge_crashed")
             else:
                 if deleted:

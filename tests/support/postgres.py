@@ -130,6 +130,21 @@ class PrivateServer:
             "-w", "-t", "60", "start",
         )  # fmt: skip
 
+    def running(self) -> bool:
+        """True while the server runs (``pg_ctl status``)."""
+        status = subprocess.run(
+            [*self._user, self.pg_ctl, "-D", str(self.data), "status"],
+            capture_output=True,
+            check=False,
+            timeout=30,
+        )
+        return status.returncode == 0
+
+    def start_if_stopped(self) -> None:
+        """Start the server unless it runs (a test may have left it stopped)."""
+        if not self.running():
+            self.start()
+
     def stop(self) -> None:
         """Immediate shutdown: every connection is cut, nothing is flushed politely."""
         self._run(self.pg_ctl, "-D", str(self.data), "-m", "immediate", "-w", "stop")
