@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from starlette.applications import Starlette
 from starlette.routing import Route
 
-from service import intake
+from service import intake, metrics
 from service.runtime import Runtime
 from service.settings import WEBHOOK_PATH, Settings
 
@@ -35,6 +35,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
             Route(WEBHOOK_PATH, intake.receive_webhook, methods=["POST"]),
             Route("/healthz", intake.healthz, methods=["GET"]),
             Route("/readyz", intake.readyz, methods=["GET"]),
+            Route("/metrics", metrics.scrape, methods=["GET"]),
         ],
         lifespan=lifespan,
     )

@@ -1,8 +1,29 @@
-"""Prometheus metrics, defined once and shared by intake and the workers."""
+"""Prometheus metrics: counters shared by intake and the workers, and ``GET /metrics``.
+
+Counters and the latency histogram are process-wide and updated where things happen.
+What describes the queue (jobs by state, age of the oldest unfinished job) and the
+webhook registration is read at scrape time instead, from the store and the runtime,
+so every replica reports the shared queue as it is now, not as it last saw it.
+"""
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+import asyncio
+import time
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client import REGISTRY, Counter, Histogram
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from starlette.requests import Request
+from starlette.responses import Response
+
+from service.store.base import JobState, QueueStats, StoreUnavailable
+
+if TYPE_CHECKING:
+    from service.runtime import Runtime
 
 DELIVERIES = Counter(
     "autoreply_deliveries_total",
@@ -14,6 +35,13 @@ REPLIES_SENT = Counter("autoreply_replies_sent_total", "Auto-replies sent.")
 REPLIES_SKIPPED = Counter(
     "autoreply_replies_skipped_total", "Messages not answered, by policy reason.", ["reason"]
 )
+REPLIES_FAILED = Counter(
+    "autoreply_replies_failed_total",
+    "Job attempts that failed (AgentMail error, timeout, template error), by kind: "
+    "transient ones are retried while attempts and the Idempotency-Key window last, "
+    "permanent ones are dead-lettered at once.",
+    ["kind"],
+)
 REPLIES_DEAD = Counter(
     "autoreply_replies_dead_lettered_total", "Jobs moved to the dead-letter state."
 )
@@ -22,3 +50,88 @@ REPLY_LATENCY = Histogram(
     "From recording the delivery to the reply being sent.",
     buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800, 3600, 21600, 86400),
 )
+
+#: The values of ``autoreply_webhook_registration{state=...}``; exactly one is 1.
+REGISTRATION_STATES = ("registered", "pending", "failing", "manual")
+
+#: How long a scrape waits for the store before reporting it down.
+STATS_TIMEOUT = 2.0
+
+
+async def scrape(request: Request) -> Response:
+    """``GET /metrics``: every metric, in the format the scraper asked for."""
+    runtime: Runtime = request.app.state.runtime
+    stats: QueueStats | None
+    try:
+        stats = await asyncio.wait_for(runtime.store.stats(), timeout=STATS_TIMEOUT)
+    except (StoreUnavailable, TimeoutError):
+        stats = None
+    encode, content_type = choose_encoder(request.headers.get("accept", ""))
+    snapshot = _Snapshot(stats=stats, now=time.time(), registration=registration_state(runtime))
+    body = encode(_Combined((REGISTRY, snapshot)))
+    return Response(body, headers={"Content-Type": content_type})
+
+
+def registration_state(runtime: Runtime) -> str:
+    """Where the webhook registration is; one of ``REGISTRATION_STATES``.
+
+    ``manual`` means the service does not register (no ``AUTOREPLY_PUBLIC_URL``) and
+    verifies with the configured secret; ``failing`` means the last attempt failed and
+    the service keeps retrying (``/readyz`` says why).
+    """
+    if runtime.settings.webhook_url is None:
+        return "manual"
+    if runtime.webhook is not None:
+        return "registered"
+    if (runtime.registration_problem or "").startswith("webhook registration failed"):
+        return "failing"
+    return "pending"
+
+
+class _Snapshot(Collector):
+    """The gauges computed at scrape time."""
+
+    def __init__(self, *, stats: QueueStats | None, now: float, registration: str) -> None:
+        self.stats = stats
+        self.now = now
+        self.registration = registration
+
+    def collect(self) -> Iterator[Metric]:
+        up = GaugeMetricFamily("autoreply_store_up", "1 if the store answered this scrape, else 0.")
+        up.add_metric([], 0.0 if self.stats is None else 1.0)
+        yield up
+        if self.stats is not None:
+            jobs = GaugeMetricFamily(
+                "autoreply_jobs",
+                "Jobs by state (pending and running are the queue; dead are dead letters).",
+                labels=["state"],
+            )
+            for state in JobState:
+                jobs.add_metric([state.value], float(self.stats.by_state.get(state.value, 0)))
+            yield jobs
+            oldest = self.stats.oldest_pending_created_at
+            age = GaugeMetricFamily(
+                "autoreply_oldest_pending_job_age_seconds",
+                "Age of the oldest job not yet finished (pending or running); 0 when none.",
+            )
+            age.add_metric([], 0.0 if oldest is None else max(0.0, self.now - oldest))
+            yield age
+        registration = GaugeMetricFamily(
+            "autoreply_webhook_registration",
+            "Webhook registration state: 1 for the current state, 0 for the others.",
+            labels=["state"],
+        )
+        for name in REGISTRATION_STATES:
+            registration.add_metric([name], 1.0 if name == self.registration else 0.0)
+        yield registration
+
+
+class _Combined(Collector):
+    """Several collectors as one, so one encoder call renders them all."""
+
+    def __init__(self, parts: Iterable[Collector]) -> None:
+        self.parts = tuple(parts)
+
+    def collect(self) -> Iterator[Metric]:
+        for part in self.parts:
+            yield from part.collect()

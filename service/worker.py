@@ -314,6 +314,7 @@ class Worker:
         transient: bool,
         retry_after: float | None = None,
     ) -> tuple[str, dict[str, object]]:
+        metrics.REPLIES_FAILED.labels(kind="transient" if transient else "permanent").inc()
         now = self.clock()
         fields: dict[str, object] = {"error": error}
         run_after = None

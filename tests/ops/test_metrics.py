@@ -1,0 +1,90 @@
+"""``GET /metrics`` on a real service process: what an operator's Prometheus scrapes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from tests.ops.conftest import sample, scrape
+from tests.service.conftest import Deployment, replies_to
+
+
+def test_metrics_count_deliveries_replies_and_the_queue(
+    sandbox: Any, deployment: Deployment
+) -> None:
+    """One email delivered three times: one accepted, two duplicates, one reply, no queue."""
+    service = deployment.start()
+    result = sandbox.admin.inject(
+        from_="Jane <jane@example.com>", to=sandbox.inbox, subject="Hi", text="Hello", copies=3
+    )
+    deployment.wait_final(1)
+    sandbox.admin.wait_for_deliveries()
+    assert len(replies_to(sandbox.admin.sent(), result["message_id"])) == 1
+
+    metrics = scrape(service.url)
+    deliveries = "autoreply_deliveries_total"
+    assert sample(metrics, deliveries, outcome="accepted", status="202") == 1
+    assert sample(metrics, deliveries, outcome="duplicate", status="200") == 2
+    assert sample(metrics, "autoreply_replies_sent_total") == 1
+    assert sample(metrics, "autoreply_job_attempts_total", outcome="replied") == 1
+    assert sample(metrics, "autoreply_delivery_to_reply_seconds_count") == 1
+    # Computed at scrape time from the store: the queue is empty, the job is done.
+    assert sample(metrics, "autoreply_store_up") == 1
+    assert sample(metrics, "autoreply_jobs", state="done") == 1
+    assert sample(metrics, "autoreply_jobs", state="pending") == 0
+    assert sample(metrics, "autoreply_jobs", state="dead") == 0
+    assert sample(metrics, "autoreply_oldest_pending_job_age_seconds") == 0
+    assert sample(metrics, "autoreply_webhook_registration", state="registered") == 1
+    assert sample(metrics, "autoreply_webhook_registration", state="failing") == 0
+
+
+def test_skips_are_counted_by_reason(sandbox: Any, deployment: Deployment) -> None:
+    """Mail the policy does not answer shows up under its reason."""
+    service = deployment.start()
+    sandbox.admin.inject(
+        from_="List <news@example.com>",
+        to=sandbox.inbox,
+        subject="Weekly news",
+        text="...",
+        headers={"List-Id": "<news.example.com>"},
+    )
+    [(state, reason)] = deployment.wait_final(1).values()
+    assert state == "skipped"
+    metrics = scrape(service.url)
+    assert reason is not None
+    assert sample(metrics, "autoreply_replies_skipped_total", reason=reason) == 1
+    assert sample(metrics, "autoreply_replies_sent_total") == 0
+    assert sample(metrics, "autoreply_jobs", state="skipped") == 1
+
+
+def test_a_scraper_asking_for_openmetrics_gets_it(deployment: Deployment) -> None:
+    """Prometheus asks for OpenMetrics first; the answer must be valid OpenMetrics."""
+    service = deployment.start()
+    response = httpx.get(
+        f"{service.url}/metrics",
+        headers={"Accept": "application/openmetrics-text; version=1.0.0"},
+        timeout=10,
+    )
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("application/openmetrics-text")
+    assert response.text.rstrip().endswith("# EOF")
+    assert response.text.count("# EOF") == 1
+    assert 'autoreply_webhook_registration{state="registered"} 1.0' in response.text
+
+
+def test_registration_failures_show_until_they_clear(sandbox: Any, deployment: Deployment) -> None:
+    """While AgentMail refuses the webhook, the gauge says failing; then registered."""
+    sandbox.admin.add_fault("webhooks.create", status=500)
+    service = deployment.start(wait_ready=False)
+    deployment.wait_until(
+        lambda: sample(scrape(service.url), "autoreply_webhook_registration", state="failing") == 1,
+        what="registration state failing",
+    )
+    sandbox.admin.clear_faults()
+    deployment.wait_until(
+        lambda: (
+            sample(scrape(service.url), "autoreply_webhook_registration", state="registered") == 1
+        ),
+        what="registration state registered",
+    )
