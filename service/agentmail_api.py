@@ -133,6 +133,20 @@ class AgentMailApi:
             )
         return _webhook_info(webhook)
 
+    async def list_webhooks(self) -> list[WebhookInfo]:
+        """Every webhook of the account (read-only; ``autoreply status`` compares them)."""
+        webhooks: list[WebhookInfo] = []
+        page_token: str | None = None
+        while True:
+            async with _translated("list webhooks"):
+                page = await self._client.webhooks.list(
+                    limit=100, page_token=page_token, request_options=_NO_RETRIES
+                )
+            webhooks.extend(_webhook_info(webhook) for webhook in page.webhooks)
+            page_token = page.next_page_token
+            if not page_token or not page.webhooks:
+                return webhooks
+
     async def update_webhook(
         self,
         webhook_id: str,

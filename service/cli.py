@@ -17,7 +17,7 @@ Command = Callable[[argparse.Namespace], int]
 
 def build_parser() -> argparse.ArgumentParser:
     """Build the parser with every verb registered."""
-    from service import commands, demo, templates_cli
+    from service import commands, demo, ops_commands, templates_cli
     from service.sandbox import cli as sandbox_cli
 
     parser = argparse.ArgumentParser(
@@ -30,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_commands(subparsers)
     sandbox_cli.add_commands(subparsers)
     templates_cli.add_commands(subparsers)
+    ops_commands.add_commands(subparsers)
     return parser
 
 
