@@ -152,7 +152,7 @@ class PostgresStore:
         max_size: int = 10,
         connect_timeout: float = 5.0,
         pool_timeout: float = 3.0,
-        operation_timeout: float = 15.0,
+        operation_timeout: float = 10.0,
         open_timeout: float = 10.0,
         listen_probe: float = 30.0,
     ) -> None:
