@@ -173,6 +173,7 @@ class PostgresStore:
         self.listen_probe = listen_probe
         self._conninfo = ""
         self._pool: AsyncConnectionPool[Conn] | None = None
+        self._abandoned: set[asyncio.Future[Any]] = set()
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -217,20 +218,32 @@ class PostgresStore:
             await pool.close()
 
     async def _run(self, fn: Callable[[Conn], Awaitable[T]]) -> T:
-        """Run ``fn`` on a pooled connection; every database failure is StoreUnavailable."""
+        """Run ``fn`` on a pooled connection; every database failure is StoreUnavailable.
+
+        After ``operation_timeout`` the caller gets StoreUnavailable at once. The attempt
+        itself is cancelled in the background: psycopg then asks the server to cancel the
+        query, which can take seconds more when the server does not answer at all.
+        """
         pool = self._pool
         if pool is None:
             raise StoreUnavailable("store is not open")
+        task = asyncio.ensure_future(_on_connection(pool, fn))
         try:
-            async with asyncio.timeout(self.operation_timeout):
-                async with pool.connection() as conn:
-                    return await fn(conn)
-        except psycopg.Error as exc:
-            raise StoreUnavailable(_first_line(exc)) from exc
+            return await asyncio.wait_for(asyncio.shield(task), self.operation_timeout)
         except TimeoutError:
+            self._abandon(task)
             raise StoreUnavailable(
                 f"no answer from PostgreSQL within {self.operation_timeout:g} s"
             ) from None
+        except asyncio.CancelledError:
+            self._abandon(task)
+            raise
+
+    def _abandon(self, task: asyncio.Future[Any]) -> None:
+        """Cancel ``task`` without waiting; keep a reference until it is done."""
+        task.cancel()
+        self._abandoned.add(task)
+        task.add_done_callback(_forget(self._abandoned))
 
     async def _one(self, sql: str, params: dict[str, Any] | tuple[Any, ...] = ()) -> Any:
         """The first column of the first row of one statement (None without a row)."""
@@ -484,6 +497,25 @@ class PostgresStore:
                 if deleted < batch:
                     break
         return total
+
+
+async def _on_connection(pool: AsyncConnectionPool[Conn], fn: Callable[[Conn], Awaitable[T]]) -> T:
+    try:
+        async with pool.connection() as conn:
+            return await fn(conn)
+    except psycopg.Error as exc:
+        raise StoreUnavailable(_first_line(exc)) from exc
+
+
+def _forget(tasks: set[asyncio.Future[Any]]) -> Callable[[asyncio.Future[Any]], None]:
+    """A done-callback that drops a finished task from ``tasks`` and reads its outcome."""
+
+    def done(task: asyncio.Future[Any]) -> None:
+        tasks.discard(task)
+        if not task.cancelled():
+            task.exception()  # retrieved, so asyncio does not report it as unhandled
+
+    return done
 
 
 def _conninfo(url: str, connect_timeout: float) -> str:

@@ -1,9 +1,7 @@
 """Several ``autoreply serve`` processes on one PostgreSQL database, behind a load balancer.
 
-* ``Balancer``: a tiny reverse proxy on real uvicorn that sends each request to a random
-  live replica, as a cloud load balancer would. A replica that refuses the connection is
-  skipped (the request never reached it, so trying another is safe); any other failure
-  answers 502, and Svix retries.
+* ``balancer``: a ``Balancer`` (tests/support/balancer.py) on real uvicorn, sending each
+  request to a random live replica.
 * ``ReplicaSet``: starts replicas with ``AUTOREPLY_PUBLIC_URL`` set to the balancer, so
   they register one webhook pointing at it; reads the jobs straight from the database.
 * ``replicas`` fixture: a ReplicaSet on a fresh schema of the test PostgreSQL (skipped
@@ -13,78 +11,19 @@
 from __future__ import annotations
 
 import json
-import random
 import time
-from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-import httpx
 import psycopg
 import pytest
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
 
 from tests.support import postgres
+from tests.support.balancer import Balancer
 from tests.support.server import serve
 from tests.support.service_process import ServiceProcess
-
-#: Headers that belong to one connection, not to the request being forwarded.
-HOP_BY_HOP = frozenset(
-    {"connection", "keep-alive", "transfer-encoding", "te", "upgrade", "host", "content-length"}
-)
-
-
-class Balancer:
-    """Forwards every request to a random backend from ``backends`` (see the module docstring)."""
-
-    def __init__(self) -> None:
-        self.backends: list[str] = []
-        #: backend URL -> requests it answered
-        self.forwarded: Counter[str] = Counter()
-        self._client: httpx.AsyncClient | None = None
-        self.app = Starlette(
-            routes=[Route("/{path:path}", self._proxy, methods=["GET", "POST", "PUT", "PATCH"])],
-            lifespan=self._lifespan,
-        )
-
-    @asynccontextmanager
-    async def _lifespan(self, _app: Starlette) -> AsyncIterator[None]:
-        async with httpx.AsyncClient(timeout=60.0) as client:
-            self._client = client
-            yield
-
-    async def _proxy(self, request: Request) -> Response:
-        assert self._client is not None
-        body = await request.body()
-        headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
-        backends = list(self.backends)
-        random.shuffle(backends)
-        for backend in backends:
-            try:
-                answer = await self._client.request(
-                    request.method, backend + request.url.path, headers=headers, content=body
-                )
-            except httpx.ConnectError:
-                continue
-            except httpx.HTTPError as exc:
-                return Response(f"bad gateway: {exc!r}", status_code=502)
-            self.forwarded[backend] += 1
-            return Response(
-                answer.content,
-                status_code=answer.status_code,
-                headers={
-                    k: v
-                    for k, v in answer.headers.items()
-                    if k.lower() not in HOP_BY_HOP | {"content-encoding"}
-                },
-            )
-        return Response("no backend accepted the connection", status_code=502)
 
 
 class ReplicaSet:

@@ -94,6 +94,37 @@ async def test_store_fails_fast_while_down_and_recovers_by_itself(
         await store.close()
 
 
+async def test_store_does_not_hang_on_a_frozen_database(
+    server: postgres.PrivateServer, server_url: str
+) -> None:
+    """A database that stops answering (connections open, no replies) is StoreUnavailable
+    after the operation timeout, for intake and for claims alike; then it works again."""
+    store = PostgresStore(server_url, pool_timeout=1.0, operation_timeout=2.0)
+    await store.open()
+    try:
+        server.freeze()
+        try:
+            async with asyncio.timeout(60):  # a hang guard, far above the 2 s timeout
+                with pytest.raises(StoreUnavailable):
+                    await store.record_delivery(delivery("s1", "e1", "<m1@x>"), now=1.0)
+                with pytest.raises(StoreUnavailable):
+                    await store.claim(owner="w", now=1.0, lease=10, limit=5)
+        finally:
+            server.thaw()
+        recorded: list[Recorded] = []
+        async with asyncio.timeout(60):
+            while not recorded:
+                try:
+                    recorded.append(
+                        await store.record_delivery(delivery("s1", "e1", "<m1@x>"), now=2.0)
+                    )
+                except StoreUnavailable:
+                    await asyncio.sleep(0.1)
+        assert recorded == [Recorded.ENQUEUED]
+    finally:
+        await store.close()
+
+
 def test_restart_during_a_burst_answers_503_then_replies_once(
     sandbox: Any, server: postgres.PrivateServer, server_url: str, make_replicas: Any
 ) -> None:

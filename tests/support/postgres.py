@@ -20,6 +20,7 @@ import glob
 import os
 import pwd
 import shutil
+import signal
 import subprocess
 import tempfile
 import uuid
@@ -149,6 +150,22 @@ class PrivateServer:
         """Immediate shutdown: every connection is cut, nothing is flushed politely."""
         self._run(self.pg_ctl, "-D", str(self.data), "-m", "immediate", "-w", "stop")
 
+    def _pids(self) -> list[int]:
+        """The postmaster and its children (backends, background workers)."""
+        postmaster = int((self.data / "postmaster.pid").read_text().split()[0])
+        children = Path(f"/proc/{postmaster}/task/{postmaster}/children").read_text().split()
+        return [postmaster, *map(int, children)]
+
+    def freeze(self) -> None:
+        """SIGSTOP every server process: connections stay open but nothing answers."""
+        for pid in self._pids():
+            os.kill(pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        """SIGCONT every server process (undo ``freeze``)."""
+        for pid in self._pids():
+            os.kill(pid, signal.SIGCONT)
+
     def log(self) -> str:
         """The server's log so far."""
         try:
@@ -158,6 +175,8 @@ class PrivateServer:
 
     def destroy(self) -> None:
         """Stop the server if it runs and remove its folder."""
+        with contextlib.suppress(OSError, ValueError):
+            self.thaw()
         with contextlib.suppress(RuntimeError, subprocess.TimeoutExpired):
             self._run(self.pg_ctl, "-D", str(self.data), "-m", "immediate", "-w", "stop")
         shutil.rmtree(self.folder, ignore_errors=True)
