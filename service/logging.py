@@ -1,8 +1,11 @@
 """structlog for the service and for uvicorn's own records: one pipeline, two renderers.
 
 JSON lines where a machine reads the logs (containers), a readable console on a
-terminal. Standard-library records (uvicorn, the SDK's httpx) go through the same
-processors, so every line has the same shape.
+terminal. The service's own events go straight through structlog's native loggers
+(rendered with orjson): a line per delivery sits on the webhook's hot path, and the
+stdlib ``logging`` round trip cost more than the rest of the logging together.
+Standard-library records (uvicorn, httpx) are rendered by the same processors, so
+every line has the same shape.
 """
 
 from __future__ import annotations
@@ -11,35 +14,46 @@ import logging
 import sys
 from typing import Any
 
+import orjson
 import structlog
 
 _SHARED: list[Any] = [
     structlog.contextvars.merge_contextvars,
-    structlog.stdlib.add_log_level,
-    structlog.stdlib.add_logger_name,
+    structlog.processors.add_log_level,
     structlog.processors.TimeStamper(fmt="iso", utc=True),
 ]
 
 
 def configure_logging(*, fmt: str, level: str) -> None:
     """Route structlog and stdlib logging to stderr in ``fmt`` (json|console)."""
-    renderer: Any = (
-        structlog.processors.JSONRenderer()
-        if fmt == "json"
-        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
-    )
+    numeric = logging.getLevelNamesMapping()[level]
+    renderer: Any
+    if fmt == "json":
+        renderer = structlog.processors.JSONRenderer(serializer=_dumps)
+        tail: list[Any] = [structlog.processors.format_exc_info, renderer]
+        foreign_renderer: Any = structlog.processors.JSONRenderer()
+    else:
+        renderer = structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+        tail = [renderer, _encode]
+        foreign_renderer = renderer
     structlog.configure(
-        processors=[
-            *_SHARED,
-            structlog.processors.StackInfoRenderer(),
-            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
-        ],
-        logger_factory=structlog.stdlib.LoggerFactory(),
-        wrapper_class=structlog.stdlib.BoundLogger,
+        processors=[*_SHARED, _add_logger_name, *tail],
+        # Positional get_logger() arguments reach the factory: the logger's name.
+        logger_factory=structlog.BytesLoggerFactory(sys.stderr.buffer),
+        wrapper_class=structlog.make_filtering_bound_logger(numeric),
         cache_logger_on_first_use=True,
     )
+    _configure_stdlib(numeric, fmt, foreign_renderer)
+
+
+def _configure_stdlib(level: int, fmt: str, renderer: Any) -> None:
     formatter = structlog.stdlib.ProcessorFormatter(
-        foreign_pre_chain=[*_SHARED, structlog.stdlib.ExtraAdder(), _drop_color_message],
+        foreign_pre_chain=[
+            *_SHARED,
+            structlog.stdlib.add_logger_name,
+            structlog.stdlib.ExtraAdder(),
+            _drop_color_message,
+        ],
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
             structlog.processors.format_exc_info if fmt == "json" else _identity,
@@ -57,8 +71,24 @@ def configure_logging(*, fmt: str, level: str) -> None:
         logger.propagate = True
     # One line per delivery comes from intake; uvicorn's access line would repeat it.
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
-    # The SDK's httpx logs every request at INFO; the job lines already say what happened.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    # The SDK's HTTP stack logs every request; the job lines already say what happened.
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def _add_logger_name(logger: Any, _: str, event_dict: Any) -> Any:
+    name = getattr(logger, "name", None)
+    if name:
+        event_dict["logger"] = name
+    return event_dict
+
+
+def _encode(_: Any, __: str, line: str) -> bytes:
+    return line.encode("utf-8", "replace")
+
+
+def _dumps(event: Any, **_: Any) -> bytes:
+    return orjson.dumps(event, default=str)
 
 
 def _drop_color_message(_: Any, __: str, event_dict: Any) -> Any:

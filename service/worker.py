@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+import orjson
 import structlog
 
 from handlers.idempotency import reply_key
@@ -206,7 +206,7 @@ class Worker:
 
     async def _attempt(self, job: Job, attempt: _Attempt) -> tuple[str, dict[str, object]]:
         message = InboundMessage.from_payload(
-            json.loads(job.message_json), event_type=job.event_type
+            orjson.loads(job.message_json), event_type=job.event_type
         )
         reply = job.reply
         if reply is None:

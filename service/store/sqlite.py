@@ -10,6 +10,7 @@ disk, but one fsync is shared by every delivery that arrived meanwhile.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import queue
 import sqlite3
 import threading
@@ -147,8 +148,14 @@ class SQLiteStore:
                 conn.execute("ROLLBACK")
             for op in batch:
                 op.result, op.error = None, StoreUnavailable(f"commit failed: {exc}")
+        # One wake-up of each waiting event loop per batch, not one per operation.
+        by_loop: dict[asyncio.AbstractEventLoop, list[_Op]] = {}
         for op in batch:
-            op.loop.call_soon_threadsafe(_settle, op)
+            by_loop.setdefault(op.loop, []).append(op)
+        for loop, ops in by_loop.items():
+            # The loop may have closed while we committed: nobody waits any more.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(_settle_all, ops)
 
     async def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         if self._thread is None:
@@ -368,13 +375,14 @@ class SQLiteStore:
         return await self._call(lambda conn: conn.execute(sql, params).rowcount == 1)
 
 
-def _settle(op: _Op) -> None:
-    if op.future.cancelled():
-        return
-    if op.error is not None:
-        op.future.set_exception(op.error)
-    else:
-        op.future.set_result(op.result)
+def _settle_all(ops: list[_Op]) -> None:
+    for op in ops:
+        if op.future.cancelled():
+            continue
+        if op.error is not None:
+            op.future.set_exception(op.error)
+        else:
+            op.future.set_result(op.result)
 
 
 def _record(conn: sqlite3.Connection, delivery: Delivery, now: float) -> Recorded:

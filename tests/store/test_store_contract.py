@@ -17,9 +17,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from handlers.message import InboundMessage
 from service.store import JobState, PreparedReply, Recorded, Store, StoreUnavailable, open_store
-from service.webhooks import Delivery
+from service.webhooks import Delivery, MessageRef
 from tests.support import postgres
 from tests.support.service_process import free_port
 
@@ -48,7 +47,7 @@ def delivery(
         svix_id=svix_id,
         event_id=event_id,
         event_type=event_type,
-        message=InboundMessage.from_payload(raw, event_type=event_type),
+        message=MessageRef(inbox_id=inbox_id, message_id=message_id, thread_id=thread_id),
         message_json=json.dumps(raw),
     )
 
