@@ -119,16 +119,16 @@ class InboundMessage:
         """The payload lacks what the decision needs; fetch the full message first."""
         return self.body_omitted or self.headers_omitted
 
-    @property
-    def sender_address(self) -> str:
-        """The sender's bare, lower-cased address."""
-        return address_of(self.sender)
+    #: The sender's bare, lower-cased address (derived from ``sender``).
+    sender_address: str = field(init=False)
+    #: The sender's display name, or the address when there is none.
+    sender_name: str = field(init=False)
 
-    @property
-    def sender_name(self) -> str:
-        """The sender's display name, or the address when there is none."""
+    def __post_init__(self) -> None:
+        # Parsed once here: the policy, the rules and the templates all ask for it.
         name, addr = parseaddr(self.sender)
-        return name.strip() or addr
+        object.__setattr__(self, "sender_address", addr.strip().lower())
+        object.__setattr__(self, "sender_name", name.strip() or addr)
 
     @classmethod
     def from_payload(
