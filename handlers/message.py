@@ -76,11 +76,6 @@ class Headers:
         return len(self.items)
 
 
-def address_of(value: str) -> str:
-    """The bare, lower-cased address in ``Name <user@host>`` or ``user@host``."""
-    return parseaddr(value)[1].strip().lower()
-
-
 def addresses_of(values: Iterable[str]) -> tuple[str, ...]:
     """Bare, lower-cased addresses of every entry; entries may list several."""
     return tuple(addr.lower() for _, addr in getaddresses(list(values)) if addr)
