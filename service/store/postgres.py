@@ -20,9 +20,9 @@ one listening connection (``listen``) that wakes its worker, and the worker poll
 
 Failures: any psycopg error (connection refused, lost, pool timeout, ...) and any
 operation that outlasts ``operation_timeout`` surface as ``StoreUnavailable``, so intake
-answers 503 (Svix retries) and the worker backs off. The pool checks each connection
-before handing it out and replaces broken ones, so the store recovers by itself when the
-database returns.
+answers 503 (Svix retries) and the worker backs off. The pool checks connections before
+handing them out (see ``_check``) and replaces broken ones, so the store recovers by
+itself when the database returns.
 
 The schema goes into the first existing schema of the connection's ``search_path``
 (``public`` by default); pick another with libpq's ``options`` parameter, e.g.
@@ -33,6 +33,8 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
+import weakref
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -62,6 +64,10 @@ from service.webhooks import Delivery
 T = TypeVar("T")
 Conn = psycopg.AsyncConnection[Any]
 log = structlog.get_logger(__name__)
+
+#: Seconds after its last operation during which a pooled connection is handed out
+#: without a round trip to check it (see ``PostgresStore._check``).
+RECHECK_AFTER = 1.0
 
 #: The NOTIFY channel; the payload is the schema, so deployments sharing one database
 #: in different schemas do not wake each other.
@@ -174,6 +180,8 @@ class PostgresStore:
         self._conninfo = ""
         self._pool: AsyncConnectionPool[Conn] | None = None
         self._abandoned: set[asyncio.Future[Any]] = set()
+        #: When each pooled connection last completed an operation (see ``_check``).
+        self._used: weakref.WeakKeyDictionary[Conn, float] = weakref.WeakKeyDictionary()
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -198,7 +206,7 @@ class PostgresStore:
             max_size=self.max_size,
             kwargs={"autocommit": True},
             open=False,
-            check=AsyncConnectionPool.check_connection,
+            check=self._check,
             timeout=self.pool_timeout,
             # Give up a failing reconnection early: the next request starts a fresh one,
             # so the pool is back within seconds of the database.
@@ -227,7 +235,7 @@ class PostgresStore:
         pool = self._pool
         if pool is None:
             raise StoreUnavailable("store is not open")
-        task = asyncio.ensure_future(_on_connection(pool, fn))
+        task = asyncio.ensure_future(self._on_connection(pool, fn))
         try:
             return await asyncio.wait_for(asyncio.shield(task), self.operation_timeout)
         except TimeoutError:
@@ -238,6 +246,30 @@ class PostgresStore:
         except asyncio.CancelledError:
             self._abandon(task)
             raise
+
+    async def _on_connection(
+        self, pool: AsyncConnectionPool[Conn], fn: Callable[[Conn], Awaitable[T]]
+    ) -> T:
+        try:
+            async with pool.connection() as conn:
+                result = await fn(conn)
+                self._used[conn] = time.monotonic()
+                return result
+        except psycopg.Error as exc:
+            raise StoreUnavailable(_first_line(exc)) from exc
+
+    async def _check(self, conn: Conn) -> None:
+        """The pool's check before handing out a connection.
+
+        A round trip (an empty query) unless the connection answered within the last
+        ``RECHECK_AFTER`` seconds: under load that halves the round trips per operation.
+        A connection that broke in that second fails its operation (StoreUnavailable,
+        so intake answers 503 and Svix retries) and the pool replaces it.
+        """
+        if conn.broken:
+            raise psycopg.OperationalError("connection is broken")
+        if time.monotonic() - self._used.get(conn, -RECHECK_AFTER) >= RECHECK_AFTER:
+            await AsyncConnectionPool.check_connection(conn)
 
     def _abandon(self, task: asyncio.Future[Any]) -> None:
         """Cancel ``task`` without waiting; keep a reference until it is done."""
@@ -497,14 +529,6 @@ class PostgresStore:
                 if deleted < batch:
                     break
         return total
-
-
-async def _on_connection(pool: AsyncConnectionPool[Conn], fn: Callable[[Conn], Awaitable[T]]) -> T:
-    try:
-        async with pool.connection() as conn:
-            return await fn(conn)
-    except psycopg.Error as exc:
-        raise StoreUnavailable(_first_line(exc)) from exc
 
 
 def _forget(tasks: set[asyncio.Future[Any]]) -> Callable[[asyncio.Future[Any]], None]:
