@@ -73,7 +73,7 @@ RECHECK_AFTER = 1.0
 #: in different schemas do not wake each other.
 CHANNEL = "autoreply_jobs"
 
-_RECORD_MESSAGE = """
+_RECORD_MESSAGE = f"""
 WITH d AS (
     INSERT INTO deliveries (svix_id, event_id, received_at)
     VALUES (%(svix_id)s, %(event_id)s, %(now)s)
@@ -91,10 +91,10 @@ WITH d AS (
            %(message_json)s, 'pending', 0, %(now)s, %(now)s, %(now)s
     WHERE EXISTS (SELECT FROM e)
     ON CONFLICT (inbox_id, message_id) DO NOTHING
-    RETURNING pg_notify('autoreply_jobs', current_schema())
+    RETURNING pg_notify('{CHANNEL}', current_schema())
 )
 SELECT EXISTS (SELECT FROM d), EXISTS (SELECT FROM e), EXISTS (SELECT FROM j)
-"""
+"""  # noqa: S608 - the channel is a constant
 
 _RECORD_EVENT = """
 WITH d AS (
@@ -166,7 +166,7 @@ class PostgresStore:
 
         ``connect_timeout`` per connection attempt (unless the URL sets one),
         ``pool_timeout`` for a free pooled connection, ``operation_timeout`` for a whole
-        operation, ``open_timeout`` for the first connection at startup. The listener
+        operation, ``open_timeout`` for the pool's first connection at startup. The listener
         checks its connection after ``listen_probe`` seconds without a notification.
         """
         self.url = url
