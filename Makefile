@@ -5,10 +5,10 @@ BIN    := $(VENV)/bin
 
 .DEFAULT_GOAL := help
 
-.PHONY: help install test lint format demo dev sandbox bench clean
+.PHONY: help install test lint format demo dev sandbox bench container-test clean
 
 help: ## List the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-15s %s\n", $$1, $$2}'
 
 $(BIN)/autoreply: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,9 @@ sandbox: install ## The local AgentMail sandbox alone, on 127.0.0.1:9100
 
 bench: install ## Benchmarks; figures go to docs/benchmarks.md
 	$(BIN)/python bench/intake.py
+
+container-test: install ## Build the image (podman or docker) and run it against the sandbox
+	bash deploy/container-test.sh
 
 clean: ## Remove the venv, caches and local databases
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .coverage* *.egg-info autoreply.db*
