@@ -202,13 +202,13 @@ entry=$($ENGINE image inspect --format '{{json .Config.Entrypoint}}' "$IMAGE")
 uid=$(engine run --rm "${RUN_OPTS[@]}" "${ONE_OFF[@]}" --entrypoint id "$IMAGE" -u 2>>"$WORK/run.err")
 [[ "$uid" != 0 ]] || fail "the container's user is root"
 engine run --rm "${RUN_OPTS[@]}" "${ONE_OFF[@]}" --entrypoint sh "$IMAGE" -c \
-  'for c in cc gcc g++ make; do command -v $c && exit 1; done; exit 0' \
-  >/dev/null 2>>"$WORK/run.err" || fail "a compiler is installed in the final image"
+  'for c in cc gcc g++ make pip pip3; do command -v $c && exit 1; done; ! python3 -c "import setuptools"' \
+  >/dev/null 2>>"$WORK/run.err" || fail "a compiler or pip/setuptools is in the final image"
 engine run --rm "${RUN_OPTS[@]}" "${ONE_OFF[@]}" "$IMAGE" templates preview --from 'Jane <jane@example.com>' \
   --subject 'Container check' >"$WORK/preview.txt" 2>&1 \
   || { cat "$WORK/preview.txt" >&2; fail "the shipped templates do not render in the image"; }
 grep -q "Container check" "$WORK/preview.txt" || fail "preview did not render the subject"
-echo "    user $user (uid $uid), no compiler, entrypoint $entry, shipped templates render"
+echo "    user $user (uid $uid), no compiler or pip, entrypoint $entry, shipped templates render"
 
 # -- 5. run against the sandbox -------------------------------------------------------------
 
