@@ -565,6 +565,10 @@ def py_spy_argv(output: Path) -> list[str]:
     return [spy, "record", "--nonblocking", "--threads", "--format", fmt, "--output", str(output)]
 
 
+#: Settings given with --service-env; they win over the defaults below.
+EXTRA_ENV: dict[str, str] = {}
+
+
 def service_env(database: Path, secret: str) -> dict[str, str]:
     """The service's environment: ours without AUTOREPLY_/AGENTMAIL_ variables, plus these."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AUTOREPLY_", "AGENTMAIL_"))}
@@ -577,7 +581,7 @@ def service_env(database: Path, secret: str) -> dict[str, str]:
         "AUTOREPLY_DRY_RUN": "1",
         "AUTOREPLY_LOG_FORMAT": "json",
         "AUTOREPLY_SHUTDOWN_GRACE_SECONDS": "5",
-    }
+    } | EXTRA_ENV
 
 
 def measure(load: Load, rounds: int, workdir: Path, profile: Path | None) -> dict[str, Any]:
@@ -649,7 +653,19 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=3, help="bare/service pairs")
     parser.add_argument("--profile", type=Path, help="also profile one service run to this file")
     parser.add_argument("--keep", action="store_true", help="keep the work folder (db, logs)")
+    parser.add_argument(
+        "--service-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="extra setting for the service, repeatable (e.g. AUTOREPLY_WORKER_CONCURRENCY=4)",
+    )
     args = parser.parse_args()
+    for item in args.service_env:
+        name, sep, value = item.partition("=")
+        if not sep or not name.startswith(("AUTOREPLY_", "AGENTMAIL_")):
+            parser.error(f"--service-env wants AUTOREPLY_NAME=VALUE, got {item!r}")
+        EXTRA_ENV[name] = value
     if not 1 <= args.duration <= 15 or not 0 < args.warmup <= 10 or args.rounds < 1:
         parser.error("--duration must be 1-15 s, --warmup 0-10 s, --rounds at least 1")
     if args.connections < args.threads:
