@@ -174,6 +174,19 @@ async def test_expired_lease_is_claimed_again_and_old_owner_is_fenced(store: Sto
     assert await store.finish(job.id, owner="b", state=JobState.DONE, reason="replied", now=T0 + 62)
 
 
+async def test_claim_limit_counts_expired_leases_and_pending_jobs_together(store: Store) -> None:
+    """Jobs of a dead worker come back; the limit bounds them and pending jobs together."""
+    for i in range(4):
+        await store.record_delivery(delivery(f"s{i}", f"e{i}", f"<m{i}@x>"), now=T0)
+    first = await store.claim(owner="a", now=T0, lease=10, limit=2)
+    again = await store.claim(owner="b", now=T0 + 11, lease=10, limit=3)
+    assert len(again) == 3
+    [last] = await store.claim(owner="c", now=T0 + 11, lease=10, limit=3)
+    everything = {job.id for job in again} | {last.id}
+    assert len(everything) == 4
+    assert {job.id for job in first} <= everything
+
+
 async def test_saved_reply_is_kept_byte_for_byte(store: Store) -> None:
     """The first stored reply wins: a later attempt cannot replace what may have been sent."""
     await store.record_delivery(delivery(), now=T0)
