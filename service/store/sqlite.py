@@ -1,20 +1,19 @@
 """SQLite store: the embedded default for a single replica.
 
-All statements run on one writer thread that owns the only connection. Requests from
-the event loop queue up while a transaction commits; the thread then runs the whole
-queue in the next transaction and commits once (group commit). WAL mode with
+One connection. Operations queue up while a transaction commits; the next transaction
+then runs the whole queue and commits once (group commit). WAL mode with
 ``synchronous=FULL`` fsyncs every commit, so nothing is acknowledged before it is on
-disk, but one fsync is shared by every delivery that arrived meanwhile.
+disk, but one fsync is shared by every delivery that arrived meanwhile. Deliveries in a
+batch are written with one multi-row statement per table. The statements run on the
+event loop's thread; only BEGIN and COMMIT, which can block, go to a helper thread.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import queue
 import sqlite3
-import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -50,7 +49,6 @@ MAX_BATCH = 512
 class _Op:
     fn: Callable[[sqlite3.Connection], Any] | None
     future: asyncio.Future[Any]
-    loop: asyncio.AbstractEventLoop
     #: Set for ``record_delivery``: such operations are written together (see
     #: ``_record_many``) instead of one by one.
     delivery: Delivery | None = None
@@ -64,35 +62,39 @@ class SQLiteStore:
 
     def __init__(self, path: str) -> None:
         self.path = path
-        self._queue: queue.SimpleQueue[_Op | None] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
-        self._ready = threading.Event()
-        self._open_error: BaseException | None = None
+        self._conn: sqlite3.Connection | None = None
+        #: One thread for what may block: opening, BEGIN (another process may hold the
+        #: write lock) and COMMIT (the fsync).
+        self._executor: ThreadPoolExecutor | None = None
+        self._pending: list[_Op] = []
+        self._flusher: asyncio.Task[None] | None = None
 
     # -- lifecycle ---------------------------------------------------------------
 
     async def open(self) -> None:
-        if self._thread is not None:
+        if self._conn is not None:
             return
         try:
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StoreUnavailable(f"cannot open {self.path}: {exc}") from exc
-        self._thread = threading.Thread(target=self._run, name="sqlite-writer", daemon=True)
-        self._thread.start()
-        await asyncio.to_thread(self._ready.wait)
-        if self._open_error is not None:
-            self._thread = None
-            raise StoreUnavailable(f"cannot open {self.path}: {self._open_error}")
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
+        try:
+            conn = await asyncio.get_running_loop().run_in_executor(executor, self._connect)
+        except (sqlite3.Error, OSError, migrations.MigrationError) as exc:
+            executor.shutdown(wait=False)
+            raise StoreUnavailable(f"cannot open {self.path}: {exc}") from exc
+        self._conn, self._executor = conn, executor
 
     async def close(self) -> None:
-        thread, self._thread = self._thread, None
-        if thread is None:
+        conn, executor = self._conn, self._executor
+        if conn is None or executor is None:
             return
-        self._queue.put(None)
-        await asyncio.to_thread(thread.join)
-
-    # -- the writer thread ---------------------------------------------------------
+        if self._flusher is not None:
+            await self._flusher
+        self._conn = self._executor = None
+        await asyncio.get_running_loop().run_in_executor(executor, conn.close)
+        executor.shutdown(wait=True)
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
@@ -103,59 +105,7 @@ class SQLiteStore:
         migrations.apply_sqlite(conn)
         return conn
 
-    def _run(self) -> None:
-        try:
-            conn = self._connect()
-        except (sqlite3.Error, OSError, migrations.MigrationError) as exc:
-            self._open_error = exc
-            self._ready.set()
-            return
-        self._ready.set()
-        try:
-            while True:
-                first = self._queue.get()
-                if first is None:
-                    return
-                batch = [first]
-                stop = False
-                while len(batch) < MAX_BATCH:
-                    try:
-                        op = self._queue.get_nowait()
-                    except queue.Empty:
-                        break
-                    if op is None:
-                        stop = True
-                        break
-                    batch.append(op)
-                self._run_batch(conn, batch)
-                if stop:
-                    return
-        finally:
-            conn.close()
-
-    def _run_batch(self, conn: sqlite3.Connection, batch: list[_Op]) -> None:
-        records = [op for op in batch if op.delivery is not None]
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            if records:
-                _isolated(conn, records, _record_many)
-            for op in batch:
-                if op.fn is not None:
-                    _isolated(conn, [op], _run_one)
-            conn.execute("COMMIT")
-        except sqlite3.Error as exc:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            for op in batch:
-                op.result, op.error = None, StoreUnavailable(f"commit failed: {exc}")
-        # One wake-up of each waiting event loop per batch, not one per operation.
-        by_loop: dict[asyncio.AbstractEventLoop, list[_Op]] = {}
-        for op in batch:
-            by_loop.setdefault(op.loop, []).append(op)
-        for loop, ops in by_loop.items():
-            # The loop may have closed while we committed: nobody waits any more.
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(_settle_all, ops)
+    # -- group commit ------------------------------------------------------------------
 
     async def _call(
         self,
@@ -164,12 +114,51 @@ class SQLiteStore:
         delivery: Delivery | None = None,
         now: float = 0.0,
     ) -> T:
-        if self._thread is None:
+        if self._conn is None:
             raise StoreUnavailable("store is not open")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        self._queue.put(_Op(fn=fn, future=future, loop=loop, delivery=delivery, now=now))
+        self._pending.append(_Op(fn=fn, future=future, delivery=delivery, now=now))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = loop.create_task(self._flush())
         return await future
+
+    async def _flush(self) -> None:
+        """Commit what is pending, batch after batch, until nothing is.
+
+        Operations that arrive while a batch commits wait for the next batch: the
+        group commit. There is no await between the last check and the return, so an
+        operation queued after it always finds this task done and starts a new one.
+        """
+        while self._pending:
+            batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
+            await self._run_batch(batch)
+            _settle_all(batch)
+
+    async def _run_batch(self, batch: list[_Op]) -> None:
+        conn, executor = self._conn, self._executor
+        if conn is None or executor is None:
+            for op in batch:
+                op.result, op.error = None, StoreUnavailable("store is closed")
+            return
+        loop = asyncio.get_running_loop()
+        records = [op for op in batch if op.delivery is not None]
+        try:
+            # BEGIN and COMMIT may block, so they run off the event loop. The
+            # statements between them are short and run on it: a writer thread per
+            # operation cost more in GIL hand-offs than the statements themselves.
+            await loop.run_in_executor(executor, conn.execute, "BEGIN IMMEDIATE")
+            if records:
+                _isolated(conn, records, _record_many)
+            for op in batch:
+                if op.fn is not None:
+                    _isolated(conn, [op], _run_one)
+            await loop.run_in_executor(executor, conn.execute, "COMMIT")
+        except sqlite3.Error as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            for op in batch:
+                op.result, op.error = None, StoreUnavailable(f"commit failed: {exc}")
 
     # -- Store ------------------------------------------------------------------------
 
