@@ -54,7 +54,7 @@ class Settings:
     webhook_secrets: tuple[Secret, ...] = ()
     inbox_ids: tuple[str, ...] = ()
     database_url: str = "sqlite:///autoreply.db"
-    worker_concurrency: int = 16
+    worker_concurrency: int = 32
     dry_run: bool = False
     log_format: str = "console"
     log_level: str = "INFO"
@@ -136,7 +136,7 @@ def _parse(r: _Reader) -> Settings:
         webhook_secrets=secrets,
         inbox_ids=r.get("AUTOREPLY_INBOX_IDS", _comma_list, ()),
         database_url=r.get("AUTOREPLY_DATABASE_URL", _database_url, "sqlite:///autoreply.db"),
-        worker_concurrency=r.get("AUTOREPLY_WORKER_CONCURRENCY", _int_between(1, 1000), 16),
+        worker_concurrency=r.get("AUTOREPLY_WORKER_CONCURRENCY", _int_between(1, 1000), 32),
         dry_run=r.get("AUTOREPLY_DRY_RUN", _bool, False),
         log_format=r.get("AUTOREPLY_LOG_FORMAT", _choice("json", "console"), _default_format()),
         log_level=r.get(
