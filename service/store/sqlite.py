@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -98,7 +99,7 @@ class SQLiteStore:
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        conn.execute("PRAGMA journal_mode=WAL")
+        _enable_wal(conn)
         conn.execute("PRAGMA synchronous=FULL")
         conn.execute("PRAGMA busy_timeout=5000")
         conn.execute("PRAGMA foreign_keys=ON")
@@ -369,6 +370,25 @@ class SQLiteStore:
 
     async def _update(self, sql: str, params: tuple[Any, ...]) -> bool:
         return await self._call(lambda conn: conn.execute(sql, params).rowcount == 1)
+
+
+def _enable_wal(conn: sqlite3.Connection, *, patience: float = 10.0) -> None:
+    """Switch to WAL, retrying while another process does the same on a new file.
+
+    Changing the journal mode needs an exclusive lock, and SQLite answers "database is
+    locked" at once, without the busy timeout, when two connections try together (two
+    replicas, or ``autoreply migrate`` starting next to ``serve``). Once the file is in
+    WAL mode it stays so, and this returns at the first attempt.
+    """
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
 
 
 def _settle_all(ops: list[_Op]) -> None:
