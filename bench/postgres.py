@@ -58,6 +58,8 @@ import e2e
 import intake
 import psycopg
 
+from service.settings import Settings
+
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
 sys.path.insert(0, str(REPO))  # the load balancer lives with the test support code
@@ -348,7 +350,8 @@ def markdown(report: dict[str, Any]) -> str:
         f"Intake: wrk, {load['connections']} connections in total (one wrk per replica with a"
         f" share of them), {args['duration']:g} s per run after a {args['warmup']:g} s warm-up,"
         f" dry-run worker. End to end: {args['messages']} emails, {args['latency_ms']} ms on"
-        " every sandbox API call, default worker concurrency (16 per replica).",
+        f" every sandbox API call, worker concurrency {report['worker_concurrency']} per replica"
+        " (the default).",
         "",
         "| configuration | intake req/s (median) | per round | p50 / p99 ms"
         " | CPU ms per 1k req: service / PostgreSQL"
@@ -425,6 +428,7 @@ def main() -> int:
         "load": load.__dict__,
         "machine": intake.machine(),
         "postgres": databases.describe(),
+        "worker_concurrency": Settings.__dataclass_fields__["worker_concurrency"].default,
         "intake": {c.name: [] for c in CONFIGS},
         "e2e": {c.name: [] for c in CONFIGS},
         "problems": [],
