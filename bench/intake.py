@@ -572,16 +572,20 @@ EXTRA_ENV: dict[str, str] = {}
 def service_env(database: Path, secret: str) -> dict[str, str]:
     """The service's environment: ours without AUTOREPLY_/AGENTMAIL_ variables, plus these."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AUTOREPLY_", "AGENTMAIL_"))}
-    return env | {
-        "AGENTMAIL_API_KEY": "am_bench",
-        # A closed port: the dry-run worker sends nothing, and nothing may leave the machine.
-        "AGENTMAIL_BASE_URL": f"http://127.0.0.1:{free_port()}",
-        "AUTOREPLY_WEBHOOK_SECRET": secret,
-        "AUTOREPLY_DATABASE_URL": f"sqlite:///{database}",
-        "AUTOREPLY_DRY_RUN": "1",
-        "AUTOREPLY_LOG_FORMAT": "json",
-        "AUTOREPLY_SHUTDOWN_GRACE_SECONDS": "5",
-    } | EXTRA_ENV
+    return (
+        env
+        | {
+            "AGENTMAIL_API_KEY": "am_bench",
+            # A closed port: the dry-run worker sends nothing, and nothing may leave the machine.
+            "AGENTMAIL_BASE_URL": f"http://127.0.0.1:{free_port()}",
+            "AUTOREPLY_WEBHOOK_SECRET": secret,
+            "AUTOREPLY_DATABASE_URL": f"sqlite:///{database}",
+            "AUTOREPLY_DRY_RUN": "1",
+            "AUTOREPLY_LOG_FORMAT": "json",
+            "AUTOREPLY_SHUTDOWN_GRACE_SECONDS": "5",
+        }
+        | EXTRA_ENV
+    )
 
 
 def measure(load: Load, rounds: int, workdir: Path, profile: Path | None) -> dict[str, Any]:
