@@ -101,6 +101,7 @@ class PrivateServer:
         self.port = free_port()
         self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
         self._user: list[str] = []
+        self._frozen: list[int] = []
         if os.geteuid() == 0:
             try:
                 entry = pwd.getpwnam("postgres")
@@ -157,14 +158,21 @@ class PrivateServer:
         return [postmaster, *map(int, children)]
 
     def freeze(self) -> None:
-        """SIGSTOP every server process: connections stay open but nothing answers."""
-        for pid in self._pids():
-            os.kill(pid, signal.SIGSTOP)
+        """SIGSTOP every server process: connections stay open but nothing answers.
+
+        The postmaster first, so it forks no new backend meanwhile.
+        """
+        self._frozen = self._pids()
+        for pid in self._frozen:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGSTOP)
 
     def thaw(self) -> None:
-        """SIGCONT every server process (undo ``freeze``)."""
-        for pid in self._pids():
-            os.kill(pid, signal.SIGCONT)
+        """SIGCONT the processes ``freeze`` stopped (backends first, the postmaster last)."""
+        frozen, self._frozen = self._frozen, []
+        for pid in reversed(frozen):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
 
     def log(self) -> str:
         """The server's log so far."""
@@ -175,8 +183,7 @@ class PrivateServer:
 
     def destroy(self) -> None:
         """Stop the server if it runs and remove its folder."""
-        with contextlib.suppress(OSError, ValueError):
-            self.thaw()
+        self.thaw()
         with contextlib.suppress(RuntimeError, subprocess.TimeoutExpired):
             self._run(self.pg_ctl, "-D", str(self.data), "-m", "immediate", "-w", "stop")
         shutil.rmtree(self.folder, ignore_errors=True)
