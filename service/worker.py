@@ -135,7 +135,7 @@ class Worker:
                 except StoreUnavailable as exc:
                     failures += 1
                     log.warning("claim_failed", error=str(exc), failures=failures)
-                    await self._sleep(min(30.0, 0.5 * 2**failures))
+                    await self._sleep(min(30.0, 0.5 * 2 ** min(failures, 10)))
                     continue
                 failures = 0
                 claimed = len(jobs)
