@@ -108,9 +108,13 @@ class Runtime:
         for task in self._background:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
-        await self.worker.stop(self.settings.shutdown_grace_seconds)
-        await self.api.aclose()
-        await self.store.close()
+        try:
+            await self.worker.stop(self.settings.shutdown_grace_seconds)
+        finally:
+            try:
+                await self.api.aclose()
+            finally:
+                await self.store.close()
 
     async def _purge_periodically(self) -> None:
         """Delete dedupe rows older than the retention now and every ``PURGE_INTERVAL``."""

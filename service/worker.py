@@ -25,7 +25,7 @@ from handlers.idempotency import reply_key
 from handlers.message import MESSAGE_RECEIVED, InboundMessage, PayloadError
 from handlers.policy import Decision, PolicyConfig, decide
 from handlers.reply import reply_headers, reply_recipient
-from handlers.retry import RetryPolicy
+from handlers.retry import SEND_WINDOW, RetryPolicy
 from service import metrics
 from service.agentmail_api import AgentMailApi, ApiFailure
 from service.store.base import Job, JobState, PreparedReply, Store, StoreUnavailable
@@ -104,7 +104,7 @@ class Worker:
         self._stopping = True
         self._wakeup.set()
         if self._dispatcher is not None:
-            await self._dispatcher
+            await asyncio.gather(self._dispatcher, return_exceptions=True)
         if self._tasks:
             _, pending = await asyncio.wait(self._tasks, timeout=grace)
             for task in pending:
@@ -132,9 +132,9 @@ class Worker:
                         lease=self.config.lease_seconds,
                         limit=free,
                     )
-                except StoreUnavailable as exc:
+                except Exception as exc:  # noqa: BLE001 - the dispatcher must outlive any error
                     failures += 1
-                    log.warning("claim_failed", error=str(exc), failures=failures)
+                    log.warning("claim_failed", error=repr(exc), failures=failures)
                     await self._sleep(min(30.0, 0.5 * 2 ** min(failures, 10)))
                     continue
                 failures = 0
@@ -230,6 +230,13 @@ class Worker:
                 raise LostLease
         sent_id = job.sent_message_id
         if sent_id is None:
+            if job.first_send_at is not None and self.clock() > job.first_send_at + SEND_WINDOW:
+                # A retry scheduled in time can still run late (downtime, backlog): past
+                # the window AgentMail may have forgotten the key, and a resend could
+                # become a second email.
+                await self._finish(job, JobState.DEAD, "send window passed; not resending")
+                metrics.REPLIES_DEAD.inc()
+                return "dead", {"reason": "send_window_passed"}
             sent_id = await self.api.reply(job.inbox_id, job.message_id, reply)
             metrics.REPLIES_SENT.inc()
             metrics.REPLY_LATENCY.observe(max(0.0, self.clock() - job.created_at))

@@ -11,6 +11,7 @@ event loop's thread; only BEGIN and COMMIT, which can block, go to a helper thre
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import time
 from collections.abc import Callable
@@ -133,8 +134,18 @@ class SQLiteStore:
         """
         while self._pending:
             batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
-            await self._run_batch(batch)
-            _settle_all(batch)
+            completed = False
+            try:
+                await self._run_batch(batch)
+                completed = True
+            except Exception as exc:  # noqa: BLE001 - reported to every caller below
+                log.error("store_batch_failed", error=repr(exc))
+            finally:
+                # Whatever went wrong (even a cancellation), nobody may wait forever.
+                if not completed:
+                    for op in batch:
+                        op.result, op.error = None, StoreUnavailable("commit failed")
+                _settle_all(batch)
 
     async def _run_batch(self, batch: list[_Op]) -> None:
         conn, executor = self._conn, self._executor
@@ -144,6 +155,9 @@ class SQLiteStore:
             return
         loop = asyncio.get_running_loop()
         records = [op for op in batch if op.delivery is not None]
+        if conn.in_transaction:  # left open by a batch that was interrupted
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
         try:
             # BEGIN and COMMIT may block, so they run off the event loop. The
             # statements between them are short and run on it: a writer thread per
@@ -156,8 +170,9 @@ class SQLiteStore:
                     _isolated(conn, [op], _run_one)
             await loop.run_in_executor(executor, conn.execute, "COMMIT")
         except sqlite3.Error as exc:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
+            with contextlib.suppress(sqlite3.Error):
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
             for op in batch:
                 op.result, op.error = None, StoreUnavailable(f"commit failed: {exc}")
 
