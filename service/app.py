@@ -32,7 +32,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
 
     app = Starlette(
         routes=[
-            Route(WEBHOOK_PATH, intake.receive_webhook, methods=["POST"]),
+            Route(WEBHOOK_PATH, intake.WebhookEndpoint(), methods=["POST"]),
             Route("/healthz", intake.healthz, methods=["GET"]),
             Route("/readyz", intake.readyz, methods=["GET"]),
             Route("/metrics", metrics.scrape, methods=["GET"]),

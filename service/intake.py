@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import time
 
+import orjson
 import structlog
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+from starlette.types import Receive, Scope, Send
 
 from service import metrics
 from service.runtime import Runtime
@@ -32,39 +34,69 @@ _STATUS = {
 }
 
 
-async def receive_webhook(request: Request) -> Response:
-    """``POST /webhooks/agentmail``: 202 new, 200 duplicate or ignored, 4xx refused, 503 retry."""
-    runtime: Runtime = request.app.state.runtime
-    started = time.perf_counter()
-    fields: dict[str, object] = {"svix_id": request.headers.get("svix-id")}
-    try:
-        status, outcome = await _receive(request, runtime, fields)
-    except RejectedDelivery as rejected:
-        status, outcome = rejected.status, "rejected"
-        fields["reason"] = rejected.reason
-    metrics.DELIVERIES.labels(outcome=outcome, status=str(status)).inc()
-    log.info(
-        "delivery",
-        outcome=outcome,
-        status=status,
-        duration_ms=round((time.perf_counter() - started) * 1000, 2),
-        **fields,
-    )
-    body: dict[str, object] = {"status": outcome}
-    if "reason" in fields:
-        body["reason"] = fields["reason"]
-    return JSONResponse(body, status_code=status)
+class WebhookEndpoint:
+    """``POST /webhooks/agentmail``: 202 new, 200 duplicate or ignored, 4xx refused, 503 retry.
+
+    A plain ASGI app rather than a Starlette request handler: this is the one hot path,
+    and it needs only the raw body and three headers, not Request and Response objects.
+    """
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        runtime: Runtime = scope["app"].state.runtime
+        started = time.perf_counter()
+        headers = _headers(scope)
+        fields: dict[str, object] = {"svix_id": headers.get("svix-id")}
+        try:
+            status, outcome = await _receive(receive, headers, runtime, fields)
+        except RejectedDelivery as rejected:
+            status, outcome = rejected.status, "rejected"
+            fields["reason"] = rejected.reason
+        metrics.DELIVERIES.labels(outcome=outcome, status=str(status)).inc()
+        log.info(
+            "delivery",
+            outcome=outcome,
+            status=status,
+            duration_ms=round((time.perf_counter() - started) * 1000, 2),
+            **fields,
+        )
+        body: dict[str, object] = {"status": outcome}
+        if "reason" in fields:
+            body["reason"] = fields["reason"]
+        content = orjson.dumps(body)
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(content)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": content})
+
+
+_WANTED = frozenset((b"svix-id", b"svix-timestamp", b"svix-signature", b"content-length"))
+
+
+def _headers(scope: Scope) -> dict[str, str]:
+    # ASGI header names arrive lower-cased; a repeated one keeps its first value.
+    found: dict[str, str] = {}
+    for name, value in scope["headers"]:
+        if name in _WANTED:
+            found.setdefault(name.decode("latin-1"), value.decode("latin-1"))
+    return found
 
 
 async def _receive(
-    request: Request, runtime: Runtime, fields: dict[str, object]
+    receive: Receive, headers: dict[str, str], runtime: Runtime, fields: dict[str, object]
 ) -> tuple[int, str]:
     verifier = runtime.verifier
     if verifier is None:
         fields["reason"] = "webhook secret not known yet (registration pending)"
         return 503, "unavailable"
-    body = await _read_body(request)
-    svix_id = verifier.verify(body, request.headers)
+    body = await _read_body(receive, headers.get("content-length"))
+    svix_id = verifier.verify(body, headers)
     delivery = parse_delivery(svix_id, body)
     fields.update(event_id=delivery.event_id, event_type=delivery.event_type)
     message = delivery.message
@@ -87,21 +119,22 @@ async def _receive(
     return _STATUS[recorded]
 
 
-async def _read_body(request: Request) -> bytes:
-    declared = request.headers.get("content-length")
+async def _read_body(receive: Receive, declared: str | None) -> bytes:
     if declared is not None and declared.isdigit() and int(declared) > MAX_BODY:
         raise RejectedDelivery(413, f"body over {MAX_BODY} bytes")
     chunks: list[bytes] = []
     size = 0
-    try:
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > MAX_BODY:
-                raise RejectedDelivery(413, f"body over {MAX_BODY} bytes")
-            chunks.append(chunk)
-    except ClientDisconnect:
-        raise RejectedDelivery(400, "client disconnected mid-body") from None
-    return b"".join(chunks)
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise RejectedDelivery(400, "client disconnected mid-body")
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > MAX_BODY:
+            raise RejectedDelivery(413, f"body over {MAX_BODY} bytes")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
 
 
 async def healthz(request: Request) -> Response:
