@@ -41,7 +41,7 @@ def load_settings() -> Settings:
     try:
         return Settings.from_environ()
     except SettingsError as exc:
-        _fail(f"configuration error: {exc}", 2)
+        fail(f"configuration error: {exc}", 2)
 
 
 def uvicorn_config(app: Any, *, host: str, port: int) -> uvicorn.Config:
@@ -68,7 +68,7 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         app = create_app(settings)
     except (SettingsError, TemplateError) as exc:
-        _fail(f"configuration error: {exc}", 2)
+        fail(f"configuration error: {exc}", 2)
     server = uvicorn.Server(uvicorn_config(app, host=args.host, port=args.port))
     server.run()
     return 0 if server.started else 1
@@ -81,7 +81,7 @@ def _register(args: argparse.Namespace) -> int:
     configure_logging(fmt=settings.log_format, level="WARNING")
     url = settings.webhook_url
     if url is None:
-        _fail("configuration error: AUTOREPLY_PUBLIC_URL: is required to register", 2)
+        fail("configuration error: AUTOREPLY_PUBLIC_URL: is required to register", 2)
     desired = registration.Desired(
         url=url, client_id=settings.webhook_client_id, inbox_ids=tuple(sorted(settings.inbox_ids))
     )
@@ -100,7 +100,7 @@ def _register(args: argparse.Namespace) -> int:
     try:
         webhook = asyncio.run(run())
     except ApiFailure as failure:
-        _fail(f"registration failed: {failure.reason}", 1)
+        fail(f"registration failed: {failure.reason}", 1)
     print(f"webhook {webhook['webhook_id']} -> {webhook['url']}")
     return 0
 
@@ -116,11 +116,12 @@ def _migrate(args: argparse.Namespace) -> int:
     try:
         asyncio.run(run())
     except StoreUnavailable as exc:
-        _fail(f"migration failed: {exc}", 1)
+        fail(f"migration failed: {exc}", 1)
     print("database is up to date")
     return 0
 
 
-def _fail(message: str, code: int) -> NoReturn:
+def fail(message: str, code: int) -> NoReturn:
+    """Print ``autoreply: message`` on stderr and exit with ``code``: no traceback."""
     print(f"autoreply: {message}", file=sys.stderr)
     raise SystemExit(code)

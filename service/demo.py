@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from service.commands import _fail
+from service.commands import fail
 from service.devserver import (
     DEMO_INBOX,
     Ports,
@@ -105,7 +105,7 @@ def _dev(args: argparse.Namespace) -> int:
     try:
         settings = dev_settings(ports)
     except SettingsError as exc:
-        _fail(f"configuration error: {exc}", 2)
+        fail(f"configuration error: {exc}", 2)
     configure_logging(fmt=settings.log_format, level=settings.log_level)
 
     async def run() -> None:

@@ -334,15 +334,19 @@ class Worker:
             )
         try:
             if run_after is not None:
-                await self.store.retry(
+                if not await self.store.retry(
                     job.id, owner=self.owner, run_after=run_after, error=error, now=now
-                )
+                ):
+                    # The job moved on without us (its lease was taken, or a write
+                    # of ours committed after this attempt gave up): nothing to retry.
+                    return "lease_lost", fields
                 fields["retry_in_s"] = round(run_after - now, 1)
                 return "retry", fields
             reason = error if not transient else f"gave up: {error}"
-            await self.store.finish(
+            if not await self.store.finish(
                 job.id, owner=self.owner, state=JobState.DEAD, reason=reason, now=now
-            )
+            ):
+                return "lease_lost", fields
         except StoreUnavailable as exc:
             fields["store_error"] = str(exc)
             return "store_unavailable", fields
