@@ -152,8 +152,13 @@ def test_restart_during_a_burst_answers_503_then_replies_once(
     deliveries = sandbox.admin.wait_for_deliveries(timeout=120)
     assert all(d["state"] == "succeeded" for d in deliveries)
     statuses = [a["status"] for d in deliveries for a in d["attempts"]]
-    assert statuses.count(202) == 30
     assert 503 in statuses
+    for report in deliveries:
+        *retried, last = [attempt["status"] for attempt in report["attempts"]]
+        assert set(retried) <= {503}
+        # A 503 can hide a commit whose answer was lost as the server went down; the
+        # retry then finds the delivery recorded and is acknowledged as a duplicate.
+        assert last == 202 or (last == 200 and retried), report
     jobs = replicas.wait_final(30, timeout=120)
     assert {jobs[m][:2] for m in message_ids} == {("done", "replied")}
     assert_replied_once(sandbox, message_ids)
