@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import signal
 import time
 
@@ -93,6 +94,7 @@ class Runtime:
             self._background.append(asyncio.create_task(self._purge_periodically()))
         self._watch_sighup()
         await self.worker.start()
+        _tune_gc()
         log.info(
             "service_started",
             database=_redacted(self.settings.database_url),
@@ -188,6 +190,24 @@ def _verifier(secrets: tuple[str, ...]) -> Verifier:
         return Verifier(secrets)
     except Exception as exc:
         raise SettingsError("AUTOREPLY_WEBHOOK_SECRET", f"not a valid Svix secret ({exc})") from exc
+
+
+#: Allocations between young-generation collections (CPython's default is 700).
+GC_THRESHOLD = (10_000, 20, 20)
+
+
+def _tune_gc() -> None:
+    """Make the cyclic garbage collector cheap on the request path.
+
+    What exists at the end of startup (modules, the SDK's models, templates) lives as
+    long as the process: ``gc.freeze`` takes it out of every later collection, which
+    otherwise walked all of it on each full collection (the p99 spikes of the intake
+    benchmark). A larger first threshold then collects the short-lived request objects
+    a tenth as often; their cycles are rare, so little waits longer to be freed.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLD)
 
 
 def _redacted(url: str) -> str:
