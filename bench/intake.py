@@ -562,7 +562,9 @@ def py_spy_argv(output: Path) -> list[str]:
     formats = {".svg": "flamegraph", ".json": "speedscope"}
     fmt = formats.get(output.suffix, "raw")
     spy = py_spy() or "py-spy"
-    return [spy, "record", "--nonblocking", "--threads", "--format", fmt, "--output", str(output)]
+    # --gil: only samples that hold the GIL, i.e. what competes for the event loop's core.
+    rate = ["--gil", "--rate", "250"]
+    return [spy, "record", *rate, "--threads", "--format", fmt, "--output", str(output)]
 
 
 #: Settings given with --service-env; they win over the defaults below.
