@@ -474,20 +474,99 @@ def _values(rows: int, columns: int) -> str:
     return ", ".join([row] * rows)
 
 
+_INSERT_DELIVERIES = (
+    "INSERT INTO deliveries (svix_id, event_id, received_at) VALUES {}"
+    " ON CONFLICT (svix_id) DO NOTHING"
+)
+_INSERT_EVENTS = (
+    "INSERT INTO events (event_id, event_type, received_at) VALUES {}"
+    " ON CONFLICT (event_id) DO NOTHING"
+)
+_INSERT_JOBS = (
+    "INSERT INTO jobs (inbox_id, message_id, thread_id, event_id, event_type, message_json,"
+    " state, attempts, run_after, created_at, updated_at) VALUES {}"
+    " ON CONFLICT (inbox_id, message_id) DO NOTHING"
+)
+
+_Item = tuple[_Op, Delivery]
+
+
+def _delivery_row(op: _Op, d: Delivery) -> tuple[Any, ...]:
+    return (d.svix_id, d.event_id, op.now)
+
+
+def _event_row(op: _Op, d: Delivery) -> tuple[Any, ...]:
+    return (d.event_id, d.event_type, op.now)
+
+
+def _job_row(op: _Op, d: Delivery) -> tuple[Any, ...]:
+    m = d.message
+    assert m is not None
+    return (
+        m.inbox_id,
+        m.message_id,
+        m.thread_id,
+        d.event_id,
+        d.event_type,
+        d.message_json,
+        "pending",
+        0,
+        op.now,
+        op.now,
+        op.now,
+    )
+
+
+def _has_job(d: Delivery) -> bool:
+    return d.message is not None and d.message_json is not None
+
+
 def _record_many(conn: sqlite3.Connection, ops: list[_Op]) -> None:
     """Record every delivery of the batch with three multi-row INSERTs.
 
-    One statement per table for the whole batch, not three per delivery: the writer
-    thread's per-statement overhead was the larger part of a delivery's cost.
-    ``RETURNING`` names the rows actually inserted; of several operations carrying
-    the same key in one batch, the first one counts as new and the rest as duplicates.
+    One statement per table for the whole batch, not three per delivery: per-statement
+    overhead was the larger part of a delivery's cost. Nearly every delivery is new, so
+    the batch is first written as if all were (``_record_all_new``); only a batch that
+    held a duplicate is rolled back and written again to learn which ones were
+    (``_record_each``).
     """
     items = [(op, op.delivery) for op in ops if op.delivery is not None]
+    if not _record_all_new(conn, items):
+        _record_each(conn, items)
+
+
+def _record_all_new(conn: sqlite3.Connection, items: list[_Item]) -> bool:
+    """Insert every row; True when every one was inserted (no key was taken before or
+    twice in the batch), else roll back and return False.
+
+    Counting inserted rows is cheaper than ``RETURNING`` them, which hands each row back
+    through Python, and a full count says all there is to know: every delivery is new.
+    """
+    with_jobs = [(op, d) for op, d in items if _has_job(d)]
+    conn.execute("SAVEPOINT all_new")
+    complete = (
+        _insert(conn, _INSERT_DELIVERIES, [_delivery_row(op, d) for op, d in items]) == len(items)
+        and _insert(conn, _INSERT_EVENTS, [_event_row(op, d) for op, d in items]) == len(items)
+        and _insert(conn, _INSERT_JOBS, [_job_row(op, d) for op, d in with_jobs]) == len(with_jobs)
+    )
+    if not complete:
+        conn.execute("ROLLBACK TO all_new")
+    conn.execute("RELEASE all_new")
+    if not complete:
+        return False
+    for op, d in items:
+        op.result = Recorded.ENQUEUED if _has_job(d) else Recorded.IGNORED
+    return True
+
+
+def _record_each(conn: sqlite3.Connection, items: list[_Item]) -> None:
+    """Record a batch that holds duplicates, learning each delivery's outcome.
+
+    ``RETURNING`` names the rows actually inserted; of several operations carrying the
+    same key in one batch, the first one counts as new and the rest as duplicates.
+    """
     new = _inserted(
-        conn,
-        "INSERT INTO deliveries (svix_id, event_id, received_at) VALUES {} "
-        "ON CONFLICT (svix_id) DO NOTHING RETURNING svix_id",
-        [(d.svix_id, d.event_id, op.now) for op, d in items],
+        conn, _INSERT_DELIVERIES + " RETURNING svix_id", [_delivery_row(op, d) for op, d in items]
     )
     fresh = []
     for op, d in items:
@@ -496,44 +575,24 @@ def _record_many(conn: sqlite3.Connection, ops: list[_Op]) -> None:
         else:
             op.result = Recorded.DUPLICATE_DELIVERY
     new = _inserted(
-        conn,
-        "INSERT INTO events (event_id, event_type, received_at) VALUES {} "
-        "ON CONFLICT (event_id) DO NOTHING RETURNING event_id",
-        [(d.event_id, d.event_type, op.now) for op, d in fresh],
+        conn, _INSERT_EVENTS + " RETURNING event_id", [_event_row(op, d) for op, d in fresh]
     )
     jobs = []
     for op, d in fresh:
         if not _take(new, d.event_id):
             op.result = Recorded.DUPLICATE_EVENT
-        elif d.message is None or d.message_json is None:
+        elif not _has_job(d):
             op.result = Recorded.IGNORED
         else:
-            jobs.append((op, d.message, d))
+            jobs.append((op, d))
     new = _inserted(
         conn,
-        "INSERT INTO jobs (inbox_id, message_id, thread_id, event_id, event_type, message_json,"
-        " state, attempts, run_after, created_at, updated_at) VALUES {} "
-        "ON CONFLICT (inbox_id, message_id) DO NOTHING"
-        " RETURNING inbox_id || char(0) || message_id",
-        [
-            (
-                m.inbox_id,
-                m.message_id,
-                m.thread_id,
-                d.event_id,
-                d.event_type,
-                d.message_json,
-                "pending",
-                0,
-                op.now,
-                op.now,
-                op.now,
-            )
-            for op, m, d in jobs
-        ],
+        _INSERT_JOBS + " RETURNING inbox_id || char(0) || message_id",
+        [_job_row(op, d) for op, d in jobs],
     )
-    for op, m, _ in jobs:
-        if _take(new, f"{m.inbox_id}\0{m.message_id}"):
+    for op, d in jobs:
+        assert d.message is not None
+        if _take(new, f"{d.message.inbox_id}\0{d.message.message_id}"):
             op.result = Recorded.ENQUEUED
         else:
             op.result = Recorded.DUPLICATE_MESSAGE
@@ -545,6 +604,14 @@ def _take(keys: set[str], key: str) -> bool:
         keys.discard(key)
         return True
     return False
+
+
+def _insert(conn: sqlite3.Connection, sql: str, rows: list[tuple[Any, ...]]) -> int:
+    """Run a multi-row ``INSERT``; return how many rows it inserted."""
+    if not rows:
+        return 0
+    statement = sql.format(_values(len(rows), len(rows[0])))
+    return conn.execute(statement, [value for row in rows for value in row]).rowcount
 
 
 def _inserted(conn: sqlite3.Connection, sql: str, rows: list[tuple[Any, ...]]) -> set[str]:
