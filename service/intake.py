@@ -11,6 +11,7 @@ import time
 
 import orjson
 import structlog
+from prometheus_client import Counter
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
@@ -33,13 +34,24 @@ _STATUS = {
     Recorded.IGNORED: (200, "ignored"),
 }
 
+#: The response header that names the outcome (``accepted``, ``duplicate``, ...).
+OUTCOME_HEADER = "autoreply-outcome"
+
 
 class WebhookEndpoint:
     """``POST /webhooks/agentmail``: 202 new, 200 duplicate or ignored, 4xx refused, 503 retry.
 
     A plain ASGI app rather than a Starlette request handler: this is the one hot path,
     and it needs only the raw body and three headers, not Request and Response objects.
+
+    Every answer names its outcome in the ``Autoreply-Outcome`` header. Refusals and
+    503s also carry a JSON body with the reason, for the person reading Svix's attempt
+    log. Acknowledgements carry no body: the sender reads only the status, and a body
+    is a second write to the socket per delivery.
     """
+
+    def __init__(self) -> None:
+        self._counters: dict[tuple[str, int], Counter] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         runtime: Runtime = scope["app"].state.runtime
@@ -51,7 +63,7 @@ class WebhookEndpoint:
         except RejectedDelivery as rejected:
             status, outcome = rejected.status, "rejected"
             fields["reason"] = rejected.reason
-        metrics.DELIVERIES.labels(outcome=outcome, status=str(status)).inc()
+        self._counter(outcome, status).inc()
         log.info(
             "delivery",
             outcome=outcome,
@@ -59,21 +71,26 @@ class WebhookEndpoint:
             duration_ms=round((time.perf_counter() - started) * 1000, 2),
             **fields,
         )
-        body: dict[str, object] = {"status": outcome}
-        if "reason" in fields:
-            body["reason"] = fields["reason"]
-        content = orjson.dumps(body)
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(content)).encode()),
-                ],
-            }
-        )
+        response_headers = [(OUTCOME_HEADER.encode(), outcome.encode())]
+        content = b""
+        if status >= 300:
+            body: dict[str, object] = {"status": outcome}
+            if "reason" in fields:
+                body["reason"] = fields["reason"]
+            content = orjson.dumps(body)
+            response_headers.append((b"content-type", b"application/json"))
+        response_headers.append((b"content-length", str(len(content)).encode()))
+        await send({"type": "http.response.start", "status": status, "headers": response_headers})
         await send({"type": "http.response.body", "body": content})
+
+    def _counter(self, outcome: str, status: int) -> Counter:
+        """``autoreply_deliveries_total`` for this outcome, looked up once per label pair."""
+        key = (outcome, status)
+        counter = self._counters.get(key)
+        if counter is None:
+            counter = metrics.DELIVERIES.labels(outcome=outcome, status=str(status))
+            self._counters[key] = counter
+        return counter
 
 
 _WANTED = frozenset((b"svix-id", b"svix-timestamp", b"svix-signature", b"content-length"))

@@ -151,6 +151,7 @@ def test_unverifiable_deliveries_are_refused(
     response = post(service, body, headers)
     assert response.status_code == status, response.text
     assert response.json()["reason"]
+    assert response.headers["autoreply-outcome"] == "rejected"
     assert rows(service, "deliveries") == 0
     assert rows(service, "jobs") == 0
 
@@ -188,7 +189,7 @@ def test_other_event_types_are_acknowledged_and_ignored(service: ServiceProcess)
     ).encode()
     response = post(service, body, signed(body, msg_id="msg_sent"))
     assert response.status_code == 200
-    assert response.json()["status"] == "ignored"
+    assert response.headers["autoreply-outcome"] == "ignored"
     assert rows(service, "jobs") == 0
 
 
@@ -214,3 +215,15 @@ def test_rotated_secrets_are_all_accepted(tmp_path: Path) -> None:
         )
     finally:
         service.stop()
+
+
+def test_acknowledgements_name_their_outcome(service: ServiceProcess) -> None:
+    """202 for a new delivery, 200 for its retry; the header says which, the body is empty.
+    (Last in the module: it leaves a job behind in the shared service.)"""
+    body = json.dumps(event()).encode()
+    first = post(service, body, signed(body))
+    retry = post(service, body, signed(body))
+    assert (first.status_code, first.headers["autoreply-outcome"]) == (202, "accepted")
+    assert (retry.status_code, retry.headers["autoreply-outcome"]) == (200, "duplicate")
+    assert first.content == retry.content == b""
+    assert rows(service, "jobs") == 1
