@@ -64,7 +64,10 @@ class WebhookEndpoint:
             status, outcome = rejected.status, "rejected"
             fields["reason"] = rejected.reason
         self._counter(outcome, status).inc()
-        log.info(
+        # An accepted delivery is logged again, with its outcome, by the job that
+        # answers it; at INFO a line here too would double the logging per message.
+        emit = log.debug if status == 202 else log.info
+        emit(
             "delivery",
             outcome=outcome,
             status=status,
