@@ -28,6 +28,10 @@ log = structlog.get_logger("autoreply.runtime")
 
 #: How often old delivery and event dedupe rows are purged (``AUTOREPLY_RETENTION``).
 PURGE_INTERVAL = 600.0
+#: Webhook requests in progress at once from which intake counts as busy (the worker
+#: then steps back, see ``worker.claim_limit``). Svix sends a few at a time in normal
+#: traffic; this many waiting together is a burst.
+INTAKE_BUSY = 16
 
 
 class Runtime:
@@ -55,6 +59,8 @@ class Runtime:
         self.webhook: WebhookInfo | None = None
         self.verifier: Verifier | None = None
         self.registration_problem: str | None = None
+        #: Webhook requests being handled right now (see ``INTAKE_BUSY``).
+        self.intake_in_flight = 0
         self.worker = Worker(
             store=self.store,
             api=self.api,
@@ -67,6 +73,7 @@ class Runtime:
                 dry_run=settings.dry_run,
                 policy=policy_config(settings),
             ),
+            intake_busy=self.intake_busy,
         )
         self._background: list[asyncio.Task[None]] = []
         if settings.webhook_secrets:
@@ -75,6 +82,20 @@ class Runtime:
     def wake_worker(self) -> None:
         """Tell the worker a job was just enqueued."""
         self.worker.wake()
+
+    def intake_busy(self) -> bool:
+        """Whether webhook requests are queueing up (a burst)."""
+        return self.intake_in_flight >= INTAKE_BUSY
+
+    def intake_started(self) -> None:
+        """A webhook request came in."""
+        self.intake_in_flight += 1
+
+    def intake_finished(self) -> None:
+        """A webhook request was answered; when a burst ends, the worker speeds up again."""
+        self.intake_in_flight -= 1
+        if self.intake_in_flight == INTAKE_BUSY - 1:
+            self.worker.wake()
 
     async def start(self) -> None:
         """Open the store, start registration (if configured) and the worker."""

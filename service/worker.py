@@ -35,6 +35,21 @@ log = structlog.get_logger("autoreply.worker")
 
 #: How often the dispatcher looks for due jobs when nothing wakes it.
 POLL_INTERVAL = 1.0
+#: While intake is busy, the worker runs at most 1/BUSY_SHARE of its concurrency.
+BUSY_SHARE = 8
+
+
+def claim_limit(concurrency: int, *, intake_busy: bool) -> int:
+    """How many jobs may run at once: all of ``concurrency``, or while webhooks queue up,
+    an eighth of it (at least one).
+
+    Both share one event loop. During a burst, every job's Python delays the answers
+    Svix is waiting for (and times out and retries); replies can wait a few seconds for
+    the burst to pass, and the floor keeps them moving meanwhile.
+    """
+    if intake_busy:
+        return max(1, concurrency // BUSY_SHARE)
+    return concurrency
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -72,8 +87,10 @@ class Worker:
         config: WorkerConfig,
         retry: RetryPolicy | None = None,
         clock: Callable[[], float] = time.time,
+        intake_busy: Callable[[], bool] = lambda: False,
     ) -> None:
         self.store = store
+        self.intake_busy = intake_busy
         self.api = api
         self.templates = templates
         self.config = config
@@ -122,7 +139,8 @@ class Worker:
     async def _dispatch(self) -> None:
         failures = 0
         while not self._stopping:
-            free = self.config.concurrency - len(self._tasks)
+            limit = claim_limit(self.config.concurrency, intake_busy=self.intake_busy())
+            free = limit - len(self._tasks)
             claimed = 0
             if free > 0:
                 try:
@@ -152,7 +170,8 @@ class Worker:
 
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wakeup.wait(), timeout=seconds)
+            async with asyncio.timeout(seconds):
+                await self._wakeup.wait()
         self._wakeup.clear()
 
     # -- one job ---------------------------------------------------------------------

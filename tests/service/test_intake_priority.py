@@ -1,0 +1,126 @@
+"""During a burst of webhooks the worker steps back, and it never stops.
+
+The worker runs in-process against the sandbox over HTTP (every API call slowed, so
+jobs overlap) and a real SQLite file. The test plays intake: it says when webhooks are
+queueing up. While they are, at most an eighth of the worker's concurrency may run, and
+replies keep going out; afterwards the worker runs at full concurrency again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from handlers.policy import PolicyConfig
+from service.agentmail_api import AgentMailApi
+from service.runtime import INTAKE_BUSY, Runtime
+from service.settings import Settings
+from service.store import JobState, open_store
+from service.templates import LiveTemplates
+from service.webhooks import Delivery, MessageRef
+from service.worker import Worker, WorkerConfig, claim_limit
+
+
+def test_claim_limit_is_an_eighth_while_busy_and_never_zero() -> None:
+    assert claim_limit(32, intake_busy=False) == 32
+    assert claim_limit(32, intake_busy=True) == 4
+    assert claim_limit(5, intake_busy=True) == 1
+    assert claim_limit(1, intake_busy=True) == 1
+
+
+async def running(store: Any) -> int:
+    stats = await store.stats()
+    return int(stats.by_state[JobState.RUNNING.value])
+
+
+async def test_worker_steps_back_during_a_burst_and_keeps_replying(
+    sandbox: Any, tmp_path: Path
+) -> None:
+    sandbox.admin.add_fault("*", latency_ms=150)
+    api = AgentMailApi(api_key=sandbox.api_key, base_url=sandbox.url, timeout=10)
+    store = open_store(f"sqlite:///{tmp_path / 'burst.db'}")
+    await store.open()
+    busy = [True]
+    worker = Worker(
+        store=store,
+        api=api,
+        templates=LiveTemplates(None),
+        config=WorkerConfig(
+            concurrency=16,
+            lease_seconds=60,
+            unreplied_label="unreplied",
+            replied_label="replied",
+            dry_run=False,
+            policy=PolicyConfig(),
+        ),
+        intake_busy=lambda: busy[0],
+    )
+    try:
+        for n in range(40):
+            injected = sandbox.admin.inject(
+                from_=f"Customer {n} <c{n}@example.com>", to=sandbox.inbox, text="Hello"
+            )
+            message = await api.get_message(sandbox.inbox, injected["message_id"])
+            ref = MessageRef(
+                inbox_id=sandbox.inbox,
+                message_id=injected["message_id"],
+                thread_id=injected["thread_id"],
+            )
+            delivery = Delivery(
+                svix_id=f"msg_{n}",
+                event_id=f"evt_{n}",
+                event_type="message.received",
+                message=ref,
+                message_json=orjson.dumps(message).decode(),
+            )
+            await store.record_delivery(delivery, now=time.time())
+        await worker.start()
+
+        most_while_busy = 0
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            most_while_busy = max(most_while_busy, await running(store))
+            await asyncio.sleep(0.02)
+        replied_while_busy = len(sandbox.admin.sent())
+        assert 1 <= most_while_busy <= 2  # an eighth of 16
+        assert replied_while_busy >= 2  # slowed, not stopped
+
+        busy[0] = False
+        worker.wake()
+        most_after = 0
+        deadline = time.monotonic() + 60
+        while len(sandbox.admin.sent()) < 40:
+            assert time.monotonic() < deadline, "the backlog was not answered"
+            most_after = max(most_after, await running(store))
+            await asyncio.sleep(0.02)
+        assert most_after > 2
+    finally:
+        await worker.stop(5)
+        await api.aclose()
+        await store.close()
+
+
+def test_runtime_counts_webhooks_in_progress_and_wakes_the_worker_after_a_burst(
+    tmp_path: Path,
+) -> None:
+    settings = Settings.from_environ(
+        {
+            "AGENTMAIL_API_KEY": "am_test",
+            "AUTOREPLY_WEBHOOK_SECRET": "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+            "AUTOREPLY_DATABASE_URL": f"sqlite:///{tmp_path / 'runtime.db'}",
+        }
+    )
+    runtime = Runtime(settings)
+    for _ in range(INTAKE_BUSY - 1):
+        runtime.intake_started()
+    assert not runtime.intake_busy()
+    runtime.intake_started()
+    assert runtime.intake_busy()
+    assert not runtime.worker._wakeup.is_set()
+    runtime.intake_finished()
+    assert not runtime.intake_busy()
+    assert runtime.worker._wakeup.is_set()  # the dispatcher looks again at once
