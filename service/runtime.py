@@ -18,6 +18,7 @@ import structlog
 from handlers.policy import PolicyConfig
 from service import registration
 from service.agentmail_api import AgentMailApi, WebhookInfo
+from service.loop_load import LoopLoad
 from service.settings import Settings, SettingsError
 from service.store import Store, StoreUnavailable, open_store
 from service.templates import LiveTemplates
@@ -28,10 +29,12 @@ log = structlog.get_logger("autoreply.runtime")
 
 #: How often old delivery and event dedupe rows are purged (``AUTOREPLY_RETENTION``).
 PURGE_INTERVAL = 600.0
-#: Webhook requests in progress at once from which intake counts as busy (the worker
-#: then steps back, see ``worker.claim_limit``). Svix sends a few at a time in normal
-#: traffic; this many waiting together is a burst.
+#: Intake counts as busy (and the worker steps back, see ``worker.claim_limit``) when
+#: this many webhook requests are in progress at once (Svix sends a few at a time in
+#: normal traffic; this many together is a burst) ...
 INTAKE_BUSY = 16
+#: ... while the event loop's thread uses at least this share of a core.
+LOOP_SATURATED = 0.75
 
 
 class Runtime:
@@ -61,6 +64,7 @@ class Runtime:
         self.registration_problem: str | None = None
         #: Webhook requests being handled right now (see ``INTAKE_BUSY``).
         self.intake_in_flight = 0
+        self.loop_load = LoopLoad()
         self.worker = Worker(
             store=self.store,
             api=self.api,
@@ -84,8 +88,8 @@ class Runtime:
         self.worker.wake()
 
     def intake_busy(self) -> bool:
-        """Whether webhook requests are queueing up (a burst)."""
-        return self.intake_in_flight >= INTAKE_BUSY
+        """Whether webhook requests are queueing up on a saturated event loop (a burst)."""
+        return self.intake_in_flight >= INTAKE_BUSY and self.loop_load.share >= LOOP_SATURATED
 
     def intake_started(self) -> None:
         """A webhook request came in."""
@@ -113,6 +117,11 @@ class Runtime:
         self._background.append(asyncio.create_task(self.store.listen(self.worker.wake)))
         if self.settings.retention:
             self._background.append(asyncio.create_task(self._purge_periodically()))
+        self._background.append(
+            asyncio.create_task(
+                self.loop_load.run(saturated=LOOP_SATURATED, on_relief=self.worker.wake)
+            )
+        )
         self._watch_sighup()
         await self.worker.start()
         _tune_gc()

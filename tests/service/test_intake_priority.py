@@ -17,7 +17,8 @@ import orjson
 
 from handlers.policy import PolicyConfig
 from service.agentmail_api import AgentMailApi
-from service.runtime import INTAKE_BUSY, Runtime
+from service.loop_load import LoopLoad
+from service.runtime import INTAKE_BUSY, LOOP_SATURATED, Runtime
 from service.settings import Settings
 from service.store import JobState, open_store
 from service.templates import LiveTemplates
@@ -104,9 +105,7 @@ async def test_worker_steps_back_during_a_burst_and_keeps_replying(
         await store.close()
 
 
-def test_runtime_counts_webhooks_in_progress_and_wakes_the_worker_after_a_burst(
-    tmp_path: Path,
-) -> None:
+def test_runtime_is_busy_only_with_a_burst_on_a_saturated_loop(tmp_path: Path) -> None:
     settings = Settings.from_environ(
         {
             "AGENTMAIL_API_KEY": "am_test",
@@ -115,12 +114,36 @@ def test_runtime_counts_webhooks_in_progress_and_wakes_the_worker_after_a_burst(
         }
     )
     runtime = Runtime(settings)
-    for _ in range(INTAKE_BUSY - 1):
+    for _ in range(INTAKE_BUSY):
         runtime.intake_started()
-    assert not runtime.intake_busy()
-    runtime.intake_started()
+    assert not runtime.intake_busy()  # many in progress, but the loop is idle
+    runtime.loop_load.share = LOOP_SATURATED
     assert runtime.intake_busy()
     assert not runtime.worker._wakeup.is_set()
     runtime.intake_finished()
     assert not runtime.intake_busy()
     assert runtime.worker._wakeup.is_set()  # the dispatcher looks again at once
+
+
+async def test_loop_load_measures_the_loops_cpu_and_reports_relief() -> None:
+    load = LoopLoad(interval=0.05)
+    reliefs: list[float] = []
+    measuring = asyncio.create_task(
+        load.run(saturated=0.75, on_relief=lambda: reliefs.append(load.share))
+    )
+    try:
+        await asyncio.sleep(0.2)
+        assert load.share < 0.3  # sleeping costs no CPU
+        for _ in range(8):  # keep the loop's thread busy, yielding now and then
+            spin_until = time.thread_time() + 0.05
+            while time.thread_time() < spin_until:
+                pass
+            await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        busy = load.share
+        assert busy >= 0.6  # (below 1 only when the machine itself is overloaded)
+        await asyncio.sleep(0.3)
+        assert load.share < 0.3
+        assert len(reliefs) == (1 if busy >= 0.75 else 0)
+    finally:
+        measuring.cancel()
