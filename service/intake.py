@@ -7,6 +7,7 @@ call, no template, nothing slow; the worker does the rest.
 
 from __future__ import annotations
 
+import logging
 import time
 
 import orjson
@@ -73,14 +74,16 @@ class WebhookEndpoint:
         self._counter(outcome, status).inc()
         # An accepted delivery is logged again, with its outcome, by the job that
         # answers it; at INFO a line here too would double the logging per message.
-        emit = log.debug if status == 202 else log.info
-        emit(
-            "delivery",
-            outcome=outcome,
-            status=status,
-            duration_ms=round((time.perf_counter() - started) * 1000, 2),
-            **fields,
-        )
+        level = logging.DEBUG if status == 202 else logging.INFO
+        if log.is_enabled_for(level):
+            log.log(
+                level,
+                "delivery",
+                outcome=outcome,
+                status=status,
+                duration_ms=round((time.perf_counter() - started) * 1000, 2),
+                **fields,
+            )
         response_headers = [(OUTCOME_HEADER.encode(), outcome.encode())]
         content = b""
         if status >= 300:

@@ -6,6 +6,7 @@ request is sent over HTTP and the SQLite file is inspected afterwards.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 from collections.abc import Iterator
@@ -150,8 +151,11 @@ def test_unverifiable_deliveries_are_refused(
     """Forged, stale, malformed or undecodable deliveries: 401/400 and nothing recorded."""
     response = post(service, body, headers)
     assert response.status_code == status, response.text
-    assert response.json()["reason"]
+    reason = response.json()["reason"]
+    assert reason
     assert response.headers["autoreply-outcome"] == "rejected"
+    logged = delivery_lines(service)[-1]
+    assert (logged["outcome"], logged["status"], logged["reason"]) == ("rejected", status, reason)
     assert rows(service, "deliveries") == 0
     assert rows(service, "jobs") == 0
 
@@ -221,9 +225,23 @@ def test_acknowledgements_name_their_outcome(service: ServiceProcess) -> None:
     """202 for a new delivery, 200 for its retry; the header says which, the body is empty.
     (Last in the module: it leaves a job behind in the shared service.)"""
     body = json.dumps(event()).encode()
+    before = len(delivery_lines(service))
     first = post(service, body, signed(body))
     retry = post(service, body, signed(body))
     assert (first.status_code, first.headers["autoreply-outcome"]) == (202, "accepted")
     assert (retry.status_code, retry.headers["autoreply-outcome"]) == (200, "duplicate")
     assert first.content == retry.content == b""
     assert rows(service, "jobs") == 1
+    # At INFO the retry is logged; the accepted delivery is left to its job's lines.
+    logged = delivery_lines(service)[before:]
+    assert [(line["outcome"], line["status"]) for line in logged] == [("duplicate", 200)]
+
+
+def delivery_lines(service: ServiceProcess) -> list[dict[str, object]]:
+    found = []
+    for text in service.log().splitlines():
+        with contextlib.suppress(ValueError):
+            line = json.loads(text)
+            if isinstance(line, dict) and line.get("event") == "delivery":
+                found.append(line)
+    return found
