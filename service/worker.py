@@ -35,6 +35,8 @@ log = structlog.get_logger("autoreply.worker")
 
 #: How often the dispatcher looks for due jobs when nothing wakes it.
 POLL_INTERVAL = 1.0
+
+
 def claim_limit(concurrency: int, *, intake_busy: bool) -> int:
     """How many jobs may run at once: ``concurrency``, or one while webhooks queue up on a
     saturated event loop.
