@@ -104,11 +104,15 @@ def run(args: argparse.Namespace, folder: Path) -> dict[str, object]:
                 )
             )
             wait_http(f"http://127.0.0.1:{service_port}/readyz")
-            return asyncio.run(measure(sandbox_url, args.messages, args.latency_ms))
+            result = asyncio.run(measure(sandbox_url, args.messages, args.latency_ms))
         finally:
             for process in reversed(processes):
                 process.terminate()
                 process.wait(timeout=30)
+    # The worker logs (at WARNING) each time a webhook burst saturates the loop.
+    log_text = (folder / "service.log").read_text(errors="replace")
+    result["worker_stepped_back"] = log_text.count('"worker_steps_back"')
+    return result
 
 
 async def measure(sandbox_url: str, count: int, latency_ms: int) -> dict[str, object]:

@@ -451,6 +451,8 @@ def markdown(report: dict[str, Any]) -> str:
             )
             for r in report["rounds"]
         )
+        + "; times it stepped back to one job (warm-ups included): "
+        + ", ".join(str(r["checks"]["worker_stepped_back"]) for r in report["rounds"])
         + ".",
     ]
     if report["problems"]:
@@ -553,6 +555,10 @@ def service_round(
         "durable": durable,
         "jobs_at_end_of_run": jobs_at_end,
         "log_bytes": (folder / "service.log").stat().st_size,
+        # The worker logs each webhook burst that saturates the loop (it steps back).
+        "worker_stepped_back": (folder / "service.log")
+        .read_text(errors="replace")
+        .count('"worker_steps_back"'),
     }
     return {"result": result, "checks": checks, "peak_rss_mib": peak_rss, "problems": runs.problems}
 

@@ -56,11 +56,11 @@ class WebhookEndpoint:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         runtime: Runtime = scope["app"].state.runtime
-        runtime.intake_started()
+        runtime.burst.request_started()
         try:
             await self._answer(runtime, scope, receive, send)
         finally:
-            runtime.intake_finished()
+            runtime.burst.request_finished()
 
     async def _answer(self, runtime: Runtime, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()

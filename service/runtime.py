@@ -18,7 +18,7 @@ import structlog
 from handlers.policy import PolicyConfig
 from service import registration
 from service.agentmail_api import AgentMailApi, WebhookInfo
-from service.loop_load import LoopLoad
+from service.burst import Burst
 from service.settings import Settings, SettingsError
 from service.store import Store, StoreUnavailable, open_store
 from service.templates import LiveTemplates
@@ -29,12 +29,6 @@ log = structlog.get_logger("autoreply.runtime")
 
 #: How often old delivery and event dedupe rows are purged (``AUTOREPLY_RETENTION``).
 PURGE_INTERVAL = 600.0
-#: Intake counts as busy (and the worker steps back, see ``worker.claim_limit``) when
-#: this many webhook requests are in progress at once (Svix sends a few at a time in
-#: normal traffic; this many together is a burst) ...
-INTAKE_BUSY = 16
-#: ... while the event loop's thread uses at least this share of a core.
-LOOP_SATURATED = 0.75
 
 
 class Runtime:
@@ -62,9 +56,8 @@ class Runtime:
         self.webhook: WebhookInfo | None = None
         self.verifier: Verifier | None = None
         self.registration_problem: str | None = None
-        #: Webhook requests being handled right now (see ``INTAKE_BUSY``).
-        self.intake_in_flight = 0
-        self.loop_load = LoopLoad()
+        #: Webhook requests in progress and the loop's load: the worker steps back in a burst.
+        self.burst = Burst(on_end=self.wake_worker)
         self.worker = Worker(
             store=self.store,
             api=self.api,
@@ -77,7 +70,7 @@ class Runtime:
                 dry_run=settings.dry_run,
                 policy=policy_config(settings),
             ),
-            intake_busy=self.intake_busy,
+            intake_busy=lambda: self.burst.active,
         )
         self._background: list[asyncio.Task[None]] = []
         if settings.webhook_secrets:
@@ -86,20 +79,6 @@ class Runtime:
     def wake_worker(self) -> None:
         """Tell the worker a job was just enqueued."""
         self.worker.wake()
-
-    def intake_busy(self) -> bool:
-        """Whether webhook requests are queueing up on a saturated event loop (a burst)."""
-        return self.intake_in_flight >= INTAKE_BUSY and self.loop_load.share >= LOOP_SATURATED
-
-    def intake_started(self) -> None:
-        """A webhook request came in."""
-        self.intake_in_flight += 1
-
-    def intake_finished(self) -> None:
-        """A webhook request was answered; when a burst ends, the worker speeds up again."""
-        self.intake_in_flight -= 1
-        if self.intake_in_flight == INTAKE_BUSY - 1:
-            self.worker.wake()
 
     async def start(self) -> None:
         """Open the store, start registration (if configured) and the worker."""
@@ -117,11 +96,7 @@ class Runtime:
         self._background.append(asyncio.create_task(self.store.listen(self.worker.wake)))
         if self.settings.retention:
             self._background.append(asyncio.create_task(self._purge_periodically()))
-        self._background.append(
-            asyncio.create_task(
-                self.loop_load.run(saturated=LOOP_SATURATED, on_relief=self.worker.wake)
-            )
-        )
+        self._background.append(asyncio.create_task(self.burst.measure()))
         self._watch_sighup()
         await self.worker.start()
         _tune_gc()

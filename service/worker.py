@@ -135,8 +135,16 @@ class Worker:
 
     async def _dispatch(self) -> None:
         failures = 0
+        stepped_back = False
         while not self._stopping:
-            limit = claim_limit(self.config.concurrency, intake_busy=self.intake_busy())
+            busy = self.intake_busy()
+            if busy != stepped_back:
+                stepped_back = busy
+                # Stepping back means the service is saturated: worth a warning.
+                (log.warning if busy else log.info)(
+                    "worker_steps_back" if busy else "worker_resumes", running=len(self._tasks)
+                )
+            limit = claim_limit(self.config.concurrency, intake_busy=busy)
             free = limit - len(self._tasks)
             claimed = 0
             if free > 0:

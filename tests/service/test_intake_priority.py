@@ -17,8 +17,8 @@ import orjson
 
 from handlers.policy import PolicyConfig
 from service.agentmail_api import AgentMailApi
-from service.loop_load import LoopLoad
-from service.runtime import INTAKE_BUSY, LOOP_SATURATED, Runtime
+from service.burst import END_IN_FLIGHT, END_LOAD, START_IN_FLIGHT, START_LOAD, Burst
+from service.runtime import Runtime
 from service.settings import Settings
 from service.store import JobState, open_store
 from service.templates import LiveTemplates
@@ -104,7 +104,67 @@ async def test_worker_steps_back_during_a_burst_and_keeps_replying(
         await store.close()
 
 
-def test_runtime_is_busy_only_with_a_burst_on_a_saturated_loop(tmp_path: Path) -> None:
+def test_a_burst_needs_many_requests_on_a_saturated_loop_and_ends_with_either_low() -> None:
+    ended: list[int] = []
+    burst = Burst(on_end=lambda: ended.append(burst.in_flight))
+    for _ in range(START_IN_FLIGHT):
+        burst.request_started()
+    assert not burst.active  # many in progress, but the loop is idle
+    burst.load = START_LOAD
+    burst.request_started()
+    assert burst.active
+    # Between the thresholds it stays a burst: answers go out in batches.
+    burst.load = END_LOAD
+    while burst.in_flight > END_IN_FLIGHT:
+        burst.request_finished()
+    assert burst.active
+    assert ended == []
+    burst.request_finished()
+    assert not burst.active
+    assert ended == [END_IN_FLIGHT - 1]  # the worker is woken once, as the burst ends
+    burst.request_finished()
+    assert ended == [END_IN_FLIGHT - 1]
+
+
+def test_a_burst_ends_when_the_loop_calms_down() -> None:
+    ended: list[float] = []
+    burst = Burst(on_end=lambda: ended.append(burst.load))
+    burst.load = 1.0
+    for _ in range(START_IN_FLIGHT):
+        burst.request_started()
+    assert burst.active
+    burst.load = END_LOAD - 0.01
+    burst.request_started()  # any event re-evaluates; so does every load sample
+    assert not burst.active
+    assert len(ended) == 1
+
+
+async def test_burst_measures_the_loops_cpu_share() -> None:
+    ended: list[float] = []
+    burst = Burst(on_end=lambda: ended.append(burst.load), interval=0.05)
+    for _ in range(START_IN_FLIGHT):
+        burst.request_started()
+    measuring = asyncio.create_task(burst.measure())
+    try:
+        await asyncio.sleep(0.2)
+        assert burst.load < 0.3  # sleeping costs no CPU
+        assert not burst.active
+        for _ in range(8):  # keep the loop's thread busy, yielding now and then
+            spin_until = time.thread_time() + 0.05
+            while time.thread_time() < spin_until:
+                pass
+            await asyncio.sleep(0)
+        busy = burst.load
+        assert busy >= 0.6  # (below 1 only when the machine itself is overloaded)
+        await asyncio.sleep(0.3)
+        assert burst.load < 0.3
+        assert not burst.active
+        assert len(ended) == (1 if busy >= START_LOAD else 0)
+    finally:
+        measuring.cancel()
+
+
+def test_the_runtime_wires_bursts_to_its_worker(tmp_path: Path) -> None:
     settings = Settings.from_environ(
         {
             "AGENTMAIL_API_KEY": "am_test",
@@ -113,36 +173,12 @@ def test_runtime_is_busy_only_with_a_burst_on_a_saturated_loop(tmp_path: Path) -
         }
     )
     runtime = Runtime(settings)
-    for _ in range(INTAKE_BUSY):
-        runtime.intake_started()
-    assert not runtime.intake_busy()  # many in progress, but the loop is idle
-    runtime.loop_load.share = LOOP_SATURATED
-    assert runtime.intake_busy()
-    assert not runtime.worker._wakeup.is_set()
-    runtime.intake_finished()
-    assert not runtime.intake_busy()
+    burst = runtime.burst
+    burst.load = 1.0
+    for _ in range(START_IN_FLIGHT):
+        burst.request_started()
+    assert runtime.worker.intake_busy()
+    while burst.active:
+        burst.request_finished()
+    assert not runtime.worker.intake_busy()
     assert runtime.worker._wakeup.is_set()  # the dispatcher looks again at once
-
-
-async def test_loop_load_measures_the_loops_cpu_and_reports_relief() -> None:
-    load = LoopLoad(interval=0.05)
-    reliefs: list[float] = []
-    measuring = asyncio.create_task(
-        load.run(saturated=0.75, on_relief=lambda: reliefs.append(load.share))
-    )
-    try:
-        await asyncio.sleep(0.2)
-        assert load.share < 0.3  # sleeping costs no CPU
-        for _ in range(8):  # keep the loop's thread busy, yielding now and then
-            spin_until = time.thread_time() + 0.05
-            while time.thread_time() < spin_until:
-                pass
-            await asyncio.sleep(0)
-        await asyncio.sleep(0)
-        busy = load.share
-        assert busy >= 0.6  # (below 1 only when the machine itself is overloaded)
-        await asyncio.sleep(0.3)
-        assert load.share < 0.3
-        assert len(reliefs) == (1 if busy >= 0.75 else 0)
-    finally:
-        measuring.cancel()
