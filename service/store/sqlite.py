@@ -1,11 +1,13 @@
 """SQLite store: the embedded default for a single replica.
 
-One connection. Operations queue up while a transaction commits; the next transaction
-then runs the whole queue and commits once (group commit). WAL mode with
+One writing connection. Operations queue up while a transaction commits; the next
+transaction then runs the whole queue and commits once (group commit). WAL mode with
 ``synchronous=FULL`` fsyncs every commit, so nothing is acknowledged before it is on
 disk, but one fsync is shared by every delivery that arrived meanwhile. Deliveries in a
 batch are written with one multi-row statement per table. The statements run on the
-event loop's thread; only BEGIN and COMMIT, which can block, go to a helper thread.
+event loop's thread; only what can block (a BEGIN that must wait for another process,
+the COMMIT's fsync) goes to a helper thread. The operators' reads that scan the jobs
+table (metrics, status) use a second connection on a thread of its own.
 """
 
 from __future__ import annotations
@@ -72,6 +74,11 @@ class SQLiteStore:
         self._executor: ThreadPoolExecutor | None = None
         self._pending: list[_Op] = []
         self._flusher: asyncio.Task[None] | None = None
+        #: A second connection, on a thread of its own, for the operators' reads that
+        #: scan the jobs table (metrics, ``autoreply status``): WAL readers take no lock,
+        #: so these hold up neither the event loop nor the batched writes.
+        self._reader: sqlite3.Connection | None = None
+        self._read_executor: ThreadPoolExecutor | None = None
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -83,21 +90,34 @@ class SQLiteStore:
         except OSError as exc:
             raise StoreUnavailable(f"cannot open {self.path}: {exc}") from exc
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
+        read_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-read")
+        loop = asyncio.get_running_loop()
         try:
-            conn = await asyncio.get_running_loop().run_in_executor(executor, self._connect)
+            conn = await loop.run_in_executor(executor, self._connect)
+            try:
+                reader = await loop.run_in_executor(read_executor, self._connect_reader)
+            except BaseException:
+                conn.close()
+                raise
         except (sqlite3.Error, OSError, migrations.MigrationError) as exc:
             executor.shutdown(wait=False)
+            read_executor.shutdown(wait=False)
             raise StoreUnavailable(f"cannot open {self.path}: {exc}") from exc
         self._conn, self._executor = conn, executor
+        self._reader, self._read_executor = reader, read_executor
 
     async def close(self) -> None:
         conn, executor = self._conn, self._executor
-        if conn is None or executor is None:
+        reader, read_executor = self._reader, self._read_executor
+        if conn is None or executor is None or reader is None or read_executor is None:
             return
         if self._flusher is not None:
             await self._flusher
-        self._conn = self._executor = None
-        await asyncio.get_running_loop().run_in_executor(executor, conn.close)
+        self._conn = self._executor = self._reader = self._read_executor = None
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(read_executor, reader.close)
+        read_executor.shutdown(wait=True)
+        await loop.run_in_executor(executor, conn.close)
         executor.shutdown(wait=True)
 
     def _connect(self) -> sqlite3.Connection:
@@ -110,6 +130,24 @@ class SQLiteStore:
         # From now on BEGIN first tries without waiting, on the event loop (see _begin).
         conn.execute("PRAGMA busy_timeout=0")
         return conn
+
+    def _connect_reader(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        # A reader waits only while another connection recovers the WAL after a crash.
+        conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        return conn
+
+    async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run read-only ``fn`` on the reader, in one read transaction (one snapshot)."""
+        reader, read_executor = self._reader, self._read_executor
+        if reader is None or read_executor is None:
+            raise StoreUnavailable("store is not open")
+        try:
+            return await asyncio.get_running_loop().run_in_executor(
+                read_executor, _in_snapshot, reader, fn
+            )
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"read failed: {exc}") from exc
 
     # -- group commit ------------------------------------------------------------------
 
@@ -349,7 +387,7 @@ class SQLiteStore:
                 oldest_pending_created_at=oldest,
             )
 
-        return await self._call(stats)
+        return await self._read(stats)
 
     async def get_job(self, inbox_id: str, message_id: str) -> Job | None:
         def get(conn: sqlite3.Connection) -> Job | None:
@@ -359,7 +397,7 @@ class SQLiteStore:
             ).fetchone()
             return None if row is None else job_from_row(row)
 
-        return await self._call(get)
+        return await self._read(get)
 
     async def list_jobs(self, *, states: tuple[JobState, ...], limit: int) -> list[JobSummary]:
         marks = ", ".join("?" for _ in states)
@@ -373,7 +411,7 @@ class SQLiteStore:
             ).fetchall()
             return [summary_from_row(row) for row in rows]
 
-        return await self._call(list_jobs)
+        return await self._read(list_jobs)
 
     async def requeue(
         self, *, message_id: str | None, dead: bool, now: float, not_sent_before: float
@@ -435,6 +473,14 @@ def _begin_waiting(conn: sqlite3.Connection) -> None:
         conn.execute("BEGIN IMMEDIATE")
     finally:
         conn.execute("PRAGMA busy_timeout=0")
+
+
+def _in_snapshot(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
+    conn.execute("BEGIN")
+    try:
+        return fn(conn)
+    finally:
+        conn.execute("COMMIT")
 
 
 def _settle_all(ops: list[_Op]) -> None:

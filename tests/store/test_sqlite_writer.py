@@ -79,3 +79,23 @@ async def test_other_writers_changes_are_seen(
     other_writer.execute("UPDATE jobs SET state = 'dead', reason = 'by hand'")
     [job] = await store.list_jobs(states=(sqlite_store.JobState.DEAD,), limit=10)
     assert job.reason == "by hand"
+
+
+async def test_operator_reads_do_not_wait_for_writes(
+    store: SQLiteStore, other_writer: sqlite3.Connection
+) -> None:
+    """``/metrics`` and ``autoreply status`` read on their own connection: a write lock
+    held elsewhere (and the deliveries queued behind it) does not hold them up."""
+    assert await store.record_delivery(delivery(), now=T0) is Recorded.ENQUEUED
+    other_writer.execute("BEGIN IMMEDIATE")
+    queued = asyncio.create_task(
+        store.record_delivery(delivery("msg_2", "evt_2", "<m2@example.com>"), now=T0)
+    )
+    await asyncio.sleep(0.1)
+    stats = await asyncio.wait_for(store.stats(), timeout=2)
+    assert stats.by_state["pending"] == 1  # the committed state, not the queued delivery
+    assert await asyncio.wait_for(store.get_job("bot@agentmail.to", "<m1@example.com>"), 2)
+    assert not queued.done()
+    other_writer.execute("COMMIT")
+    assert await asyncio.wait_for(queued, timeout=10) is Recorded.ENQUEUED
+    assert (await store.stats()).by_state["pending"] == 2
