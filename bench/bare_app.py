@@ -28,9 +28,9 @@ async def accept(request: Request) -> Response:
 app = Starlette(routes=[Route(WEBHOOK_PATH, accept, methods=["POST"])])
 
 
-def main() -> None:
-    """Serve ``app`` on the given loopback port until SIGINT/SIGTERM."""
-    parser = argparse.ArgumentParser(description=__doc__)
+def serve(app: Starlette, description: str | None = None) -> None:
+    """Serve ``app`` on the ``--host``/``--port`` of the command line until SIGINT/SIGTERM."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args()
@@ -38,4 +38,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    serve(app, __doc__)

@@ -11,19 +11,17 @@ python bench/steps_app.py --port 8001``.
 
 from __future__ import annotations
 
-import argparse
 import os
 
 import orjson
 import structlog
-import uvicorn
+from bare_app import serve
 from starlette.applications import Starlette
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 from svix.webhooks import Webhook
 
 from service import metrics
-from service.commands import uvicorn_config
 from service.logging import configure_logging
 from service.settings import WEBHOOK_PATH
 from service.webhooks import Verifier, parse_delivery
@@ -86,14 +84,5 @@ async def endpoint(scope: Scope, receive: Receive, send: Send) -> None:
 app = Starlette(routes=[Route(WEBHOOK_PATH, Endpoint(), methods=["POST"])])
 
 
-def main() -> None:
-    """Serve ``app`` on the given loopback port until SIGINT/SIGTERM."""
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, required=True)
-    args = parser.parse_args()
-    uvicorn.Server(uvicorn_config(app, host=args.host, port=args.port)).run()
-
-
 if __name__ == "__main__":
-    main()
+    serve(app, __doc__)

@@ -15,15 +15,14 @@ from typing import Any
 
 import orjson
 
-from handlers.policy import PolicyConfig
 from service.agentmail_api import AgentMailApi
 from service.burst import END_IN_FLIGHT, END_LOAD, START_IN_FLIGHT, START_LOAD, Burst
 from service.runtime import Runtime
 from service.settings import Settings
 from service.store import JobState, open_store
-from service.templates import LiveTemplates
 from service.webhooks import Delivery, MessageRef
-from service.worker import Worker, WorkerConfig, claim_limit
+from service.worker import claim_limit
+from tests.support.workers import make_worker
 
 
 def test_claim_limit_is_one_job_while_busy() -> None:
@@ -45,20 +44,7 @@ async def test_worker_steps_back_during_a_burst_and_keeps_replying(
     store = open_store(f"sqlite:///{tmp_path / 'burst.db'}")
     await store.open()
     busy = [True]
-    worker = Worker(
-        store=store,
-        api=api,
-        templates=LiveTemplates(None),
-        config=WorkerConfig(
-            concurrency=16,
-            lease_seconds=60,
-            unreplied_label="unreplied",
-            replied_label="replied",
-            dry_run=False,
-            policy=PolicyConfig(),
-        ),
-        intake_busy=lambda: busy[0],
-    )
+    worker = make_worker(store, api, concurrency=16, lease_seconds=60, intake_busy=lambda: busy[0])
     try:
         for n in range(40):
             injected = sandbox.admin.inject(

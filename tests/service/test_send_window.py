@@ -14,13 +14,11 @@ from typing import Any
 
 import orjson
 
-from handlers.policy import PolicyConfig
 from handlers.retry import SEND_WINDOW, RetryPolicy
 from service.agentmail_api import AgentMailApi
 from service.store import JobState, open_store
-from service.templates import LiveTemplates
 from service.webhooks import Delivery, MessageRef
-from service.worker import Worker, WorkerConfig
+from tests.support.workers import make_worker
 
 
 async def until(predicate: Any, what: str, limit: float = 30.0) -> None:
@@ -43,20 +41,8 @@ async def test_retry_after_the_key_window_is_dead_lettered_not_resent(
     store = open_store(f"sqlite:///{tmp_path / 'window.db'}")
     await store.open()
     now = [time.time()]
-    worker = Worker(
-        store=store,
-        api=api,
-        templates=LiveTemplates(None),
-        config=WorkerConfig(
-            concurrency=2,
-            lease_seconds=30,
-            unreplied_label="unreplied",
-            replied_label="replied",
-            dry_run=False,
-            policy=PolicyConfig(),
-        ),
-        retry=RetryPolicy(base=2.0, cap=2.0),
-        clock=lambda: now[0],
+    worker = make_worker(
+        store, api, concurrency=2, retry=RetryPolicy(base=2.0, cap=2.0), clock=lambda: now[0]
     )
     try:
         message = await api.get_message(inbox, message_id)
