@@ -123,7 +123,8 @@ async def _receive(
 ) -> tuple[int, str]:
     verifier = runtime.verifier
     if verifier is None:
-        fields["reason"] = "webhook secret not known yet (registration pending)"
+        # Why there is none: registration pending or failing, or its secret refused.
+        fields["reason"] = runtime.registration_problem or "webhook secret not known yet"
         return 503, "unavailable"
     body = await _read_body(receive, headers.get("content-length"))
     svix_id = verifier.verify(body, headers)

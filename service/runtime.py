@@ -145,7 +145,17 @@ class Runtime:
         )
         self.webhook = webhook
         if not self.settings.webhook_secrets:
-            self.verifier = _verifier((webhook.secret,))
+            try:
+                self.verifier = Verifier((webhook.secret,))
+            except ValueError as exc:
+                # A weak or malformed secret from AgentMail is refused like a configured
+                # one: no verifier, so intake answers 503 and /readyz says why.
+                self.registration_problem = (
+                    f"webhook {webhook.webhook_id}: its {exc}; set AUTOREPLY_WEBHOOK_SECRET "
+                    "to a valid secret, or rotate it at AgentMail, and restart"
+                )
+                log.error("webhook_secret_refused", problem=self.registration_problem)
+                return
         log.info("webhook_ready", **registration.describe(webhook))
 
     def _set_registration_problem(self, problem: str | None) -> None:

@@ -19,6 +19,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from dotenv import dotenv_values
 
 from handlers.policy import parse_duration, parse_patterns
+from service.webhooks import secret_key
 
 T = TypeVar("T")
 
@@ -187,10 +188,18 @@ def _client_id(value: str) -> str:
 
 
 def _secrets(value: str) -> tuple[Secret, ...]:
+    """Comma-separated ``whsec_`` secrets, each decoded strictly (``secret_key``): a
+    mistyped, truncated or placeholder secret stops the service at startup instead of
+    verifying deliveries with whatever lenient base64 made of it."""
     secrets = tuple(Secret(s.strip()) for s in value.split(",") if s.strip())
-    for secret in secrets:
+    for number, secret in enumerate(secrets, 1):
+        which = f"secret {number} of {len(secrets)}" if len(secrets) > 1 else "the secret"
         if not secret.startswith("whsec_"):
-            raise ValueError("each secret must start with whsec_ (comma-separate several)")
+            raise ValueError(f"{which} does not start with whsec_ (comma-separate several)")
+        try:
+            secret_key(secret)
+        except ValueError as exc:
+            raise ValueError(f"{which} {exc}") from None
     return secrets
 
 

@@ -10,7 +10,12 @@ first (``_signed_plainly``), one HMAC in C over the raw bytes, which accepts onl
 ``svix`` would accept too. Anything else, from a wrong signature to a header svix reads
 in its own way, goes to ``svix`` for the verdict and the reason. The shortcut exists
 because the library's Python-level checks cost as much as a third of a delivery's time
-on the webhook path under load (docs/benchmarks.md).
+on the webhook path under load (docs/benchmarks.md). The differential test in
+tests/service/test_verifier_differential.py holds the two verdicts equal.
+
+Secrets are read more strictly than ``svix`` reads them (``secret_key``): ``svix``
+decodes base64 leniently, silently dropping a mistyped character and accepting a key of
+a single byte; a verifier here refuses to exist with such a secret instead.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
+import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -33,6 +39,13 @@ _SECRET_PREFIX = "whsec_"  # noqa: S105 - the prefix of every secret, not a secr
 #: Svix's tolerance is five minutes either way; the shortcut stays a second inside it,
 #: so it never accepts a timestamp that svix, with its own clock reading, would refuse.
 _SHORTCUT_TOLERANCE = 299
+#: The longest timestamp the shortcut reads: 11 digits reach the year 5138. Longer ones
+#: (and the 400-digit kind that overflowed a float) go to svix, which refuses them.
+_SHORTCUT_DIGITS = 11
+#: The fewest bytes of HMAC key a secret may carry. Svix issues 24; a shorter key is a
+#: mistake (a truncated copy, a placeholder such as ``whsec_AA``), never a real secret.
+MIN_KEY_BYTES = 16
+_BASE64 = re.compile(r"[A-Za-z0-9+/]*")
 
 
 class RejectedDelivery(Exception):
@@ -75,11 +88,21 @@ class Verifier:
     """Checks Svix signatures against one or more secrets (several during rotation)."""
 
     def __init__(self, secrets: Sequence[str]) -> None:
+        """Raise ``ValueError`` (saying why, never showing the secret) unless every one
+        of ``secrets`` passes ``secret_key``: no delivery is ever checked with a key
+        that a typo or a placeholder made."""
         if not secrets:
             raise ValueError("at least one webhook secret is needed")
+        keys = []
+        for number, secret in enumerate(secrets, 1):
+            try:
+                keys.append(secret_key(secret))
+            except ValueError as exc:
+                which = f"secret {number} of {len(secrets)}" if len(secrets) > 1 else "secret"
+                raise ValueError(f"{which} {exc}") from None
         self._webhooks = [Webhook(secret) for secret in secrets]
         # Keyed once: copying a keyed HMAC costs less than keying one per delivery.
-        self._macs = [hmac.new(key, digestmod="sha256") for key in map(_secret_key, secrets) if key]
+        self._macs = [hmac.new(key, digestmod="sha256") for key in keys]
 
     def verify(self, body: bytes, headers: Mapping[str, str]) -> str:
         """Return the ``svix-id`` of a correctly signed delivery, else raise 401/400."""
@@ -102,22 +125,45 @@ class Verifier:
                 webhook.verify(text, wanted)
             except WebhookVerificationError as exc:
                 problem = _describe(str(exc))
-            except (ValueError, TypeError):
-                # svix raises these (binascii.Error is a ValueError) for signature
-                # headers it cannot even parse: as much a forgery as a wrong one.
+            except Exception:  # noqa: BLE001 - whatever svix raises, it did not accept
+                # svix raises ValueError (binascii.Error is one) for signature headers it
+                # cannot even parse, UnicodeEncodeError for an svix-id it cannot encode:
+                # as much a forgery as a wrong signature, and never a 500.
                 problem = "malformed svix-signature"
             else:
                 return wanted["svix-id"]
         raise RejectedDelivery(401, problem)
 
 
-def _secret_key(secret: str) -> bytes | None:
-    """The HMAC key of a ``whsec_`` secret, decoded as svix decodes it (None if it cannot
-    be: such a secret is left to svix alone)."""
-    try:
-        return base64.b64decode(secret.removeprefix(_SECRET_PREFIX) + "==")
-    except (binascii.Error, ValueError):
-        return None
+def secret_key(secret: str) -> bytes:
+    """The HMAC key of a secret (``whsec_`` and base64; the prefix is optional here, as
+    in svix), or ``ValueError`` saying what is wrong without showing the secret.
+
+    Stricter than svix, which drops any character outside the base64 alphabet and takes
+    a key of any length: a secret must be the exact, canonical standard base64 (``A-Z
+    a-z 0-9 + /``) of its key, with its ``=`` padding either complete or left off
+    entirely, and the key must have at least ``MIN_KEY_BYTES`` bytes. Whatever passes
+    decodes to the very key svix derives from it, so the shortcut and svix agree.
+    """
+    encoded = secret.removeprefix(_SECRET_PREFIX)
+    data = encoded.rstrip("=")
+    padding = len(encoded) - len(data)
+    if not _BASE64.fullmatch(data):
+        raise ValueError(
+            "is not base64 after whsec_: only A-Z a-z 0-9 + / and = padding are allowed "
+            "(a - or _ is a URL-safe or mistyped copy, a space a broken one)"
+        )
+    if len(data) % 4 == 1 or (padding and (padding != -len(data) % 4)):
+        raise ValueError("is not base64 after whsec_: its length or = padding is wrong")
+    key = base64.b64decode(data + "=" * (-len(data) % 4), validate=True)
+    if base64.b64encode(key).decode("ascii").rstrip("=") != data:
+        raise ValueError("is not base64 after whsec_: its last character is not canonical")
+    if len(key) < MIN_KEY_BYTES:
+        raise ValueError(
+            f"is too short: it decodes to a {len(key)}-byte key, at least {MIN_KEY_BYTES} "
+            "bytes are needed (Svix issues 24)"
+        )
+    return key
 
 
 def _signed_plainly(
@@ -129,7 +175,14 @@ def _signed_plainly(
     False means "ask svix", never "forged": a fractional timestamp, a signature list svix
     would refuse to read, or no match all get svix's own verdict and reason.
     """
-    if not (timestamp.isascii() and timestamp.isdigit()):
+    # svix signs ``str(int(float(header)))``: only a header that is already that string
+    # (ASCII digits, no leading zero, short enough for a float) is signed as it reads.
+    if not (
+        0 < len(timestamp) <= _SHORTCUT_DIGITS
+        and timestamp.isascii()
+        and timestamp.isdigit()
+        and timestamp[0] != "0"
+    ):
         return False
     if abs(time.time() - int(timestamp)) > _SHORTCUT_TOLERANCE:
         return False
@@ -143,7 +196,10 @@ def _signed_plainly(
                 candidates.append(base64.b64decode(parts[1]))
             except (binascii.Error, ValueError):
                 return False
-    prefix = f"{svix_id}.{timestamp}.".encode()
+    try:
+        prefix = f"{svix_id}.{timestamp}.".encode()
+    except UnicodeEncodeError:  # a lone surrogate: svix cannot encode it either
+        return False
     for keyed in macs:
         mac = keyed.copy()
         mac.update(prefix)

@@ -12,7 +12,7 @@ import pytest
 from service.settings import Secret, Settings, SettingsError
 from tests.support.service_process import autoreply_command
 
-BASE = {"AGENTMAIL_API_KEY": "am_test", "AUTOREPLY_WEBHOOK_SECRET": "whsec_c2VjcmV0c2VjcmV0"}
+BASE = {"AGENTMAIL_API_KEY": "am_test", "AUTOREPLY_WEBHOOK_SECRET": "whsec_" + "c2VjcmV0" * 4}
 
 
 def test_defaults() -> None:
@@ -50,7 +50,7 @@ def test_dotenv_file_is_read_and_environment_wins(tmp_path: Path) -> None:
     dotenv = tmp_path / ".env"
     dotenv.write_text("AGENTMAIL_API_KEY=from_file\nAUTOREPLY_WORKER_CONCURRENCY=3\n")
     settings = Settings.from_environ(
-        {"AUTOREPLY_WEBHOOK_SECRET": "whsec_eHh4", "AUTOREPLY_WORKER_CONCURRENCY": "5"},
+        {"AUTOREPLY_WEBHOOK_SECRET": "whsec_" + "eHh4" * 8, "AUTOREPLY_WORKER_CONCURRENCY": "5"},
         dotenv=dotenv,
     )
     assert settings.api_key == "from_file"

@@ -20,7 +20,7 @@ from service.webhooks import Delivery
 from tests.support.service_process import free_port
 from tests.support.waiting import until
 
-BASE = {"AGENTMAIL_API_KEY": "am_test", "AUTOREPLY_WEBHOOK_SECRET": "whsec_c2VjcmV0c2VjcmV0"}
+BASE = {"AGENTMAIL_API_KEY": "am_test", "AUTOREPLY_WEBHOOK_SECRET": "whsec_" + "c2VjcmV0" * 4}
 
 
 def test_retention_defaults_to_seven_days_and_takes_durations() -> None:
@@ -66,7 +66,7 @@ def runtime(tmp_path: Path, retention: timedelta) -> tuple[Runtime, PurgeSpy]:
     settings = Settings(
         api_key=Secret("am_test"),
         base_url=f"http://127.0.0.1:{free_port()}",  # never called: no job is enqueued
-        webhook_secrets=(Secret("whsec_c2VjcmV0c2VjcmV0"),),
+        webhook_secrets=(Secret("whsec_" + "c2VjcmV0" * 4),),
         database_url=f"sqlite:///{tmp_path / 'store.db'}",
         retention=retention,
     )
