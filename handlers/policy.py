@@ -111,11 +111,15 @@ class PolicyConfig:
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class History:
-    """What the store knows about earlier auto-replies relevant to this message."""
+    """What the store knows about earlier auto-replies relevant to this message.
 
-    #: Auto-replies already sent in this message's thread.
+    Both counts include replies that are only reserved (decided, not yet confirmed sent):
+    the reservation is what keeps a burst from getting one reply per message.
+    """
+
+    #: Auto-replies sent or reserved in this message's thread.
     replies_in_thread: int = 0
-    #: When this inbox last auto-replied to this sender (after a successful send).
+    #: When this inbox last auto-replied to this sender, or reserved a reply to them.
     last_reply_to_sender_at: datetime | None = None
 
 
@@ -156,6 +160,20 @@ def decide(
         if decision is not None:
             return decision
     return Decision(reply=True, reason="ok")
+
+
+def check_limits(config: PolicyConfig, history: History, *, now: datetime) -> Decision:
+    """The thread cap and the sender cooldown alone, in ``decide``'s order.
+
+    The store calls this while it holds the ledger for the thread and the sender, so the
+    check and the reservation of the reply are one atomic step (``Store.reserve``): of
+    two jobs deciding at once, the second sees the first's reservation. ``decide``
+    applies the same two checks, first, to the history read before.
+    """
+    if now.tzinfo is None:
+        raise ValueError("now must be timezone-aware")
+    skip = _thread_cap(config, history) or _cooldown(config, history, now)
+    return skip or Decision(reply=True, reason="ok")
 
 
 def _skip(reason: str, detail: str = "") -> Decision:
@@ -260,13 +278,21 @@ def _check_allow_deny(case: _Case) -> Decision | None:
 
 
 def _check_thread(case: _Case) -> Decision | None:
-    cap, sent = case.config.thread_cap, case.history.replies_in_thread
-    return _skip("thread_cap", f"{sent} of {cap} sent") if cap and sent >= cap else None
+    return _thread_cap(case.config, case.history)
 
 
 def _check_cooldown(case: _Case) -> Decision | None:
-    cooldown, last = case.config.sender_cooldown, case.history.last_reply_to_sender_at
-    if cooldown and last is not None and case.now - last < cooldown:
+    return _cooldown(case.config, case.history, case.now)
+
+
+def _thread_cap(config: PolicyConfig, history: History) -> Decision | None:
+    cap, sent = config.thread_cap, history.replies_in_thread
+    return _skip("thread_cap", f"{sent} of {cap} sent") if cap and sent >= cap else None
+
+
+def _cooldown(config: PolicyConfig, history: History, now: datetime) -> Decision | None:
+    cooldown, last = config.sender_cooldown, history.last_reply_to_sender_at
+    if cooldown and last is not None and now - last < cooldown:
         return _skip("sender_cooldown", f"last reply at {last.isoformat()}")
     return None
 

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from handlers.policy import History
+from handlers.policy import Decision, History, PolicyConfig
 from service.webhooks import Delivery
 
 
@@ -224,6 +224,28 @@ class Store(Protocol):
     ) -> bool:
         """Store the prepared reply (once; a stored one is kept) and its first-send time."""
 
+    async def reserve(
+        self,
+        job_id: int,
+        *,
+        owner: str,
+        thread_id: str,
+        sender: str,
+        policy: PolicyConfig,
+        now: float,
+    ) -> Decision | None:
+        """Check the thread cap and the sender cooldown and reserve the reply, atomically.
+
+        In one step that no other reservation (of any replica) can interleave with: read
+        the ledger of the job's inbox for ``thread_id`` and ``sender`` (sent replies and
+        reservations of other jobs), apply ``handlers.policy.check_limits``, and if it
+        allows the reply, insert the job's reservation into the ledger. Returns that
+        decision (``ok``, or a skip with ``thread_cap`` / ``sender_cooldown``), or None,
+        changing nothing, when ``owner`` lost the lease. A job that already holds a
+        reservation (a retry, or another worker after a crash) gets ``ok`` again: its
+        reservation is its own, not a conflict.
+        """
+
     async def mark_sent(
         self,
         job_id: int,
@@ -234,12 +256,23 @@ class Store(Protocol):
         sender: str,
         now: float,
     ) -> bool:
-        """Record the sent reply on the job and in the reply ledger (policy history)."""
+        """Record the sent reply on the job and confirm it in the reply ledger.
+
+        The job's reservation becomes the sent reply (its time: ``now``); a job that
+        has none (reserved by a version without reservations) gets its ledger row here.
+        """
 
     async def finish(
         self, job_id: int, *, owner: str, state: JobState, reason: str, now: float
     ) -> bool:
-        """Move the job to a final state (``done``, ``skipped`` or ``dead``) with a reason."""
+        """Move the job to a final state (``done``, ``skipped`` or ``dead``) with a reason.
+
+        A job that ends ``skipped`` or ``dead`` before its reply was stored releases its
+        reservation, if it holds one: nothing was sent, and nothing can be sent for it
+        later (a requeued job decides again). Once the reply is stored the reservation
+        counts even if the job dies: the reply may have gone out (an attempt whose answer
+        was lost), and ``requeue`` may still send it.
+        """
 
     async def retry(
         self, job_id: int, *, owner: str, run_after: float, error: str, now: float
@@ -252,8 +285,14 @@ class Store(Protocol):
     async def next_due(self) -> float | None:
         """When the earliest pending job or lease falls due, if any."""
 
-    async def history(self, *, inbox_id: str, thread_id: str, sender: str) -> History:
-        """What the policy needs to know about earlier replies."""
+    async def history(
+        self, *, inbox_id: str, thread_id: str, sender: str, exclude_job: int | None = None
+    ) -> History:
+        """What the policy needs to know about earlier replies, sent or reserved.
+
+        ``exclude_job`` leaves that job's own reservation out: a retried job must not
+        be skipped because of its own place in the ledger.
+        """
 
     async def stats(self) -> QueueStats:
         """Queue depth by state and the age of the oldest pending job."""

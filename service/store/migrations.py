@@ -78,6 +78,16 @@ SQLITE: tuple[tuple[int, tuple[str, ...]], ...] = (
             "CREATE INDEX events_received ON events (received_at)",
         ),
     ),
+    (
+        3,
+        (
+            # The ledger holds reservations too: a reply decided but not yet confirmed
+            # sent ('reserved') counts for the thread cap and the sender cooldown like a
+            # sent one. Rows written before this version were all sent.
+            """ALTER TABLE replies ADD COLUMN state TEXT NOT NULL DEFAULT 'sent'
+                CHECK (state IN ('reserved', 'sent'))""",
+        ),
+    ),
 )
 
 #: (version, statements) for PostgreSQL, oldest first: the same tables and columns as
@@ -134,6 +144,13 @@ POSTGRES: tuple[tuple[int, tuple[str, ...]], ...] = (
         (
             "CREATE INDEX deliveries_received ON deliveries (received_at)",
             "CREATE INDEX events_received ON events (received_at)",
+        ),
+    ),
+    (
+        3,
+        (
+            """ALTER TABLE replies ADD COLUMN state text NOT NULL DEFAULT 'sent'
+                CHECK (state IN ('reserved', 'sent'))""",
         ),
     ),
 )

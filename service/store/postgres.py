@@ -32,6 +32,7 @@ The schema goes into the first existing schema of the connection's ``search_path
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import random
 import time
 import weakref
@@ -44,7 +45,7 @@ import structlog
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import AsyncConnectionPool
 
-from handlers.policy import History
+from handlers.policy import Decision, History, PolicyConfig, check_limits
 from service.store import migrations
 from service.store.base import (
     JOB_COLUMNS,
@@ -136,17 +137,51 @@ WHERE id IN (SELECT id FROM expired UNION ALL SELECT id FROM due LIMIT %(limit)s
 RETURNING {JOB_COLUMNS}
 """  # noqa: S608 - constant column list
 
+#: The job's reservation becomes its sent reply, timed at the send; a job without one
+#: (reserved before reservations existed) gets its ledger row here.
 _MARK_SENT = """
 WITH j AS (
     UPDATE jobs SET sent_message_id = %(sent)s, updated_at = %(now)s
     WHERE id = %(id)s AND lease_owner = %(owner)s AND state = 'running'
     RETURNING id, inbox_id
 ), r AS (
-    INSERT INTO replies (job_id, inbox_id, thread_id, sender, sent_at)
-    SELECT id, inbox_id, %(thread_id)s, %(sender)s, %(now)s FROM j
-    ON CONFLICT (job_id) DO NOTHING
+    INSERT INTO replies (job_id, inbox_id, thread_id, sender, sent_at, state)
+    SELECT id, inbox_id, %(thread_id)s, %(sender)s, %(now)s, 'sent' FROM j
+    ON CONFLICT (job_id) DO UPDATE SET state = 'sent', sent_at = excluded.sent_at
+    WHERE replies.state = 'reserved'
 )
 SELECT count(*) FROM j
+"""
+
+#: A job that ends skipped or dead before its reply was stored gives its reservation
+#: back (see ``Store.finish``).
+_FINISH = """
+WITH j AS (
+    UPDATE jobs SET state = %(state)s, reason = %(reason)s, lease_owner = NULL,
+           lease_until = NULL, updated_at = %(now)s
+    WHERE id = %(id)s AND lease_owner = %(owner)s AND state = 'running'
+    RETURNING id, reply IS NULL AS unsent
+), r AS (
+    DELETE FROM replies
+    WHERE job_id IN (SELECT id FROM j WHERE unsent) AND state = 'reserved'
+      AND %(state)s <> 'done'
+)
+SELECT count(*) FROM j
+"""
+
+#: What ``reserve`` reads, once it holds the ledger locks: the job (only while leased to
+#: the caller), whether it holds a reservation already, and the ledger of its thread and
+#: sender without it. A statement of its own, so its snapshot is taken after the locks
+#: were granted and includes every reservation committed before.
+_LEDGER = """
+SELECT j.inbox_id,
+       EXISTS (SELECT FROM replies WHERE job_id = j.id),
+       (SELECT count(*) FROM replies
+        WHERE inbox_id = j.inbox_id AND thread_id = %(thread_id)s AND job_id <> j.id),
+       (SELECT max(sent_at) FROM replies
+        WHERE inbox_id = j.inbox_id AND sender = %(sender)s AND job_id <> j.id)
+FROM jobs j
+WHERE j.id = %(id)s AND j.lease_owner = %(owner)s AND j.state = 'running'
 """
 
 #: ``purge`` deletes by key in batches; rows another replica is purging are skipped.
@@ -416,20 +451,68 @@ class PostgresStore:
         }
         return bool(await self._one(_MARK_SENT, params))
 
+    async def reserve(
+        self,
+        job_id: int,
+        *,
+        owner: str,
+        thread_id: str,
+        sender: str,
+        policy: PolicyConfig,
+        now: float,
+    ) -> Decision | None:
+        """See ``Store.reserve``: one short transaction under two advisory locks.
+
+        Replicas reserving for one sender or one thread at once are serialised by
+        transaction-level advisory locks on a hash of the sender's address and of the
+        thread id (coarser than per inbox, which is still sound: any two reservations
+        that could conflict share a lock). Both are taken in ascending key order, so
+        two transactions never wait for each other crosswise. The ledger is then read
+        in a statement of its own, whose snapshot includes every reservation committed
+        before the locks were granted, and the reservation inserted before the commit
+        releases them. Nothing else waits on these locks: intake, claims and the rest
+        of the job never take them.
+        """
+        sender = sender.lower()
+        params = {"id": job_id, "owner": owner, "thread_id": thread_id, "sender": sender}
+
+        async def reserve(conn: Conn) -> Decision | None:
+            async with conn.transaction():
+                for key in sorted(
+                    {_ledger_key("sender", sender), _ledger_key("thread", thread_id)}
+                ):
+                    await conn.execute("SELECT pg_advisory_xact_lock(%s)", (key,))
+                row = await (await conn.execute(_LEDGER, params)).fetchone()
+                if row is None:
+                    return None
+                inbox_id, own, in_thread, last = row
+                if own:
+                    return Decision(reply=True, reason="ok", detail="reserved before")
+                history = History(
+                    replies_in_thread=int(in_thread),
+                    last_reply_to_sender_at=(
+                        None if last is None else datetime.fromtimestamp(last, UTC)
+                    ),
+                )
+                decision = check_limits(policy, history, now=datetime.fromtimestamp(now, UTC))
+                if decision.reply:
+                    await conn.execute(
+                        """INSERT INTO replies
+                               (job_id, inbox_id, thread_id, sender, sent_at, state)
+                           VALUES (%s, %s, %s, %s, %s, 'reserved')""",
+                        (job_id, inbox_id, thread_id, sender, now),
+                    )
+                return decision
+
+        return await self._run(reserve)
+
     async def finish(
         self, job_id: int, *, owner: str, state: JobState, reason: str, now: float
     ) -> bool:
         if state not in (JobState.DONE, JobState.SKIPPED, JobState.DEAD):
             raise ValueError(f"{state} is not a final state")
-        return (
-            await self._rowcount(
-                """UPDATE jobs SET state = %s, reason = %s, lease_owner = NULL,
-                       lease_until = NULL, updated_at = %s
-                   WHERE id = %s AND lease_owner = %s AND state = 'running'""",
-                (state.value, reason, now, job_id, owner),
-            )
-            == 1
-        )
+        params = {"state": state.value, "reason": reason, "now": now, "id": job_id, "owner": owner}
+        return bool(await self._one(_FINISH, params))
 
     async def retry(
         self, job_id: int, *, owner: str, run_after: float, error: str, now: float
@@ -460,13 +543,19 @@ class PostgresStore:
         )
         return None if due is None else float(due)
 
-    async def history(self, *, inbox_id: str, thread_id: str, sender: str) -> History:
+    async def history(
+        self, *, inbox_id: str, thread_id: str, sender: str, exclude_job: int | None = None
+    ) -> History:
+        exclude = -1 if exclude_job is None else exclude_job
+
         async def history(conn: Conn) -> History:
             cursor = await conn.execute(
                 """SELECT
-                       (SELECT count(*) FROM replies WHERE inbox_id = %s AND thread_id = %s),
-                       (SELECT max(sent_at) FROM replies WHERE inbox_id = %s AND sender = %s)""",
-                (inbox_id, thread_id, inbox_id, sender.lower()),
+                       (SELECT count(*) FROM replies
+                        WHERE inbox_id = %s AND thread_id = %s AND job_id <> %s),
+                       (SELECT max(sent_at) FROM replies
+                        WHERE inbox_id = %s AND sender = %s AND job_id <> %s)""",
+                (inbox_id, thread_id, exclude, inbox_id, sender.lower(), exclude),
             )
             row = await cursor.fetchone()
             assert row is not None
@@ -541,6 +630,14 @@ class PostgresStore:
                 if deleted < batch:
                     break
         return total
+
+
+def _ledger_key(kind: str, value: str) -> int:
+    """A signed 64-bit advisory lock key for one sender or one thread, the same in every
+    replica (Python's ``hash`` is salted per process). The one-key form of the advisory
+    locks never meets the two-key one that serialises migrations."""
+    digest = hashlib.blake2b(f"autoreply-ledger\0{kind}\0{value}".encode(), digest_size=8)
+    return int.from_bytes(digest.digest(), "big", signed=True)
 
 
 def _forget(tasks: set[asyncio.Future[Any]]) -> Callable[[asyncio.Future[Any]], None]:

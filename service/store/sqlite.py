@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 
 import structlog
 
-from handlers.policy import History
+from handlers.policy import Decision, History, PolicyConfig, check_limits
 from service.store import migrations
 from service.store.base import (
     JOB_COLUMNS,
@@ -285,6 +285,45 @@ class SQLiteStore:
             (reply.to_json(), now, now, job_id, owner),
         )
 
+    async def reserve(
+        self,
+        job_id: int,
+        *,
+        owner: str,
+        thread_id: str,
+        sender: str,
+        policy: PolicyConfig,
+        now: float,
+    ) -> Decision | None:
+        # One operation of the single writer, inside its write transaction (BEGIN
+        # IMMEDIATE also keeps out other processes on the file): nothing can come between
+        # the ledger read and the insert.
+        def reserve(conn: sqlite3.Connection) -> Decision | None:
+            row = conn.execute(
+                """SELECT inbox_id, EXISTS (SELECT 1 FROM replies WHERE job_id = jobs.id)
+                   FROM jobs WHERE id = ? AND lease_owner = ? AND state = 'running'""",
+                (job_id, owner),
+            ).fetchone()
+            if row is None:
+                return None
+            inbox_id, own = row
+            if own:
+                return Decision(reply=True, reason="ok", detail="reserved before")
+            decision = check_limits(
+                policy,
+                _history(conn, inbox_id, thread_id, sender, exclude_job=job_id),
+                now=datetime.fromtimestamp(now, UTC),
+            )
+            if decision.reply:
+                conn.execute(
+                    """INSERT INTO replies (job_id, inbox_id, thread_id, sender, sent_at, state)
+                       VALUES (?, ?, ?, ?, ?, 'reserved')""",
+                    (job_id, inbox_id, thread_id, sender.lower(), now),
+                )
+            return decision
+
+        return await self._call(reserve)
+
     async def mark_sent(
         self,
         job_id: int,
@@ -305,11 +344,7 @@ class SQLiteStore:
             row = cursor.fetchone()
             if row is None:
                 return False
-            conn.execute(
-                """INSERT INTO replies (job_id, inbox_id, thread_id, sender, sent_at)
-                   VALUES (?, ?, ?, ?, ?) ON CONFLICT (job_id) DO NOTHING""",
-                (job_id, row[0], thread_id, sender.lower(), now),
-            )
+            conn.execute(_CONFIRM, (job_id, row[0], thread_id, sender.lower(), now))
             return True
 
         return await self._call(mark)
@@ -319,12 +354,25 @@ class SQLiteStore:
     ) -> bool:
         if state not in (JobState.DONE, JobState.SKIPPED, JobState.DEAD):
             raise ValueError(f"{state} is not a final state")
-        return await self._update(
-            """UPDATE jobs SET state = ?, reason = ?, lease_owner = NULL, lease_until = NULL,
-                   updated_at = ?
-               WHERE id = ? AND lease_owner = ? AND state = 'running'""",
-            (state.value, reason, now, job_id, owner),
-        )
+
+        def finish(conn: sqlite3.Connection) -> bool:
+            row = conn.execute(
+                """UPDATE jobs SET state = ?, reason = ?, lease_owner = NULL,
+                       lease_until = NULL, updated_at = ?
+                   WHERE id = ? AND lease_owner = ? AND state = 'running'
+                   RETURNING reply IS NULL""",
+                (state.value, reason, now, job_id, owner),
+            ).fetchone()
+            if row is None:
+                return False
+            if state is not JobState.DONE and row[0]:
+                # Nothing was sent and nothing will be: give the place back.
+                conn.execute(
+                    "DELETE FROM replies WHERE job_id = ? AND state = 'reserved'", (job_id,)
+                )
+            return True
+
+        return await self._call(finish)
 
     async def retry(
         self, job_id: int, *, owner: str, run_after: float, error: str, now: float
@@ -359,22 +407,12 @@ class SQLiteStore:
 
         return await self._call(next_due)
 
-    async def history(self, *, inbox_id: str, thread_id: str, sender: str) -> History:
-        def history(conn: sqlite3.Connection) -> History:
-            in_thread = conn.execute(
-                "SELECT count(*) FROM replies WHERE inbox_id = ? AND thread_id = ?",
-                (inbox_id, thread_id),
-            ).fetchone()[0]
-            last = conn.execute(
-                "SELECT max(sent_at) FROM replies WHERE inbox_id = ? AND sender = ?",
-                (inbox_id, sender.lower()),
-            ).fetchone()[0]
-            return History(
-                replies_in_thread=int(in_thread),
-                last_reply_to_sender_at=None if last is None else datetime.fromtimestamp(last, UTC),
-            )
-
-        return await self._call(history)
+    async def history(
+        self, *, inbox_id: str, thread_id: str, sender: str, exclude_job: int | None = None
+    ) -> History:
+        return await self._call(
+            lambda conn: _history(conn, inbox_id, thread_id, sender, exclude_job=exclude_job)
+        )
 
     async def stats(self) -> QueueStats:
         def stats(conn: sqlite3.Connection) -> QueueStats:
@@ -433,6 +471,39 @@ class SQLiteStore:
 
     async def _update(self, sql: str, params: tuple[Any, ...]) -> bool:
         return await self._call(lambda conn: conn.execute(sql, params).rowcount == 1)
+
+
+#: ``mark_sent``'s ledger write: the job's reservation becomes its sent reply, timed at
+#: the send; a job without one (reserved before reservations existed) gets its row.
+_CONFIRM = """INSERT INTO replies (job_id, inbox_id, thread_id, sender, sent_at, state)
+    VALUES (?, ?, ?, ?, ?, 'sent')
+    ON CONFLICT (job_id) DO UPDATE SET state = 'sent', sent_at = excluded.sent_at
+    WHERE replies.state = 'reserved'"""
+
+
+def _history(
+    conn: sqlite3.Connection,
+    inbox_id: str,
+    thread_id: str,
+    sender: str,
+    *,
+    exclude_job: int | None,
+) -> History:
+    """The ledger for one thread and one sender of an inbox: sent and reserved replies,
+    those of ``exclude_job`` left out."""
+    exclude = -1 if exclude_job is None else exclude_job
+    in_thread = conn.execute(
+        "SELECT count(*) FROM replies WHERE inbox_id = ? AND thread_id = ? AND job_id != ?",
+        (inbox_id, thread_id, exclude),
+    ).fetchone()[0]
+    last = conn.execute(
+        "SELECT max(sent_at) FROM replies WHERE inbox_id = ? AND sender = ? AND job_id != ?",
+        (inbox_id, sender.lower(), exclude),
+    ).fetchone()[0]
+    return History(
+        replies_in_thread=int(in_thread),
+        last_reply_to_sender_at=None if last is None else datetime.fromtimestamp(last, UTC),
+    )
 
 
 def _enable_wal(conn: sqlite3.Connection, *, patience: float = 10.0) -> None:

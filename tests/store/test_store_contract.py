@@ -12,12 +12,23 @@ import asyncio
 import json
 import sqlite3
 from collections.abc import AsyncIterator, Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import psycopg
 import pytest
 
-from service.store import JobState, PreparedReply, Recorded, Store, StoreUnavailable, open_store
+from handlers.policy import PolicyConfig
+from service.store import (
+    Job,
+    JobState,
+    PreparedReply,
+    Recorded,
+    Store,
+    StoreUnavailable,
+    migrations,
+    open_store,
+)
 from service.webhooks import Delivery, MessageRef
 from tests.support import postgres
 from tests.support.service_process import free_port
@@ -431,7 +442,8 @@ async def test_stores_opening_at_once_migrate_once(url: str) -> None:
         assert await stores[3].record_delivery(delivery(), now=T0) is Recorded.DUPLICATE_DELIVERY
     finally:
         await asyncio.gather(*(s.close() for s in stores))
-    assert sorted(execute(url, "SELECT version FROM schema_migrations")) == [(1,), (2,)]
+    versions = [(version,) for version, _ in migrations.SQLITE]
+    assert sorted(execute(url, "SELECT version FROM schema_migrations")) == versions
 
 
 async def test_database_newer_than_the_code_is_refused(url: str) -> None:
@@ -508,3 +520,230 @@ async def test_mixed_duplicates_racing_in_one_batch(store: Store) -> None:
         )
     )
     assert (await store.stats()).by_state["pending"] == 2
+
+
+# -- the reply ledger: reservations ------------------------------------------------------
+
+#: One reply per thread, one per sender a day: the defaults.
+LIMITS = PolicyConfig(thread_cap=1, sender_cooldown=timedelta(days=1))
+JANE = "jane@example.com"
+
+
+async def claimed(
+    store: Store,
+    i: int,
+    *,
+    thread: str = "thd_1",
+    owner: str = "a",
+    now: float = T0,
+    lease: float = 600,
+) -> Job:
+    """A new message's job, claimed by ``owner``."""
+    await store.record_delivery(delivery(f"s{i}", f"e{i}", f"<m{i}@x>", thread_id=thread), now=now)
+    [job] = await store.claim(owner=owner, now=now, lease=lease, limit=1)
+    assert job.message_id == f"<m{i}@x>"
+    return job
+
+
+async def reserve(
+    store: Store,
+    job: Job,
+    *,
+    sender: str = JANE,
+    thread: str = "thd_1",
+    owner: str = "a",
+    now: float = T0,
+    policy: PolicyConfig = LIMITS,
+) -> str | None:
+    """The reason ``reserve`` gives (``ok`` when it reserved), None for a lost lease."""
+    decision = await store.reserve(
+        job.id, owner=owner, thread_id=thread, sender=sender, policy=policy, now=now
+    )
+    if decision is None:
+        return None
+    assert decision.reply == (decision.reason == "ok")
+    return decision.reason
+
+
+def ledger(url: str) -> list[tuple[object, ...]]:
+    """Every ledger row as (job_id, sender, state, sent_at), by job."""
+    return execute(url, "SELECT job_id, sender, state, sent_at FROM replies ORDER BY job_id")
+
+
+async def test_a_reservation_holds_the_senders_place_for_the_cooldown(store: Store) -> None:
+    """Once one message of a sender is reserved, the sender's others within the cooldown
+    are skipped, in any thread and whatever the address's case; other senders are not."""
+    day = 86_400
+    first = await claimed(store, 1, thread="t1", lease=2 * day)
+    assert await reserve(store, first, thread="t1") == "ok"
+    second = await claimed(store, 2, thread="t2", lease=2 * day)
+    assert await reserve(store, second, thread="t2", sender="JANE@Example.com") == (
+        "sender_cooldown"
+    )
+    other = await claimed(store, 3, thread="t3", lease=2 * day)
+    assert await reserve(store, other, thread="t3", sender="bob@example.com") == "ok"
+    later = await claimed(store, 4, thread="t4", now=T0 + day)
+    assert await reserve(store, later, thread="t4", now=T0 + day) == "ok"
+    history = await store.history(inbox_id="bot@agentmail.to", thread_id="t9", sender=JANE)
+    assert history.last_reply_to_sender_at is not None
+    assert history.last_reply_to_sender_at.timestamp() == T0 + day
+
+
+async def test_reservations_fill_the_thread_up_to_its_cap(store: Store) -> None:
+    """Reservations count towards the thread cap as sent replies do."""
+    policy = PolicyConfig(thread_cap=2, sender_cooldown=timedelta(0))
+    results = []
+    for i, sender in enumerate(("a@x.org", "b@x.org", "c@x.org")):
+        job = await claimed(store, i)
+        results.append(await reserve(store, job, sender=sender, policy=policy))
+    assert results == ["ok", "ok", "thread_cap"]
+    history = await store.history(inbox_id="bot@agentmail.to", thread_id="thd_1", sender="d@x")
+    assert history.replies_in_thread == 2
+
+
+async def test_a_jobs_own_reservation_is_its_own(store: Store, url: str) -> None:
+    """A job retried (here by another worker after its lease ran out) finds its own
+    reservation: it may go on, the history it decides on leaves it out, and the old
+    owner can change nothing."""
+    job = await claimed(store, 1)
+    assert await reserve(store, job) == "ok"
+    [again] = await store.claim(owner="b", now=T0 + 601, lease=600, limit=1)
+    assert again.id == job.id
+    mine = await store.history(
+        inbox_id="bot@agentmail.to", thread_id="thd_1", sender=JANE, exclude_job=job.id
+    )
+    assert (mine.replies_in_thread, mine.last_reply_to_sender_at) == (0, None)
+    everyone = await store.history(inbox_id="bot@agentmail.to", thread_id="thd_1", sender=JANE)
+    assert everyone.replies_in_thread == 1
+    assert await reserve(store, again, owner="b", now=T0 + 602) == "ok"
+    assert await reserve(store, job, owner="a", now=T0 + 602) is None
+    assert ledger(url) == [(job.id, JANE, "reserved", T0)]
+
+
+async def test_a_lost_lease_reserves_nothing(store: Store, url: str) -> None:
+    """``reserve`` is fenced by the lease like every other change to a job."""
+    job = await claimed(store, 1)
+    await store.claim(owner="b", now=T0 + 601, lease=600, limit=1)
+    assert await reserve(store, job, owner="a", now=T0 + 602) is None
+    assert ledger(url) == []
+
+
+async def test_mark_sent_confirms_the_reservation(store: Store, url: str) -> None:
+    """The sent reply is the reservation's row, confirmed and timed at the send."""
+    job = await claimed(store, 1)
+    assert await reserve(store, job) == "ok"
+    assert await store.mark_sent(
+        job.id, owner="a", sent_message_id="<r@x>", thread_id="thd_1", sender=JANE, now=T0 + 5
+    )
+    assert ledger(url) == [(job.id, JANE, "sent", T0 + 5)]
+
+
+@pytest.mark.parametrize("state", [JobState.DEAD, JobState.SKIPPED])
+async def test_a_job_ending_before_its_reply_was_stored_releases_its_place(
+    store: Store, url: str, state: JobState
+) -> None:
+    """Nothing was sent and nothing can be: the sender's next message may be answered."""
+    job = await claimed(store, 1)
+    assert await reserve(store, job) == "ok"
+    assert await store.finish(job.id, owner="a", state=state, reason="boom", now=T0 + 1)
+    assert ledger(url) == []
+    nxt = await claimed(store, 2, thread="t2", now=T0 + 2)
+    assert await reserve(store, nxt, thread="t2", now=T0 + 2) == "ok"
+
+
+async def test_a_job_dying_after_its_reply_was_stored_keeps_its_place(
+    store: Store, url: str
+) -> None:
+    """The reply may have gone out (an attempt whose answer was lost), and ``requeue`` may
+    still send it: the reservation keeps counting, and the sender's next message is skipped."""
+    job = await claimed(store, 1)
+    assert await reserve(store, job) == "ok"
+    assert await store.save_reply(job.id, owner="a", reply=reply(), now=T0)
+    assert await store.finish(job.id, owner="a", state=JobState.DEAD, reason="gave up", now=T0 + 1)
+    assert ledger(url) == [(job.id, JANE, "reserved", T0)]
+    nxt = await claimed(store, 2, thread="t2", now=T0 + 2)
+    assert await reserve(store, nxt, thread="t2", now=T0 + 2) == "sender_cooldown"
+
+
+async def test_reservations_survive_a_restart(url: str) -> None:
+    """A reservation is a committed row: after the process holding it is gone, a new
+    store still skips the sender's next message, and the job itself, claimed again
+    once its lease ran out, still finds its place."""
+    first = open_store(url)
+    await first.open()
+    job = await claimed(first, 1)
+    assert await reserve(first, job) == "ok"
+    await first.close()  # the process ends without sending
+    second = open_store(url)
+    await second.open()
+    try:
+        await second.record_delivery(delivery("s2", "e2", "<m2@x>", thread_id="t2"), now=T0 + 1)
+        [nxt] = await second.claim(owner="b", now=T0 + 1, lease=600, limit=1)
+        assert await reserve(second, nxt, thread="t2", owner="b", now=T0 + 1) == "sender_cooldown"
+        [again] = await second.claim(owner="b", now=T0 + 601, lease=600, limit=1)
+        assert again.id == job.id
+        assert await reserve(second, again, owner="b", now=T0 + 601) == "ok"
+    finally:
+        await second.close()
+
+
+async def test_concurrent_reservations_for_one_sender_through_several_stores_one_wins(
+    stores: list[Store], url: str
+) -> None:
+    """A burst from one sender, in as many threads, decided at the same moment by the
+    workers of three replicas: exactly one reservation, the rest ``sender_cooldown``."""
+    jobs = [await claimed(stores[0], i, thread=f"t{i}") for i in range(24)]
+    results = await asyncio.gather(
+        *(
+            reserve(stores[i % 3], job, thread=f"t{i}", sender=JANE.upper() if i % 2 else JANE)
+            for i, job in enumerate(jobs)
+        )
+    )
+    assert sorted(results, key=str) == ["ok"] + ["sender_cooldown"] * 23
+    assert len(ledger(url)) == 1
+
+
+@pytest.mark.parametrize("cap", [1, 3])
+async def test_concurrent_reservations_in_one_thread_through_several_stores_fill_the_cap(
+    stores: list[Store], url: str, cap: int
+) -> None:
+    """A burst in one thread from as many senders, decided at once on three replicas:
+    exactly ``cap`` reservations, the rest ``thread_cap``."""
+    policy = PolicyConfig(thread_cap=cap, sender_cooldown=timedelta(days=1))
+    jobs = [await claimed(stores[0], i) for i in range(24)]
+    results = await asyncio.gather(
+        *(
+            reserve(stores[i % 3], job, sender=f"s{i}@example.com", policy=policy)
+            for i, job in enumerate(jobs)
+        )
+    )
+    assert sorted(results, key=str) == ["ok"] * cap + ["thread_cap"] * (24 - cap)
+    assert len(ledger(url)) == cap
+
+
+async def test_a_database_from_before_reservations_upgrades_with_its_replies_sent(
+    url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Version 3 adds the reservation state; the replies already in the ledger were all
+    sent, and still hold the sender's place after the upgrade."""
+    monkeypatch.setattr(migrations, "SQLITE", migrations.SQLITE[:2])
+    monkeypatch.setattr(migrations, "POSTGRES", migrations.POSTGRES[:2])
+    old = open_store(url)
+    await old.open()
+    job = await claimed(old, 1)
+    await old.close()
+    execute(
+        url,
+        "INSERT INTO replies (job_id, inbox_id, thread_id, sender, sent_at)"  # noqa: S608
+        f" VALUES ({job.id}, 'bot@agentmail.to', 'thd_1', '{JANE}', {T0})",
+    )
+    monkeypatch.undo()
+    store = open_store(url)
+    await store.open()
+    try:
+        assert (3,) in execute(url, "SELECT version FROM schema_migrations")
+        assert ledger(url) == [(job.id, JANE, "sent", T0)]
+        nxt = await claimed(store, 2, thread="t2", owner="b", now=T0 + 1)
+        assert await reserve(store, nxt, thread="t2", owner="b", now=T0 + 1) == "sender_cooldown"
+    finally:
+        await store.close()
