@@ -11,6 +11,7 @@ so a missing variable is an error, never "Hello ,". See ``docs/templates.md``.
 from __future__ import annotations
 
 import asyncio
+import operator
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -22,7 +23,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import jinja2
 import structlog
-from jinja2.sandbox import SandboxedEnvironment
+from jinja2 import nodes
+from jinja2.exceptions import SecurityError
+from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 import handlers
 from handlers import reply
@@ -34,6 +37,9 @@ SHIPPED_DIR = Path(handlers.__file__).parent / "templates"
 #: The files of a template folder; ``body.txt`` is required.
 TEXT_FILE, HTML_FILE = "body.txt", "body.html"
 RULES_FILE = "rules.toml"
+#: The longest string or list a template may build with ``*`` or ``**`` (a reply is
+#: far smaller; ``{{ "x" * 10**10 }}`` would otherwise take the process down).
+MAX_PRODUCT = 1_000_000
 
 log = structlog.get_logger(__name__)
 
@@ -92,6 +98,8 @@ class _Folder:
     name: str
     path: Path
     shown: str  # the path as the user should see it in messages
+    #: The resolved templates folder this one belongs to: nothing outside it is read.
+    root: Path
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -101,7 +109,7 @@ class TemplateSet:
     directory: Path | None
     timezone: ZoneInfo
     rules: Rules
-    _env: SandboxedEnvironment = field(repr=False)
+    _env: _Environment = field(repr=False)
     _folders: Mapping[str, _Folder] = field(repr=False)
 
     @classmethod
@@ -204,9 +212,12 @@ def _load(
 
 def _discover(root: Path, errors: list[TemplateError]) -> dict[str, _Folder]:
     found: dict[str, _Folder] = {}
+    resolved = root.resolve()
     for path in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        folder = _Folder(path.name, path, str(path))
-        if path.name.startswith("_"):
+        folder = _Folder(path.name, path, str(path), resolved)
+        if not path.resolve().is_relative_to(resolved):
+            errors.append(TemplateError(str(path), 0, "leads outside the templates folder"))
+        elif path.name.startswith("_"):
             found[path.name] = folder
         elif TEMPLATE_NAME.fullmatch(path.name) is None:
             errors.append(TemplateError(str(path), 0, "not a valid template name"))
@@ -220,20 +231,91 @@ def _discover(root: Path, errors: list[TemplateError]) -> dict[str, _Folder]:
     return found
 
 
-def _environment(folders: Mapping[str, _Folder]) -> SandboxedEnvironment:
-    """One sandboxed environment; ``name/file`` resolves in the folder that won the name."""
+class RefusedTemplatePath(jinja2.TemplateNotFound):
+    """An ``include``, ``extends`` or ``import`` name that could read outside the folder."""
+
+    def __init__(self, name: str, why: str) -> None:
+        super().__init__(name, f"template path {name!r} refused: {why}")
+        self.why = why
+
+
+def path_problem(name: str) -> str | None:
+    """Why the template name ``name`` (``FOLDER/FILE``) may not be loaded, or None.
+
+    Names are checked as text first (absolute paths, ``..``, hidden files, backslashes,
+    NUL and other control characters), then, when loading, by resolved path: a name
+    that passes here still cannot follow a symlink out of the templates folder.
+    """
+    if any(ord(c) < 32 or c == "\x7f" for c in name):
+        return "contains a control character"
+    if "\\" in name:
+        return "contains a backslash"
+    if name.startswith("/"):
+        return "is an absolute path"
+    parts = name.split("/")
+    if len(parts) < 2:
+        return "must be FOLDER/FILE, e.g. _partials/signature.txt"
+    for part in parts:
+        if part in ("", ".", ".."):
+            return "has an empty, '.' or '..' part"
+        if part.startswith("."):
+            return "names a hidden file"
+    return None
+
+
+class _Environment(ImmutableSandboxedEnvironment):
+    """Jinja's immutable sandbox, with ``*`` and ``**`` bounded (see ``MAX_PRODUCT``).
+
+    Intercepting the operators also stops Jinja from folding constant expressions
+    at compile time, where ``{{ "x" * 10**10 }}`` would run while loading.
+    """
+
+    intercepted_binops = frozenset({"*", "**"})
+
+    def call_binop(self, context: jinja2.runtime.Context, op: str, left: Any, right: Any) -> Any:
+        """Refuse products and powers whose result would be huge; compute the rest."""
+        if op == "*":
+            if _repeated_length(left, right) > MAX_PRODUCT:
+                raise SecurityError(f"result longer than {MAX_PRODUCT} items")
+            return operator.mul(left, right)
+        ints = isinstance(left, int) and isinstance(right, int)
+        if ints and abs(left) > 1 and right * left.bit_length() > MAX_PRODUCT:
+            raise SecurityError(f"result over {MAX_PRODUCT} bits")
+        return operator.pow(left, right)
+
+
+def _repeated_length(left: Any, right: Any) -> int:
+    """The length of ``left * right`` when it repeats a string or a list, else 0."""
+    for sized, times in ((left, right), (right, left)):
+        if isinstance(sized, str | list | tuple) and isinstance(times, int):
+            return len(sized) * max(times, 0)
+    return 0
+
+
+def _environment(folders: Mapping[str, _Folder]) -> _Environment:
+    """One sandboxed environment; ``name/file`` resolves in the folder that won the name.
+
+    Every name goes through ``path_problem`` and must resolve (symlinks followed)
+    inside the templates folder it came from: no file elsewhere on the host can be
+    read by a template, whatever its ``include`` says.
+    """
 
     def load(name: str) -> tuple[str, str, Callable[[], bool]] | None:
+        why = path_problem(name)
+        if why is not None:
+            raise RefusedTemplatePath(name, why)
         folder_name, _, file = name.partition("/")
         folder = folders.get(folder_name)
-        if folder is None or not file or ".." in file.split("/"):
+        if folder is None:
             return None
         path = folder.path / file
+        if not path.resolve().is_relative_to(folder.root):
+            raise RefusedTemplatePath(name, "leads outside the templates folder")
         if not path.is_file():
             return None
         return path.read_text(encoding="utf-8"), f"{folder.shown}/{file}", lambda: True
 
-    return SandboxedEnvironment(
+    return _Environment(
         loader=jinja2.FunctionLoader(load),
         undefined=jinja2.StrictUndefined,
         autoescape=jinja2.select_autoescape(
@@ -246,20 +328,51 @@ def _environment(folders: Mapping[str, _Folder]) -> SandboxedEnvironment:
     )
 
 
-def _compile(env: SandboxedEnvironment, folder: _Folder, errors: list[TemplateError]) -> None:
+def _compile(env: _Environment, folder: _Folder, errors: list[TemplateError]) -> None:
     files = [TEXT_FILE, HTML_FILE]
     if folder.name.startswith("_"):
         files = sorted(p.name for p in folder.path.iterdir() if p.suffix in {".txt", ".html"})
     for file in files:
         if not (folder.path / file).is_file():
             continue
+        name, shown = f"{folder.name}/{file}", f"{folder.shown}/{file}"
         try:
-            env.get_template(f"{folder.name}/{file}")
+            env.get_template(name)
+            source, _, _ = env.loader.get_source(env, name)  # type: ignore[union-attr]
+            _check_references(env, env.parse(source, name, shown), shown, errors)
+        except RefusedTemplatePath as exc:
+            errors.append(TemplateError(shown, 0, exc.message or "refused"))
         except jinja2.TemplateSyntaxError as exc:
-            shown = exc.filename or f"{folder.shown}/{file}"
-            errors.append(TemplateError(shown, exc.lineno, exc.message or "syntax error"))
+            errors.append(
+                TemplateError(exc.filename or shown, exc.lineno, exc.message or "syntax error")
+            )
         except UnicodeDecodeError:
-            errors.append(TemplateError(f"{folder.shown}/{file}", 0, "not UTF-8 text"))
+            errors.append(TemplateError(shown, 0, "not UTF-8 text"))
+
+
+def _check_references(
+    env: _Environment, tree: nodes.Template, shown: str, errors: list[TemplateError]
+) -> None:
+    """Report, at the line that names it, every constant ``include``, ``extends`` or
+    ``import`` that is refused or missing, so ``check`` and startup catch it before any
+    message is rendered. Names computed at render time are checked by the loader then.
+    """
+    for node in tree.find_all((nodes.Include, nodes.Extends, nodes.Import, nodes.FromImport)):
+        target: nodes.Expr = node.template  # type: ignore[attr-defined]
+        names = target.items if isinstance(target, nodes.List | nodes.Tuple) else [target]
+        for item in names:
+            if not (isinstance(item, nodes.Const) and isinstance(item.value, str)):
+                continue
+            try:
+                env.get_template(item.value)
+            except RefusedTemplatePath as exc:
+                errors.append(TemplateError(shown, node.lineno, exc.message or "refused"))
+            except jinja2.TemplateNotFound:
+                if not getattr(node, "ignore_missing", False):
+                    message = f"included template {item.value!r} not found"
+                    errors.append(TemplateError(shown, node.lineno, message))
+            except jinja2.TemplateError:
+                pass  # the included file's own error is reported where it is compiled
 
 
 def _load_rules(
@@ -268,6 +381,9 @@ def _load_rules(
     path = directory / RULES_FILE if directory is not None else None
     if path is None or not path.is_file():
         parsed = Rules()
+    elif directory is not None and not path.resolve().is_relative_to(directory.resolve()):
+        errors.append(TemplateError(str(path), 0, "leads outside the templates folder"))
+        return Rules()
     else:
         try:
             parsed = parse_rules(path.read_text(encoding="utf-8"))
@@ -302,7 +418,9 @@ def _runtime_error(exc: Exception, folders: Mapping[str, _Folder], fallback: str
     if isinstance(exc, jinja2.TemplateSyntaxError) and exc.filename:
         where, line = exc.filename, exc.lineno
     message = exc.message if isinstance(exc, jinja2.TemplateError) and exc.message else str(exc)
-    if isinstance(exc, jinja2.TemplateNotFound):
+    if isinstance(exc, RefusedTemplatePath):
+        message = exc.message or "refused"
+    elif isinstance(exc, jinja2.TemplateNotFound):
         message = f"included template {exc.name!r} not found"
     elif not isinstance(exc, jinja2.TemplateError):
         message = f"{type(exc).__name__}: {message}"

@@ -1,0 +1,293 @@
+"""Templates read nothing outside their folder and build nothing huge.
+
+The security review's finding: ``{% include "default//proc/self/environ" %}`` passed the
+old ``..`` check (the joined path became absolute), so ``templates preview`` printed the
+API key and the running service mailed it to the sender. Every test here plants a secret
+outside the templates folder and checks that no way of naming it reads it, at the level
+a user meets it: loading, ``templates check|preview`` and the running service.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from handlers.message import InboundMessage
+from service.cli import main
+from service.templates import TemplateError, TemplateSet, check, path_problem
+from tests.service.conftest import Deployment, replies_to
+from tests.support.service_process import autoreply_command
+
+SECRET = "am_the-secret-api-key-0123456789"
+
+Files = Callable[[dict[str, str]], Path]
+
+
+@pytest.fixture
+def secret_file(tmp_path: Path) -> Path:
+    """A file outside the templates folder holding something a template must never see."""
+    path = tmp_path / "outside" / "secret.txt"
+    path.parent.mkdir()
+    path.write_text(f"AGENTMAIL_API_KEY={SECRET}\n")
+    return path
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Files:
+    """Write ``{relative path: text}`` under a fresh templates folder and return it."""
+    root = tmp_path / "templates"
+
+    def write(files: dict[str, str]) -> Path:
+        root.mkdir(exist_ok=True)
+        for name, text in files.items():
+            path = root / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text, encoding="utf-8")
+        return root
+
+    return write
+
+
+def message() -> InboundMessage:
+    return InboundMessage(
+        event_type="message.received",
+        inbox_id="support@example.agentmail.to",
+        message_id="<m1@example.com>",
+        thread_id="thread-1",
+        sender="Jane Doe <jane@example.com>",
+        to=("support@example.agentmail.to",),
+        subject="Hello",
+        text="Hi",
+        timestamp=datetime(2025, 1, 6, 9, 30, tzinfo=UTC),
+    )
+
+
+def escapes(secret_file: Path) -> list[str]:
+    """Names an attacker would try, each meant to reach ``secret_file``."""
+    absolute = str(secret_file)
+    return [
+        f"default/{absolute}",  # the review's: default + //abs/path joins to the abs path
+        absolute,
+        f"default/../../{secret_file.parent.name}/{secret_file.name}",
+        f"_shared/../../{secret_file.parent.name}/{secret_file.name}",
+        f"default\\..\\..\\{secret_file.parent.name}\\{secret_file.name}",
+        f"default/./../../{secret_file.parent.name}/{secret_file.name}",
+    ]
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "{{% include {name!r} %}}",
+        "{{% include [{name!r}] %}}",
+        "{{% extends {name!r} %}}",
+        "{{% import {name!r} as m %}}",
+        "{{% from {name!r} import x %}}",
+    ],
+)
+def test_every_way_of_naming_an_outside_file_is_refused_at_load(
+    folder: Files, secret_file: Path, statement: str
+) -> None:
+    """Each escape in each loading statement stops loading at the file and line."""
+    for name in escapes(secret_file):
+        root = folder(
+            {"_shared/x.txt": "x\n", "default/body.txt": "Hi\n" + statement.format(name=name)}
+        )
+        with pytest.raises(TemplateError) as caught:
+            TemplateSet.load(root)
+        error = caught.value
+        assert error.path == str(root / "default" / "body.txt")
+        assert error.line == 2
+        assert "refused" in error.message
+        assert SECRET not in str(error)
+
+
+def test_a_symlink_leading_outside_is_refused(folder: Files, secret_file: Path) -> None:
+    """A name that looks harmless still cannot follow a symlink out of the folder."""
+    root = folder({"default/body.txt": "{% include '_shared/signature.txt' %}"})
+    (root / "_shared").mkdir()
+    (root / "_shared" / "signature.txt").symlink_to(secret_file)
+    with pytest.raises(TemplateError, match=r"body\.txt:1: .*leads outside the templates folder"):
+        TemplateSet.load(root)
+
+
+def test_a_template_folder_or_rules_file_symlinked_outside_is_refused(
+    folder: Files, secret_file: Path
+) -> None:
+    """Folders and rules.toml are confined like included files."""
+    (secret_file.parent / "body.txt").write_text(secret_file.read_text())
+    root = folder({"default/body.txt": "Hi\n"})
+    (root / "evil").symlink_to(secret_file.parent, target_is_directory=True)
+    (root / "rules.toml").symlink_to(secret_file)
+    problems = check(root)
+    assert f"{root / 'evil'}: leads outside the templates folder" in problems
+    assert f"{root / 'rules.toml'}: leads outside the templates folder" in problems
+    assert not any(SECRET in problem for problem in problems)
+
+
+def test_symlinks_inside_the_folder_still_work(folder: Files) -> None:
+    """Kubernetes mounts a ConfigMap as symlinks into a hidden ``..data`` folder."""
+    root = folder(
+        {
+            "..data/default/body.txt": "Hi {{ sender.name }}\n{% include '_shared/sig.txt' %}",
+            "..data/_shared/sig.txt": "-- Support\n",
+        }
+    )
+    (root / "default").symlink_to(root / "..data" / "default", target_is_directory=True)
+    (root / "_shared").symlink_to("..data/_shared", target_is_directory=True)
+    assert TemplateSet.load(root).render(message()).text == "Hi Jane Doe\n-- Support\n"
+
+
+def test_a_name_computed_at_render_time_is_refused_then(folder: Files, secret_file: Path) -> None:
+    """An include whose name comes from a variable is checked by the loader when rendered:
+    the reply fails with file and line instead of carrying the file, and ``check``
+    reports it."""
+    root = folder(
+        {
+            "default/body.txt": "Hi\n{% include vars.signature %}\n",
+            "rules.toml": f'[vars]\nsignature = "default/{secret_file}"\n',
+        }
+    )
+    templates = TemplateSet.load(root)
+    with pytest.raises(TemplateError) as caught:
+        templates.render(message())
+    assert str(caught.value).startswith(f"{root / 'default' / 'body.txt'}:2: ")
+    assert "refused" in str(caught.value)
+    [problem] = {p.split(" (")[0] for p in check(root)}
+    assert problem == str(caught.value)
+    assert SECRET not in problem
+
+
+@pytest.mark.parametrize(
+    ("name", "why"),
+    [
+        ("default/body.txt", None),
+        ("_shared/deep/sig.txt", None),
+        ("/etc/passwd", "is an absolute path"),
+        ("default//etc/passwd", "has an empty, '.' or '..' part"),
+        ("default/../x.txt", "has an empty, '.' or '..' part"),
+        ("default/body.txt\x00.html", "contains a control character"),
+        ("default/line\nbreak", "contains a control character"),
+        ("default\\body.txt", "contains a backslash"),
+        ("default/.env", "names a hidden file"),
+        ("..data/default/body.txt", "names a hidden file"),
+        ("body.txt", "must be FOLDER/FILE, e.g. _partials/signature.txt"),
+    ],
+)
+def test_path_problem(name: str, why: str | None) -> None:
+    """The textual check names the first thing wrong with a template name."""
+    assert path_problem(name) == why
+
+
+def test_templates_check_reports_the_include_with_file_and_line(
+    folder: Files, secret_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``autoreply templates check`` used to accept the include; now it names it."""
+    body = "Hello\n\n{% include 'default/" + str(secret_file) + "' %}\n"
+    root = folder({"default/body.txt": body})
+    assert main(["templates", "check", "--dir", str(root)]) == 1
+    out = capsys.readouterr().out
+    assert out.startswith(f"{root / 'default' / 'body.txt'}:3: template path ")
+    assert "refused: has an empty, '.' or '..' part" in out
+    assert SECRET not in out
+
+
+def test_templates_preview_does_not_print_the_file(
+    folder: Files, secret_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``autoreply templates preview`` used to print the included file; now it fails."""
+    root = folder({"default/body.txt": "{% include 'default/" + str(secret_file) + "' %}"})
+    assert main(["templates", "preview", "--dir", str(root)]) == 1
+    captured = capsys.readouterr()
+    assert "refused" in captured.err
+    assert SECRET not in captured.out + captured.err
+
+
+@pytest.mark.parametrize(
+    "expression",
+    ["'x' * 10**10", "10**10 * 'x'", "['x'] * 10**9", "2 ** (10**9)", "(10**6) ** (10**6)"],
+)
+def test_huge_products_are_refused_not_computed(folder: Files, expression: str) -> None:
+    """Loading does not fold them and rendering refuses them, instead of filling memory."""
+    root = folder({"default/body.txt": "{{ [" + expression + "] | length }}\n"})
+    templates = TemplateSet.load(root)
+    with pytest.raises(TemplateError, match=r"body\.txt:1: .*result (longer|over)"):
+        templates.render(message())
+
+
+def test_ordinary_products_still_work(folder: Files) -> None:
+    root = folder({"default/body.txt": "{{ '-' * 20 }} {{ 2 ** 10 }} {{ 3 * 4 }} {{ 1.5 * 2 }}\n"})
+    assert TemplateSet.load(root).render(message()).text == "-" * 20 + " 1024 12 3.0\n"
+
+
+def test_templates_cannot_change_the_values_they_are_given(folder: Files) -> None:
+    """The sandbox is immutable: a template cannot alter ``vars`` for the next reply."""
+    root = folder(
+        {
+            "default/body.txt": "{{ vars.update({'team': 'Hacked'}) }}\n",
+            "rules.toml": '[vars]\nteam = "Support"\n',
+        }
+    )
+    with pytest.raises(TemplateError, match="unsafe"):
+        TemplateSet.load(root).render(message())
+
+
+# -- the running service --------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_service_refuses_to_start_with_an_include_outside_the_folder(
+    sandbox: Any, tmp_path: Path
+) -> None:
+    """``autoreply serve`` stops with the file and line before it listens."""
+    templates = tmp_path / "templates"
+    (templates / "default").mkdir(parents=True)
+    (templates / "default" / "body.txt").write_text(
+        "Hello\n{% include 'default//proc/self/environ' %}\n"
+    )
+    deployment = Deployment(sandbox, tmp_path)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AGENTMAIL_", "AUTOREPLY_"))}
+    env.update(deployment.env(AUTOREPLY_TEMPLATES_DIR=str(templates)))
+    result = subprocess.run(
+        [*autoreply_command(), "serve", "--port", "1"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    [line] = result.stderr.strip().splitlines()
+    assert f"{templates / 'default' / 'body.txt'}:2: template path" in line
+    assert sandbox.api_key not in result.stderr + result.stdout
+
+
+@pytest.mark.slow
+def test_service_never_mails_its_environment(sandbox: Any, tmp_path: Path) -> None:
+    """With the include's name in a variable, the service starts; the reply to a message
+    then fails for good (dead-lettered with the reason) and nothing is sent."""
+    templates = tmp_path / "templates"
+    (templates / "default").mkdir(parents=True)
+    (templates / "default" / "body.txt").write_text("Hello\n{% include vars.footer %}\n")
+    (templates / "rules.toml").write_text('[vars]\nfooter = "default//proc/self/environ"\n')
+    deployment = Deployment(sandbox, tmp_path)
+    try:
+        service = deployment.start(AUTOREPLY_TEMPLATES_DIR=str(templates))
+        injected = sandbox.admin.inject(
+            from_="Eve <eve@example.com>", to=sandbox.inbox, subject="Hi", text="Hi"
+        )
+        jobs = deployment.wait_final(1)
+        state, reason = jobs[injected["message_id"]]
+        assert state == "dead"
+        assert reason is not None
+        assert "body.txt:2: template path 'default//proc/self/environ' refused" in reason
+        assert replies_to(sandbox.admin.sent(), injected["message_id"]) == []
+        assert sandbox.api_key not in service.log()
+    finally:
+        deployment.stop()
