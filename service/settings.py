@@ -217,6 +217,13 @@ def _addresses(value: str) -> tuple[str, ...]:
 
 def _database_url(value: str) -> str:
     if value.startswith("sqlite:///") and len(value) > len("sqlite:///"):
+        path = value.removeprefix("sqlite:///")
+        if any(c in path for c in "?#\x00"):
+            raise ValueError("a sqlite:/// URL takes a file path only, without ?, # or NUL")
+        if path == ":memory:":
+            raise ValueError("an in-memory database would lose acknowledged deliveries")
+        if Path(path).is_dir():
+            raise ValueError(f"{path} is a directory; name the database file in it")
         return value
     if value.startswith(("postgresql://", "postgres://")):
         return value
@@ -269,6 +276,8 @@ def _choice(*choices: str, upper: bool = False) -> Callable[[str], str]:
 
 
 def _directory(value: str) -> Path:
+    if "\x00" in value:
+        raise ValueError("contains a NUL character")
     path = Path(value)
     if not path.is_dir():
         raise ValueError(f"{value} is not a directory")
