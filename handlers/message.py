@@ -17,6 +17,13 @@ from typing import Any
 #: ``.unauthenticated`` variants are never answered.
 MESSAGE_RECEIVED = "message.received"
 
+#: The longest ``From`` accepted, in characters: far above any real one (RFC 5321 caps
+#: an address at 256), low enough that parsing it costs nothing.
+MAX_SENDER_LENGTH = 2048
+#: Parentheses (RFC 5322 comments) nest at most this deep in an address field. The
+#: standard library's parser recurses once per level and fails near 500 levels.
+MAX_COMMENT_NESTING = 32
+
 
 class PayloadError(ValueError):
     """The payload is not a usable AgentMail message; ``str()`` says what is wrong."""
@@ -32,6 +39,15 @@ class Headers:
     """
 
     items: tuple[tuple[str, str], ...] = ()
+    #: Lower-cased name -> values, built once: the policy asks for a dozen names, and a
+    #: payload of 1 MB can hold a hundred thousand headers.
+    _by_name: dict[str, tuple[str, ...]] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        by_name: dict[str, list[str]] = {}
+        for key, value in self.items:
+            by_name.setdefault(key.lower(), []).append(value)
+        object.__setattr__(self, "_by_name", {k: tuple(v) for k, v in by_name.items()})
 
     @classmethod
     def parse(cls, raw: object) -> Headers:
@@ -58,8 +74,7 @@ class Headers:
 
     def get_all(self, name: str) -> list[str]:
         """Every value of ``name`` (any case), in order."""
-        wanted = name.lower()
-        return [value for key, value in self.items if key.lower() == wanted]
+        return list(self._by_name.get(name.lower(), ()))
 
     def get(self, name: str) -> str | None:
         """The first value of ``name`` (any case), or None."""
@@ -77,8 +92,32 @@ class Headers:
 
 
 def addresses_of(values: Iterable[str]) -> tuple[str, ...]:
-    """Bare, lower-cased addresses of every entry; entries may list several."""
-    return tuple(addr.lower() for _, addr in getaddresses(list(values)) if addr)
+    """Bare, lower-cased addresses of every entry; entries may list several.
+
+    ``PayloadError`` for an entry nested too deeply to parse (see ``check_nesting``).
+    """
+    entries = list(values)
+    for entry in entries:
+        check_nesting(entry)
+    return tuple(addr.lower() for _, addr in getaddresses(entries) if addr)
+
+
+def check_nesting(value: str, *, field_name: str = "address") -> None:
+    """Raise ``PayloadError`` when ``value`` nests comments deeper than the parser can go.
+
+    Counting is enough: quoted strings and escapes can only make the real nesting
+    shallower than this count says, and no real address comes near the limit.
+    """
+    if value.count("(") <= MAX_COMMENT_NESTING:
+        return
+    depth = 0
+    for char in value:
+        if char == "(":
+            depth += 1
+            if depth > MAX_COMMENT_NESTING:
+                raise PayloadError(f"{field_name}: comments nested over {MAX_COMMENT_NESTING} deep")
+        elif char == ")" and depth:
+            depth -= 1
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -121,6 +160,9 @@ class InboundMessage:
 
     def __post_init__(self) -> None:
         # Parsed once here: the policy, the rules and the templates all ask for it.
+        if len(self.sender) > MAX_SENDER_LENGTH:
+            raise PayloadError(f"message.from is over {MAX_SENDER_LENGTH} characters")
+        check_nesting(self.sender, field_name="message.from")
         name, addr = parseaddr(self.sender)
         object.__setattr__(self, "sender_address", addr.strip().lower())
         object.__setattr__(self, "sender_name", name.strip() or addr)

@@ -13,6 +13,9 @@ from handlers.message import InboundMessage
 
 #: Length of the ``preview`` template variable, in characters.
 PREVIEW_LENGTH = 200
+#: How much of a body the preview is taken from: its first words are near the top,
+#: and parsing a whole 1 MB HTML body would hold the event loop for most of a second.
+PREVIEW_SOURCE_LIMIT = 64 * 1024
 
 _SKIPPED_TAGS = frozenset({"script", "style", "head", "title"})
 
@@ -41,11 +44,11 @@ def preview_of(message: InboundMessage, *, length: int = PREVIEW_LENGTH) -> str:
     stripped; whitespace is collapsed and the result cut at a word with an ellipsis.
     """
     if message.text:
-        source = message.text
+        source = message.text[:PREVIEW_SOURCE_LIMIT]
     elif message.preview:
-        source = message.preview
+        source = message.preview[:PREVIEW_SOURCE_LIMIT]
     else:
-        source = html_to_text(message.html or "")
+        source = html_to_text((message.html or "")[:PREVIEW_SOURCE_LIMIT])
     unquoted = "\n".join(line for line in source.splitlines() if not line.lstrip().startswith(">"))
     return shorten(" ".join(unquoted.split()), length)
 

@@ -174,6 +174,20 @@ row(
     not_to_us,
     config=PolicyConfig(require_recipient=False),
 )
+mass_mail = (*(f"user{i}@example.com" for i in range(900)), INBOX)
+row("mass mail: a To list of 900 addresses", "too_many_recipients", message(to=mass_mail))
+row(
+    "mass mail in a Bcc header",
+    "too_many_recipients",
+    message(headers=[("Bcc", ", ".join(mass_mail))]),
+)
+row("a To list of 300 addresses is read", "ok", message(to=mass_mail[-300:]))
+row(
+    "mass mail with the recipient check turned off",
+    "ok",
+    message(to=mass_mail),
+    config=PolicyConfig(require_recipient=False),
+)
 # Deny and allow lists
 for pattern in ("example.com", "@example.com", "jane@example.com", "JANE@EXAMPLE.COM"):
     row(f"deny {pattern}", "denied", config=PolicyConfig(deny=(pattern,)))
