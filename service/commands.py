@@ -13,6 +13,7 @@ from typing import Any, NoReturn
 
 import uvicorn
 
+from service import http_limits
 from service.agentmail_api import AgentMailApi, ApiFailure
 from service.logging import configure_logging
 from service.settings import Settings, SettingsError
@@ -45,17 +46,24 @@ def load_settings() -> Settings:
 
 
 def uvicorn_config(app: Any, *, host: str, port: int) -> uvicorn.Config:
-    """The uvicorn settings every way of serving the app shares."""
+    """The uvicorn settings every way of serving the app shares.
+
+    The HTTP protocol is uvicorn's httptools one with the bounds of
+    ``service.http_limits`` (head size, header count, head deadline, connections).
+    """
     return uvicorn.Config(
         app,
         host=host,
         port=port,
         loop="uvloop",
-        http="httptools",
+        http=http_limits.LimitedHttpToolsProtocol,
+        ws="none",
         lifespan="on",
         log_config=None,
         access_log=False,
         server_header=False,
+        limit_concurrency=http_limits.LIMIT_CONCURRENCY,
+        timeout_keep_alive=http_limits.KEEP_ALIVE_SECONDS,
         timeout_graceful_shutdown=30,
     )
 

@@ -7,6 +7,7 @@ call, no template, nothing slow; the worker does the rest.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 
@@ -18,6 +19,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
 from service import metrics
+from service.http_limits import BODY_TIMEOUT_SECONDS
 from service.runtime import Runtime
 from service.store.base import Recorded, StoreUnavailable
 from service.webhooks import RejectedDelivery, parse_delivery
@@ -26,6 +28,10 @@ log = structlog.get_logger("autoreply.intake")
 
 #: AgentMail caps payloads at 1 MB (it drops the body above that); 1 MiB leaves room.
 MAX_BODY = 1024 * 1024
+#: Body bytes all webhook requests in progress may hold together; past it a delivery is
+#: answered 503 (Svix retries). 192 bodies of the maximum size, thousands of real ones
+#: (a few KiB each): what keeps many concurrent large bodies within a 512 MiB container.
+MAX_BODIES_BYTES = 192 * MAX_BODY
 
 _STATUS = {
     Recorded.ENQUEUED: (202, "accepted"),
@@ -71,6 +77,9 @@ class WebhookEndpoint:
         except RejectedDelivery as rejected:
             status, outcome = rejected.status, "rejected"
             fields["reason"] = rejected.reason
+        except BodyBudgetExceeded:
+            status, outcome = 503, "unavailable"
+            fields["reason"] = "too many request bodies in progress"
         self._counter(outcome, status).inc()
         # An accepted delivery is logged again, with its outcome, by the job that
         # answers it; at INFO a line here too would double the logging per message.
@@ -127,45 +136,86 @@ async def _receive(
         fields["reason"] = runtime.registration_problem or "webhook secret not known yet"
         return 503, "unavailable"
     body = await _read_body(receive, headers.get("content-length"))
-    svix_id = verifier.verify(body, headers)
-    delivery = parse_delivery(svix_id, body)
-    fields.update(event_id=delivery.event_id, event_type=delivery.event_type)
-    message = delivery.message
-    if message is None:
-        return 200, "ignored"
-    fields["message_id"] = message.message_id
-    fields["inbox_id"] = message.inbox_id
-    if runtime.inbox_ids and message.inbox_id not in runtime.inbox_ids:
-        fields["reason"] = "inbox not handled by this service"
-        return 200, "ignored"
     try:
-        recorded = await runtime.store.record_delivery(delivery, now=time.time())
-    except StoreUnavailable as exc:
-        fields["reason"] = "store unavailable"
-        fields["error"] = str(exc)
-        return 503, "unavailable"
-    if recorded is Recorded.ENQUEUED:
-        runtime.wake_worker()
-    fields["recorded"] = recorded.value
-    return _STATUS[recorded]
+        svix_id = verifier.verify(body, headers)
+        delivery = parse_delivery(svix_id, body)
+        fields.update(event_id=delivery.event_id, event_type=delivery.event_type)
+        message = delivery.message
+        if message is None:
+            return 200, "ignored"
+        fields["message_id"] = message.message_id
+        fields["inbox_id"] = message.inbox_id
+        if runtime.inbox_ids and message.inbox_id not in runtime.inbox_ids:
+            fields["reason"] = "inbox not handled by this service"
+            return 200, "ignored"
+        try:
+            recorded = await runtime.store.record_delivery(delivery, now=time.time())
+        except StoreUnavailable as exc:
+            fields["reason"] = "store unavailable"
+            fields["error"] = str(exc)
+            return 503, "unavailable"
+        if recorded is Recorded.ENQUEUED:
+            runtime.wake_worker()
+        fields["recorded"] = recorded.value
+        return _STATUS[recorded]
+    finally:
+        _BODIES.give_back(len(body))
 
 
 async def _read_body(receive: Receive, declared: str | None) -> bytes:
+    """The whole body: 413 past :data:`MAX_BODY`, 408 if it takes longer than
+    ``BODY_TIMEOUT_SECONDS`` (a ``Content-Length`` larger than what is sent would
+    otherwise be waited on forever)."""
     if declared is not None and declared.isdigit() and int(declared) > MAX_BODY:
         raise RejectedDelivery(413, f"body over {MAX_BODY} bytes")
     chunks: list[bytes] = []
     size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise RejectedDelivery(400, "client disconnected mid-body")
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > MAX_BODY:
-            raise RejectedDelivery(413, f"body over {MAX_BODY} bytes")
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return b"".join(chunks)
+    # Held against the budget until the caller gives the whole body back.
+    held = 0
+    try:
+        async with asyncio.timeout(BODY_TIMEOUT_SECONDS):
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    raise RejectedDelivery(400, "client disconnected mid-body")
+                chunk = message.get("body", b"")
+                size += len(chunk)
+                if size > MAX_BODY:
+                    raise RejectedDelivery(413, f"body over {MAX_BODY} bytes")
+                _BODIES.take(len(chunk))
+                held = size
+                chunks.append(chunk)
+                if not message.get("more_body", False):
+                    return b"".join(chunks)
+    except BaseException as exc:
+        _BODIES.give_back(held)
+        if isinstance(exc, TimeoutError):
+            reason = f"body not received within {BODY_TIMEOUT_SECONDS:g} s"
+            raise RejectedDelivery(408, reason) from None
+        raise
+
+
+class BodyBudgetExceeded(Exception):
+    """The bodies in progress would hold more than :data:`MAX_BODIES_BYTES`."""
+
+
+class _BodyBudget:
+    """Body bytes held by webhook requests in progress, against :data:`MAX_BODIES_BYTES`."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.held = 0
+
+    def take(self, size: int) -> None:
+        if self.held + size > self.limit:
+            raise BodyBudgetExceeded
+        self.held += size
+
+    def give_back(self, size: int) -> None:
+        self.held -= size
+
+
+_BODIES = _BodyBudget(MAX_BODIES_BYTES)
 
 
 async def healthz(request: Request) -> Response:

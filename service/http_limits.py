@@ -1,0 +1,218 @@
+"""What one HTTP client can make the server hold: head size, header count, time, connections.
+
+uvicorn's httptools protocol, the fast parser the service runs on, bounds none of the
+request head: it buffers a header of any size (a 320 MiB one took the process to 707 MiB)
+and waits forever for a head that trickles in or never comes. The image is also run bare
+(``docker run -p``), with no proxy in front to bound these, so the service bounds them
+itself, in :class:`LimitedHttpToolsProtocol`, a subclass of uvicorn's protocol that
+``service.commands.uvicorn_config`` installs:
+
+- the request head (request line and headers) is refused with **431** past
+  :data:`MAX_HEAD_BYTES` or :data:`MAX_HEADERS`, and the connection closed;
+- a head must arrive within :data:`HEAD_TIMEOUT_SECONDS` of its first byte (of the
+  connection, for a new one): **408** and close, or just close if nothing was sent;
+- a response sent before its request's body was read (a refusal, a 404) closes the
+  connection, so a body that never ends is not read forever;
+- past :data:`MAX_CONNECTIONS` open connections a new one is closed at once, and
+  ``GET /healthz`` is exempt from uvicorn's ``limit_concurrency`` 503 (see below).
+
+The webhook endpoint bounds the time to receive its body itself
+(:data:`BODY_TIMEOUT_SECONDS`, ``service.intake``), and the body's size (1 MiB).
+
+The subclass overrides per-request methods only where it must (the data feed, the end of
+the head, the end of the message and of the response) and counts header bytes once per
+request, at the end of the head, rather than per header callback; what it costs is in
+docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import httptools
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+
+#: Request line plus headers. Twice the default of h11 and Node.js (16 KiB): Svix's own
+#: headers take under 1 KiB, and proxies add a few (``X-Forwarded-*``, tracing).
+MAX_HEAD_BYTES = 32 * 1024
+#: Header fields per request, as Apache's ``LimitRequestFields``.
+MAX_HEADERS = 100
+#: From the first byte of a request head (or from the connection, for its first one)
+#: to its end. A head is one or two TCP segments; ten seconds is slow by any measure.
+HEAD_TIMEOUT_SECONDS = 10.0
+#: From the end of the head to the end of the webhook's body (at most 1 MiB). Svix gives
+#: up on an attempt after 15 s, so a slower body could not be acknowledged anyway.
+BODY_TIMEOUT_SECONDS = 15.0
+#: An idle keep-alive connection is closed after this (uvicorn's default, made explicit).
+KEEP_ALIVE_SECONDS = 5
+#: uvicorn's ``limit_concurrency``: at this many open connections, or requests in
+#: progress, further requests are answered 503 (Svix retries them). Far above what the
+#: service acknowledges at once (wrk's 64 connections saturate it), so that a few hundred
+#: slow or idle connections do not shut deliveries out; memory is bounded per connection
+#: (a head of at most 32 KiB) and, for bodies, by ``service.intake.MAX_BODIES_BYTES``.
+LIMIT_CONCURRENCY = 1000
+#: Open connections past which a new one is closed at once (file descriptors, and heads
+#: of 32 KiB: about 90 MiB at most). Between the two limits a connection still gets its
+#: 503, or its ``/healthz`` answer.
+MAX_CONNECTIONS = 2 * LIMIT_CONCURRENCY
+#: After a refusal (431, 408) the connection reads and drops what the client still sends
+#: for this long before it closes: closing with unread data would reset the connection,
+#: and the client could lose the answer.
+LINGER_SECONDS = 2.0
+#: Paths answered even past ``limit_concurrency``: the liveness probe must not restart
+#: a process that is merely busy. They read no body and touch no store.
+UNLIMITED_PATHS = frozenset({b"/healthz"})
+
+log = logging.getLogger("autoreply.http")
+
+
+class _Refused(Exception):
+    """Raised from a parser callback to stop parsing; the status is on the protocol."""
+
+
+class LimitedHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with bounds on the request head, its time and connections.
+
+    Pass it as ``uvicorn.Config(http=LimitedHttpToolsProtocol)``. The bounds are the
+    module's constants; a refusal is logged (reason only, no request value) at INFO.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # True from the end of one message (or the connection's start) to the end of the
+        # next head; bytes fed meanwhile are head bytes.
+        self._awaiting_head = True
+        self._head_received = 0
+        self._head_timer: asyncio.TimerHandle | None = None
+        self._refusal: tuple[int, str] | None = None
+        self._discarding = False
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        """Count the connection; close it at once past :data:`MAX_CONNECTIONS`."""
+        super().connection_made(transport)
+        if len(self.connections) > MAX_CONNECTIONS:
+            log.info("http_refused", extra={"reason": "too many connections"})
+            transport.abort()
+            return
+        self._head_timer = self.loop.call_later(HEAD_TIMEOUT_SECONDS, self._head_timed_out)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """Stop the head deadline, then uvicorn's cleanup."""
+        self._stop_head_timer()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        """Feed the parser (as uvicorn does), counting and timing the bytes of a head."""
+        if self._discarding:
+            return
+        self._unset_keepalive_if_required()
+        if self._awaiting_head:
+            self._head_received += len(data)
+            if self._head_timer is None:
+                self._head_timer = self.loop.call_later(HEAD_TIMEOUT_SECONDS, self._head_timed_out)
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError:
+            if self._refusal is not None:
+                self._refuse(*self._refusal)
+                return
+            msg = "Invalid HTTP request received."
+            self.logger.warning(msg)
+            self.send_400_response(msg)
+            return
+        except httptools.HttpParserUpgrade:
+            if self._should_upgrade():
+                self.handle_websocket_upgrade()
+            else:
+                self._unsupported_upgrade_warning()
+            return
+        # Still inside a head after this chunk: everything received since it began is
+        # head, including the partial header httptools holds. (A head completed within
+        # the chunk was measured exactly in on_headers_complete.)
+        if self._awaiting_head and self._head_received > MAX_HEAD_BYTES:
+            self._refuse(431, f"request head over {MAX_HEAD_BYTES} bytes")
+
+    def on_headers_complete(self) -> None:
+        """Check the head's size and header count, then start the request as uvicorn does."""
+        self._awaiting_head = False
+        self._stop_head_timer()
+        headers = self.headers
+        if len(headers) > MAX_HEADERS:
+            self._refusal = (431, f"over {MAX_HEADERS} header fields")
+            raise _Refused
+        size = len(self.url)
+        for name, value in headers:
+            size += len(name) + len(value)
+        # ": " and CRLF per field; method, version and CRLFs of the request line and end.
+        if size + 4 * len(headers) + 16 > MAX_HEAD_BYTES:
+            self._refusal = (431, f"request head over {MAX_HEAD_BYTES} bytes")
+            raise _Refused
+        if self.limit_concurrency is not None and self.url in UNLIMITED_PATHS:
+            self.limit_concurrency = None
+            try:
+                super().on_headers_complete()
+            finally:
+                self.limit_concurrency = self.config.limit_concurrency
+            return
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        """The request is complete: whatever comes next is the next request's head."""
+        super().on_message_complete()
+        self._awaiting_head = True
+        self._head_received = 0
+
+    def on_response_complete(self) -> None:
+        """Close a connection whose response went out before its request body was read.
+
+        Otherwise uvicorn would keep reading (and dropping) a body that may never end,
+        such as one whose ``Content-Length`` is larger than what is sent.
+        """
+        cycle = self.cycle
+        if cycle is not None and cycle.response_complete and cycle.more_body:
+            self.transport.close()
+        super().on_response_complete()
+
+    def _stop_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_timed_out(self) -> None:
+        self._head_timer = None
+        if self.transport.is_closing() or not self._awaiting_head:
+            return
+        if self._head_received and (self.cycle is None or self.cycle.response_complete):
+            self._refuse(408, f"request head not received within {HEAD_TIMEOUT_SECONDS:g} s")
+        else:
+            # Nothing sent (an idle connection), or a response still being written.
+            self.transport.close()
+
+    def _refuse(self, status: int, reason: str) -> None:
+        """Answer ``status`` with ``reason`` as text; close once the client had time to read it.
+
+        The answer is followed by a FIN (``write_eof``); what the client still sends is
+        dropped unparsed for :data:`LINGER_SECONDS`, then the connection is closed.
+        """
+        log.info("http_refused", extra={"status": status, "reason": reason})
+        self._stop_head_timer()
+        body = reason.encode("ascii")
+        self.transport.write(
+            b"".join(
+                (
+                    STATUS_LINE[status],
+                    b"content-type: text/plain; charset=utf-8\r\n",
+                    b"content-length: %d\r\n" % len(body),
+                    b"connection: close\r\n\r\n",
+                    body,
+                )
+            )
+        )
+        if not self.transport.can_write_eof():
+            self.transport.close()
+            return
+        self._discarding = True
+        self.transport.write_eof()
+        self.loop.call_later(LINGER_SECONDS, self.transport.close)

@@ -1,0 +1,271 @@
+"""What one client can make the service hold: request heads, slow clients, connections.
+
+Every test talks to the real ``autoreply serve`` (the same uvicorn configuration users
+run) over TCP on 127.0.0.1, with raw sockets where a well-behaved HTTP client would not
+send what an attacker sends. Time bounds are generous (the deadlines plus seconds):
+the machines running these are shared.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import pytest
+from svix.webhooks import Webhook
+
+from service.http_limits import (
+    BODY_TIMEOUT_SECONDS,
+    HEAD_TIMEOUT_SECONDS,
+    MAX_HEAD_BYTES,
+    MAX_HEADERS,
+)
+from tests.support.service_process import ServiceProcess, free_port
+
+pytestmark = pytest.mark.slow
+
+SECRET = "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+PATH = "/webhooks/agentmail"
+#: The Kubernetes memory limit of deploy/k8s.
+CONTAINER_LIMIT_BYTES = 512 * 1024 * 1024
+#: How long past a deadline the service may take to act on it, on a busy machine.
+SLACK = 10.0
+
+
+def start_service(folder: Path) -> ServiceProcess:
+    env = {
+        "AGENTMAIL_API_KEY": "am_test",
+        "AGENTMAIL_BASE_URL": f"http://127.0.0.1:{free_port()}",
+        "AUTOREPLY_WEBHOOK_SECRET": SECRET,
+        "AUTOREPLY_DATABASE_URL": f"sqlite:///{folder / 'autoreply.db'}",
+        "AUTOREPLY_DRY_RUN": "1",
+    }
+    return ServiceProcess(env, folder / "service.log").start()
+
+
+@pytest.fixture(name="service", scope="module")
+def _service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
+    service = start_service(tmp_path_factory.mktemp("limits"))
+    yield service
+    service.stop()
+
+
+def delivery(n: int, **overrides: object) -> tuple[bytes, dict[str, str]]:
+    """A signed ``message.received`` delivery, unique by ``n``."""
+    message = {
+        "inbox_id": "bot@agentmail.to",
+        "thread_id": f"thd_{n}",
+        "message_id": f"<m{n}@example.com>",
+        "labels": ["received"],
+        "timestamp": "2026-01-01T10:00:00Z",
+        "from": "Jane <jane@example.com>",
+        "to": ["bot@agentmail.to"],
+        "subject": "Hi",
+        "text": "Hello",
+        "size": 10,
+        "updated_at": "2026-01-01T10:00:00Z",
+        "created_at": "2026-01-01T10:00:00Z",
+    }
+    event = {
+        "type": "event",
+        "event_type": "message.received",
+        "event_id": f"evt_{n}",
+        "message": message,
+        **overrides,
+    }
+    body = json.dumps(event).encode()
+    msg_id = f"msg_{n}_{time.monotonic_ns()}"
+    now = datetime.now(UTC)
+    headers = {
+        "svix-id": msg_id,
+        "svix-timestamp": str(int(now.timestamp())),
+        "svix-signature": Webhook(SECRET).sign(msg_id, now, body.decode()),
+        "content-type": "application/json",
+    }
+    return body, headers
+
+
+def head(path: str, headers: list[tuple[str, str]], *, method: str = "POST") -> bytes:
+    lines = [f"{method} {path} HTTP/1.1", "host: 127.0.0.1", *(f"{k}: {v}" for k, v in headers)]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+async def read_answer(reader: asyncio.StreamReader, *, within: float) -> tuple[int, bytes]:
+    """The status and the rest of what the server sent until it closed the connection."""
+    async with asyncio.timeout(within):
+        data = await reader.read()  # to EOF: every answer here must close the connection
+    status_line, _, rest = data.partition(b"\r\n")
+    assert status_line.startswith(b"HTTP/1.1 "), data[:200]
+    return int(status_line.split()[1]), rest
+
+
+async def send_and_read(port: int, data: bytes, *, within: float = 10.0) -> tuple[int, bytes]:
+    """Send ``data`` (in 64 KiB writes, stopping if the server closes), read the answer."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        with contextlib.suppress(ConnectionError):
+            for start in range(0, len(data), 65536):
+                writer.write(data[start : start + 65536])
+                await writer.drain()
+        return await read_answer(reader, within=within)
+    finally:
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+
+
+def rss_bytes(pid: int, field: str = "VmRSS") -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError(f"no {field} for {pid}")
+
+
+# -- finding 2: request heads ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        pytest.param([("x-big", "a" * (4 * 1024 * 1024))], id="one 4 MiB header"),
+        pytest.param([("x-big", "a" * (MAX_HEAD_BYTES + 1))], id="one header over the limit"),
+        pytest.param([(f"x-h{i}", "1") for i in range(MAX_HEADERS + 1)], id="too many headers"),
+    ],
+)
+async def test_a_request_head_over_the_limits_is_refused_431(
+    service: ServiceProcess, headers: list[tuple[str, str]]
+) -> None:
+    status, rest = await send_and_read(service.port, head(PATH, headers))
+    assert status == 431, rest
+    # The service goes on answering.
+    async with httpx.AsyncClient(timeout=5) as client:
+        assert (await client.get(service.url + "/healthz")).status_code == 200
+
+
+def test_a_head_within_the_limits_is_served(service: ServiceProcess) -> None:
+    body, signed = delivery(1)
+    count = MAX_HEADERS - len(signed) - 8  # httpx adds host, user-agent, content-length...
+    padding = [(f"x-pad{i}", "p" * (MAX_HEAD_BYTES * 3 // 4 // count)) for i in range(count)]
+    response = httpx.post(
+        service.url + PATH, content=body, headers={**signed, **dict(padding)}, timeout=10
+    )
+    assert response.status_code == 202
+
+
+async def test_a_head_that_never_ends_is_answered_408_and_closed(service: ServiceProcess) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", service.port)
+    try:
+        writer.write(b"POST /webhooks/agentmail HTTP/1.1\r\nhost: 127.0.0.1\r\nsvix-id: m")
+        await writer.drain()
+        status, _ = await read_answer(reader, within=HEAD_TIMEOUT_SECONDS + SLACK)
+        assert status == 408
+    finally:
+        writer.close()
+
+
+async def test_a_connection_that_sends_nothing_is_closed(service: ServiceProcess) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", service.port)
+    try:
+        async with asyncio.timeout(HEAD_TIMEOUT_SECONDS + SLACK):
+            assert await reader.read() == b""
+    finally:
+        writer.close()
+
+
+async def test_a_body_shorter_than_its_content_length_is_answered_408(
+    service: ServiceProcess,
+) -> None:
+    body, signed = delivery(2)
+    signed["content-length"] = str(len(body) + 100)
+    reader, writer = await asyncio.open_connection("127.0.0.1", service.port)
+    try:
+        writer.write(head(PATH, list(signed.items())) + body)
+        await writer.drain()
+        status, rest = await read_answer(reader, within=BODY_TIMEOUT_SECONDS + SLACK)
+        assert status == 408
+        assert b'"reason":"body not received within' in rest
+    finally:
+        writer.close()
+
+
+async def test_a_big_head_and_hundreds_of_slow_clients_leave_the_service_answering(
+    tmp_path: Path,
+) -> None:
+    """The attack of the finding, scaled to a test: one 16 MiB head, 300 slowloris clients.
+
+    Meanwhile ``/healthz`` and a valid delivery are answered within seconds, the slow
+    clients are disconnected by the head deadline, and the process stays far inside the
+    container's memory limit.
+    """
+    service = start_service(tmp_path)
+    assert service.process is not None
+    pid = service.process.pid
+    slow_clients = 300
+    peak = rss_bytes(pid)
+    closed_by_server = 0
+
+    async def sample_memory(stop: asyncio.Event) -> None:
+        nonlocal peak
+        while not stop.is_set():
+            peak = max(peak, rss_bytes(pid))
+            await asyncio.sleep(0.05)
+
+    async def slow_client(started: asyncio.Event) -> None:
+        nonlocal closed_by_server
+        reader, writer = await asyncio.open_connection("127.0.0.1", service.port)
+        try:
+            writer.write(b"POST /webhooks/agentmail HTTP/1.1\r\nhost: 127.0.0.1\r\n")
+            await writer.drain()
+            started.set()
+            deadline = time.monotonic() + HEAD_TIMEOUT_SECONDS + SLACK
+            while time.monotonic() < deadline:
+                writer.write(b"x")  # a byte of a header name every half second
+                await writer.drain()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(0.5):
+                        await reader.read()  # returns at EOF only
+                        closed_by_server += 1
+                        return
+        except ConnectionError:
+            closed_by_server += 1
+        finally:
+            writer.close()
+
+    async def answered_within(request: httpx.Request, seconds: float) -> int:
+        async with httpx.AsyncClient(timeout=seconds) as client:
+            return (await client.send(request)).status_code
+
+    stop = asyncio.Event()
+    sampler = asyncio.create_task(sample_memory(stop))
+    starts = [asyncio.Event() for _ in range(slow_clients)]
+    slow = [asyncio.create_task(slow_client(started)) for started in starts]
+    await asyncio.gather(*(started.wait() for started in starts))
+    big = b"".join(
+        (
+            b"POST /webhooks/agentmail HTTP/1.1\r\nhost: 127.0.0.1\r\nx-big: ",
+            b"a" * (16 * 1024 * 1024),
+            b"\r\n\r\n",
+        )
+    )
+    big_answer = asyncio.create_task(send_and_read(service.port, big, within=30))
+    for n in range(5):
+        assert await answered_within(httpx.Request("GET", service.url + "/healthz"), 5) == 200
+        body, headers = delivery(100 + n)
+        post = httpx.Request("POST", service.url + PATH, content=body, headers=headers)
+        assert await answered_within(post, 5) == 202
+        await asyncio.sleep(0.5)
+    status, _ = await big_answer
+    assert status == 431
+    await asyncio.gather(*slow)
+    stop.set()
+    await sampler
+    service.stop()
+    print(f"peak RSS {peak / 2**20:.0f} MiB, {closed_by_server} slow clients closed")
+    assert closed_by_server == slow_clients
+    assert peak < CONTAINER_LIMIT_BYTES // 2, f"peak RSS {peak / 2**20:.0f} MiB"
