@@ -32,6 +32,9 @@ MAX_BODY = 1024 * 1024
 #: answered 503 (Svix retries). 192 bodies of the maximum size, thousands of real ones
 #: (a few KiB each): what keeps many concurrent large bodies within a 512 MiB container.
 MAX_BODIES_BYTES = 192 * MAX_BODY
+#: Characters kept of a value from a request (a header, a field of the body) in a log
+#: line or a response's ``reason``; svix and AgentMail ids are far shorter.
+MAX_LOGGED_CHARS = 200
 
 _STATUS = {
     Recorded.ENQUEUED: (202, "accepted"),
@@ -76,7 +79,8 @@ class WebhookEndpoint:
             status, outcome = await _receive(receive, headers, runtime, fields)
         except RejectedDelivery as rejected:
             status, outcome = rejected.status, "rejected"
-            fields["reason"] = rejected.reason
+            # Reasons may quote the request (an event type, a header's problem).
+            fields["reason"] = clip(rejected.reason)
         except BodyBudgetExceeded:
             status, outcome = 503, "unavailable"
             fields["reason"] = "too many request bodies in progress"
@@ -91,7 +95,8 @@ class WebhookEndpoint:
                 outcome=outcome,
                 status=status,
                 duration_ms=round((time.perf_counter() - started) * 1000, 2),
-                **fields,
+                # Most values came with the request (a header, the body) or quote it.
+                **{k: clip(v) if isinstance(v, str) else v for k, v in fields.items()},
             )
         response_headers = [(OUTCOME_HEADER.encode(), outcome.encode())]
         content = b""
@@ -216,6 +221,17 @@ class _BodyBudget:
 
 
 _BODIES = _BodyBudget(MAX_BODIES_BYTES)
+
+
+def clip(value: str) -> str:
+    """``value`` cut to :data:`MAX_LOGGED_CHARS` characters, marked with the full length.
+
+    For values from a request on their way to a log line or a response: a 4 MiB
+    ``svix-id`` must not make a 4 MiB line.
+    """
+    if len(value) <= MAX_LOGGED_CHARS:
+        return value
+    return f"{value[:MAX_LOGGED_CHARS]}...[{len(value)} chars]"
 
 
 async def healthz(request: Request) -> Response:

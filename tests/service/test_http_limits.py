@@ -1,4 +1,4 @@
-"""What one client can make the service hold: request heads, slow clients, connections.
+"""What one client can make the service hold: request heads, slow clients, connections, logs.
 
 Every test talks to the real ``autoreply serve`` (the same uvicorn configuration users
 run) over TCP on 127.0.0.1, with raw sockets where a well-behaved HTTP client would not
@@ -26,6 +26,7 @@ from service.http_limits import (
     MAX_HEAD_BYTES,
     MAX_HEADERS,
 )
+from service.intake import MAX_LOGGED_CHARS
 from tests.support.service_process import ServiceProcess, free_port
 
 pytestmark = pytest.mark.slow
@@ -36,6 +37,8 @@ PATH = "/webhooks/agentmail"
 CONTAINER_LIMIT_BYTES = 512 * 1024 * 1024
 #: How long past a deadline the service may take to act on it, on a busy machine.
 SLACK = 10.0
+#: No log line about one request may be longer than this, whatever the request held.
+MAX_LINE_BYTES = 4096
 
 
 def start_service(folder: Path) -> ServiceProcess:
@@ -269,3 +272,42 @@ async def test_a_big_head_and_hundreds_of_slow_clients_leave_the_service_answeri
     print(f"peak RSS {peak / 2**20:.0f} MiB, {closed_by_server} slow clients closed")
     assert closed_by_server == slow_clients
     assert peak < CONTAINER_LIMIT_BYTES // 2, f"peak RSS {peak / 2**20:.0f} MiB"
+
+
+# -- finding 6: what reaches the log -------------------------------------------------------
+
+
+def log_lines(service: ServiceProcess) -> list[str]:
+    return service.log().splitlines()
+
+
+def test_values_of_unverified_requests_are_cut_short_in_log_lines(
+    service: ServiceProcess,
+) -> None:
+    before = len(log_lines(service))
+    body, signed = delivery(3)
+    huge_id = "i" * 20_000  # within the head limit, far over what a log line should carry
+    response = httpx.post(
+        service.url + PATH, content=body, headers={**signed, "svix-id": huge_id}, timeout=10
+    )
+    assert response.status_code == 401
+    # A signed event of a type the service ignores, with a huge event id and type.
+    ignored, signed = delivery(4, event_type="x" * 50_000, event_id="e" * 50_000)
+    response = httpx.post(service.url + PATH, content=ignored, headers=signed, timeout=10)
+    assert response.status_code == 200
+    # A signed message.received without a message: the reason quotes the event type.
+    bad, signed = delivery(5, event_type="message.received" + "y" * 50_000, message=None)
+    response = httpx.post(service.url + PATH, content=bad, headers=signed, timeout=10)
+    assert response.status_code == 400
+
+    new = log_lines(service)[before:]
+    deliveries = [json.loads(line) for line in new if '"delivery"' in line]
+    assert len(deliveries) == 3, new
+    assert all(len(line) < MAX_LINE_BYTES for line in new), [len(line) for line in new]
+    unverified, ignored_line, refused = deliveries
+    assert unverified["svix_id"].startswith("i" * MAX_LOGGED_CHARS)
+    assert unverified["svix_id"].endswith("[20000 chars]")
+    assert ignored_line["event_type"].endswith("[50000 chars]")
+    assert refused["reason"].endswith("chars]")
+    # The reason in the answer is cut short too.
+    assert len(response.content) < MAX_LINE_BYTES
