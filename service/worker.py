@@ -234,15 +234,30 @@ class Worker:
         )
         reply = job.reply
         if reply is None:
-            decision, message = await self._decide(message)
+            decision, message = await self._decide(job, message)
             if not decision.reply:
-                await self._finish(job, JobState.SKIPPED, decision.reason)
-                metrics.REPLIES_SKIPPED.labels(reason=decision.reason).inc()
-                return "skipped", {"reason": decision.reason, "detail": decision.detail}
+                return await self._skip(job, decision)
             if self.config.dry_run:
+                # Nothing is sent, so nothing is reserved: a dry run leaves the ledger
+                # as it found it.
                 reply = self._prepare(message)
                 await self._finish(job, JobState.SKIPPED, "dry_run")
                 return "dry_run", {"to": reply.to, "template": reply.template, "text": reply.text}
+            # The decision above read the ledger; another job may have reserved the
+            # thread or the sender since. This checks again and takes the place in one
+            # atomic step, so of a burst exactly one job gets past it.
+            reserved = await self.store.reserve(
+                job.id,
+                owner=self.owner,
+                thread_id=message.thread_id,
+                sender=message.sender_address,
+                policy=self.config.policy,
+                now=self.clock(),
+            )
+            if reserved is None:
+                raise LostLease
+            if not reserved.reply:
+                return await self._skip(job, reserved)
             # Labelled first: if rendering or sending then fails for good, the message
             # stays visibly awaiting its reply in AgentMail for a person to see.
             await self._label(job, add=[self.config.unreplied_label])
@@ -286,8 +301,12 @@ class Worker:
         await self._finish(job, JobState.DONE, "replied")
         return "replied", {"sent_message_id": sent_id, "template": reply.template}
 
-    async def _decide(self, message: InboundMessage) -> tuple[Decision, InboundMessage]:
-        """Apply the policy, first fetching the message when the payload omitted parts."""
+    async def _decide(self, job: Job, message: InboundMessage) -> tuple[Decision, InboundMessage]:
+        """Apply the policy, first fetching the message when the payload omitted parts.
+
+        The job's own reservation (from an earlier attempt) is left out of the history:
+        it is this job's place, not an earlier reply.
+        """
         if message.incomplete and message.event_type == MESSAGE_RECEIVED:
             data = await self.api.get_message(message.inbox_id, message.message_id)
             message = InboundMessage.from_payload(data, event_type=message.event_type)
@@ -295,6 +314,7 @@ class Worker:
             inbox_id=message.inbox_id,
             thread_id=message.thread_id,
             sender=message.sender_address,
+            exclude_job=job.id,
         )
         decision = decide(
             message,
@@ -304,6 +324,12 @@ class Worker:
             replied_label=self.config.replied_label,
         )
         return decision, message
+
+    async def _skip(self, job: Job, decision: Decision) -> tuple[str, dict[str, object]]:
+        """Finish the job as skipped with the policy's reason."""
+        await self._finish(job, JobState.SKIPPED, decision.reason)
+        metrics.REPLIES_SKIPPED.labels(reason=decision.reason).inc()
+        return "skipped", {"reason": decision.reason, "detail": decision.detail}
 
     async def _label(
         self, job: Job, *, add: list[str], remove: list[str] | None = None

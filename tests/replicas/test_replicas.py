@@ -125,3 +125,53 @@ def _attempts(log: str, injected: dict[str, Any]) -> str:
         for line in log.splitlines()
         if '"job_attempt"' in line and injected["message_id"] in line
     )
+
+
+def test_bursts_from_one_sender_and_in_one_thread_reply_once_across_replicas(
+    sandbox: Any, replicas: ReplicaSet
+) -> None:
+    """Five messages from one sender (five threads) and five in one thread (five other
+    senders) arrive together and are decided by the workers of three replicas at once:
+    one reply per burst, the rest skipped as ``sender_cooldown`` / ``thread_cap``.
+
+    Replies are slowed down, so every message is decided while the first replies are
+    still on their way; the reservation in the shared ledger is all that stops them.
+    """
+    sandbox.admin.add_fault("messages.reply", latency_ms=2000)
+    replicas.start(3, AUTOREPLY_SENDER_COOLDOWN="1d", AUTOREPLY_THREAD_CAP="1")
+    from_jane = [
+        sandbox.admin.inject(
+            from_="Jane <jane@example.com>", to=sandbox.inbox, subject=f"Topic {i}", text="Hi"
+        )
+        for i in range(5)
+    ]
+    first = sandbox.admin.inject(
+        from_="Ann <ann@example.com>", to=sandbox.inbox, subject="Meeting", text="When?"
+    )
+    in_thread = [first] + [
+        sandbox.admin.inject(
+            from_=f"P{i} <p{i}@example.com>",
+            to=sandbox.inbox,
+            subject="Re: Meeting",
+            text="Me too",
+            in_reply_to=first["message_id"],
+        )
+        for i in range(4)
+    ]
+    assert {m["thread_id"] for m in in_thread} == {first["thread_id"]}
+
+    jobs = replicas.wait_final(10)
+    assert (
+        sorted(jobs[m["message_id"]][:2] for m in from_jane)
+        == [("done", "replied")] + [("skipped", "sender_cooldown")] * 4
+    )
+    assert (
+        sorted(jobs[m["message_id"]][:2] for m in in_thread)
+        == [("done", "replied")] + [("skipped", "thread_cap")] * 4
+    )
+    sent = sandbox.admin.sent()
+    assert sum(email["to"] == ["jane@example.com"] for email in sent) == 1
+    assert len(sent) == 2
+    # The decisions really were spread: more than one replica's worker took jobs.
+    deciders = {p.log_path.name for p in replicas.processes if '"job_attempt"' in p.log()}
+    assert len(deciders) > 1, replicas.logs()

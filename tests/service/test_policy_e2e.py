@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from agentmail import AsyncAgentMail
 
 from tests.service.conftest import Deployment, replies_to
@@ -104,6 +105,102 @@ def test_cooldown_and_thread_cap_survive_a_restart(sandbox: Any, deployment: Dep
     assert jobs[first["message_id"]] == ("done", "replied")
     assert jobs[new_thread["message_id"]] == ("skipped", "sender_cooldown")
     assert jobs[same_thread["message_id"]] == ("skipped", "thread_cap")
+
+
+#: Slows every reply down, so each message of a burst is decided while the first reply
+#: is still on its way: the window in which checking only sent replies let each through.
+SLOW_REPLY_MS = 2000
+
+
+@pytest.mark.slow
+def test_a_burst_from_one_sender_gets_one_reply(sandbox: Any, deployment: Deployment) -> None:
+    """Five messages from one sender, each in its own thread, arriving together with the
+    default cooldown (1d): one reply, the other four skipped as ``sender_cooldown``."""
+    deployment.start(AUTOREPLY_SENDER_COOLDOWN="1d")
+    sandbox.admin.add_fault("messages.reply", latency_ms=SLOW_REPLY_MS)
+    burst = [
+        sandbox.admin.inject(
+            from_="Jane <jane@example.com>", to=sandbox.inbox, subject=f"Topic {i}", text="Hi"
+        )
+        for i in range(5)
+    ]
+    assert len({m["thread_id"] for m in burst}) == 5
+    jobs = deployment.wait_final(5)
+    assert (
+        sorted(jobs[m["message_id"]] for m in burst)
+        == [("done", "replied")] + [("skipped", "sender_cooldown")] * 4
+    )
+    [sent] = sandbox.admin.sent()
+    assert sent["to"] == ["jane@example.com"]
+
+
+@pytest.mark.slow
+def test_a_burst_in_one_thread_gets_one_reply(sandbox: Any, deployment: Deployment) -> None:
+    """Five messages in one thread from five senders (no cooldown), arriving together:
+    one reply, the other four skipped as ``thread_cap``."""
+    deployment.start(AUTOREPLY_SENDER_COOLDOWN="0", AUTOREPLY_THREAD_CAP="1")
+    sandbox.admin.add_fault("messages.reply", latency_ms=SLOW_REPLY_MS)
+    first = sandbox.admin.inject(
+        from_="Ann <ann@example.com>", to=sandbox.inbox, subject="Meeting", text="When?"
+    )
+    burst = [first] + [
+        sandbox.admin.inject(
+            from_=f"P{i} <p{i}@example.com>",
+            to=sandbox.inbox,
+            subject="Re: Meeting",
+            text="Me too",
+            in_reply_to=first["message_id"],
+        )
+        for i in range(4)
+    ]
+    assert {m["thread_id"] for m in burst} == {first["thread_id"]}
+    jobs = deployment.wait_final(5)
+    assert (
+        sorted(jobs[m["message_id"]] for m in burst)
+        == [("done", "replied")] + [("skipped", "thread_cap")] * 4
+    )
+    assert len(sandbox.admin.sent()) == 1
+
+
+@pytest.mark.slow
+def test_a_retried_job_keeps_its_own_reservation(sandbox: Any, deployment: Deployment) -> None:
+    """The reply is reserved, then the first label change fails (503): the retry finds
+    the reservation as its own, not as an earlier reply to the sender, and replies."""
+    deployment.start(AUTOREPLY_SENDER_COOLDOWN="1d")
+    sandbox.admin.add_fault("messages.update", status=503, times=1)
+    message = sandbox.admin.inject(
+        from_="Jane <jane@example.com>", to=sandbox.inbox, subject="Hi", text="Hello"
+    )
+    jobs = deployment.wait_final(1)
+    assert jobs[message["message_id"]] == ("done", "replied")
+    assert len(replies_to(sandbox.admin.sent(), message["message_id"])) == 1
+    assert "retry" in deployment.processes[0].log()
+
+
+@pytest.mark.slow
+def test_a_reservation_outlives_a_killed_service(sandbox: Any, deployment: Deployment) -> None:
+    """SIGKILL while the first reply is being sent, before its record was written;
+    restart; the sender writes again. The reservation is on disk: the new message is
+    skipped, and the first one's retry replays the same send (one email in all)."""
+    service = deployment.start(AUTOREPLY_SENDER_COOLDOWN="1d")
+    sandbox.admin.add_fault("messages.reply", latency_ms=5000, times=1)
+    first = sandbox.admin.inject(
+        from_="Jane <jane@example.com>", to=sandbox.inbox, subject="One", text="First"
+    )
+    deployment.wait_until(
+        lambda: sandbox.admin.requests()["in_flight"].get("messages.reply", 0) == 1,
+        what="the first reply in flight",
+    )
+    service.kill()  # the sandbox still sends it; the service never learns
+    deployment.start(AUTOREPLY_SENDER_COOLDOWN="1d")
+    second = sandbox.admin.inject(
+        from_="Jane <jane@example.com>", to=sandbox.inbox, subject="Two", text="Second"
+    )
+    jobs = deployment.wait_final(2)
+    assert jobs[first["message_id"]] == ("done", "replied")
+    assert jobs[second["message_id"]] == ("skipped", "sender_cooldown")
+    assert len(replies_to(sandbox.admin.sent(), first["message_id"])) == 1
+    assert len(sandbox.admin.sent()) == 1
 
 
 def write_template(folder: Path, body: str) -> None:
