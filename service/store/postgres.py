@@ -13,7 +13,10 @@ Why it stays exactly-once across replicas:
   lease was taken over changes nothing.
 * **Short transactions.** Connections are in autocommit mode and every operation is one
   statement, so a transaction never outlives a round trip and no AgentMail call ever
-  happens inside one (the worker alternates store calls and API calls).
+  happens inside one (the worker alternates store calls and API calls). The one
+  exception is ``reserve``: a few statements in one transaction under advisory locks on
+  the sender and the thread, so the thread cap and the sender cooldown hold when
+  replicas decide at once; it too ends before the worker calls AgentMail.
 
 LISTEN/NOTIFY is only a wake-up hint: the enqueue statement notifies, each replica keeps
 one listening connection (``listen``) that wakes its worker, and the worker polls anyway.
