@@ -14,6 +14,7 @@ from handlers.policy import (
     Decision,
     History,
     PolicyConfig,
+    check_limits,
     decide,
     parse_duration,
     parse_patterns,
@@ -239,6 +240,35 @@ def test_decide(msg: InboundMessage, config: PolicyConfig, history: History, rea
     """Each rule skips with its reason, and each near miss is still answered."""
     decision = decide(msg, config, history, now=NOW)
     assert (decision.reply, decision.reason) == (reason == "ok", reason), decision.detail
+
+
+LIMIT_ROWS = [
+    r for r in ROWS if r[1] == message() and r[-1] in ("ok", "thread_cap", "sender_cooldown")
+]
+
+
+@pytest.mark.parametrize(
+    ("config", "history", "reason"),
+    [
+        pytest.param(config, history, reason, id=name)
+        for name, _, config, history, reason in LIMIT_ROWS
+    ],
+)
+def test_check_limits_agrees_with_decide(
+    config: PolicyConfig, history: History, reason: str
+) -> None:
+    """The limits the store enforces when it reserves are decide's own two rules, with
+    the same reasons: a skip at reservation reads like a skip at decision."""
+    assert check_limits(config, history, now=NOW) == decide(message(), config, history, now=NOW)
+    assert check_limits(config, history, now=NOW).reason == reason
+
+
+def test_check_limits_names_the_thread_cap_first() -> None:
+    """Both limits reached: the thread cap is the reason, as in decide."""
+    both = History(replies_in_thread=1, last_reply_to_sender_at=NOW)
+    assert check_limits(PolicyConfig(), both, now=NOW).reason == "thread_cap"
+    with pytest.raises(ValueError, match="timezone"):
+        check_limits(PolicyConfig(), both, now=datetime(2025, 1, 1))
 
 
 def test_every_reason_is_exercised_and_listed() -> None:
