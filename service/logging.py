@@ -40,10 +40,25 @@ class UtcTimestamp:
         return event_dict
 
 
+#: Characters kept of any one string value of a line. Intake cuts values from requests
+#: to 200 itself; this bounds the rest (a message id out of a 1 MiB body in a job's
+#: line, an error quoting an API answer), so no line can be megabytes long.
+MAX_VALUE_CHARS = 1000
+
+
+def clip_values(_: Any, __: str, event_dict: Any) -> Any:
+    """Cut every string value longer than :data:`MAX_VALUE_CHARS`, marked with its length."""
+    for key, value in event_dict.items():
+        if isinstance(value, str) and len(value) > MAX_VALUE_CHARS:
+            event_dict[key] = f"{value[:MAX_VALUE_CHARS]}...[{len(value)} chars]"
+    return event_dict
+
+
 _SHARED: list[Any] = [
     structlog.contextvars.merge_contextvars,
     structlog.processors.add_log_level,
     UtcTimestamp(),
+    clip_values,
 ]
 
 

@@ -311,3 +311,28 @@ def test_values_of_unverified_requests_are_cut_short_in_log_lines(
     assert refused["reason"].endswith("chars]")
     # The reason in the answer is cut short too.
     assert len(response.content) < MAX_LINE_BYTES
+
+
+def test_values_of_verified_payloads_are_cut_short_in_job_lines(service: ServiceProcess) -> None:
+    """The worker logs the message id of a signed body, which may be up to 1 MiB long."""
+    huge_id = "<" + "m" * 100_000 + "@example.com>"
+    body, signed = delivery(6)
+    event = json.loads(body)
+    event["message"]["message_id"] = huge_id
+    event["message"]["headers"] = {"Auto-Submitted": "auto-generated" + "a" * 100_000}
+    body, signed = delivery(6, message=event["message"])
+    response = httpx.post(service.url + PATH, content=body, headers=signed, timeout=10)
+    assert response.status_code == 202
+
+    def job_line() -> str | None:
+        for line in log_lines(service):
+            if '"job_attempt"' in line and '"message_id":"<mmmm' in line:
+                return line
+        return None
+
+    deadline = time.monotonic() + 30
+    while (line := job_line()) is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert line is not None, service.log()[-2000:]
+    assert len(line) < MAX_LINE_BYTES, len(line)
+    assert json.loads(line)["message_id"].endswith("[100014 chars]")

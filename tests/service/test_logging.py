@@ -16,7 +16,7 @@ from datetime import datetime
 import pytest
 import structlog
 
-from service.logging import UtcTimestamp, configure_logging
+from service.logging import MAX_VALUE_CHARS, UtcTimestamp, configure_logging
 
 ISO_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
 
@@ -75,3 +75,16 @@ def test_timestamps_follow_the_clock_across_seconds() -> None:
     assert seen == sorted(seen)
     assert len({s[:19] for s in seen}) >= 2  # the cached second moved on
     assert_recent(seen[-1])
+
+
+def test_long_values_are_cut_in_every_line(stderr: pytest.CaptureFixture[str]) -> None:
+    configure_logging(fmt="json", level="INFO")
+    huge = "m" * 1_000_000
+    structlog.get_logger("autoreply.worker").info("job", message_id=huge, attempt=1)
+    logging.getLogger("uvicorn.error").warning("bad %s", huge)
+    ours, theirs = lines(stderr)
+    assert ours["message_id"] == "m" * MAX_VALUE_CHARS + "...[1000000 chars]"
+    assert ours["attempt"] == 1
+    assert isinstance(theirs["event"], str)
+    assert theirs["event"].endswith("...[1000004 chars]")
+    assert len(theirs["event"]) < MAX_VALUE_CHARS + 30
