@@ -212,12 +212,14 @@ def _signed_plainly(
 
 
 def _describe(message: str) -> str:
+    """A reason a sender can act on, from svix's message."""
     lowered = message.lower()
     if "too old" in lowered:
         return "timestamp too old"
     if "too new" in lowered:
         return "timestamp too new"
-    if "timestamp" in lowered:
+    # svix says "Invalid Signature Headers" only when it cannot read the timestamp.
+    if "timestamp" in lowered or "invalid signature headers" in lowered:
         return "invalid svix-timestamp"
     return "signature does not match"
 

@@ -10,6 +10,8 @@ what AgentMail sends, or it would be dead code.
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import itertools
 import time
 from datetime import UTC, datetime
@@ -27,6 +29,13 @@ BODY = b'{"event_type":"message.received","event_id":"evt_1","note":"caf\xc3\xa9
 def sign(secret: str, svix_id: str, stamp: int, body: bytes) -> str:
     """The ``v1,<base64>`` signature svix itself produces."""
     return Webhook(secret).sign(svix_id, datetime.fromtimestamp(stamp, UTC), body.decode())
+
+
+def sign_as_written(secret: str, svix_id: str, stamp: str, body: bytes) -> str:
+    """A ``v1`` signature over the timestamp exactly as written (svix signs its int)."""
+    key = base64.b64decode(secret.removeprefix("whsec_"))
+    digest = hmac.new(key, f"{svix_id}.{stamp}.".encode() + body, hashlib.sha256).digest()
+    return "v1," + base64.b64encode(digest).decode()
 
 
 def svix_accepts(secrets: list[str], body: bytes, headers: dict[str, str]) -> bool:
@@ -77,6 +86,12 @@ def cases() -> list[tuple[str, bytes, dict[str, str]]]:
     arabic = str.maketrans("0123456789", "٠١٢٣٤٥٦٧٨٩")
     add("non-ASCII digits", good, stamp=str(now).translate(arabic))
     add("not a number", good, stamp="soon")
+    zero = f"0{now}"
+    add("leading zero, signed as written", sign_as_written(SECRET, "msg_1", zero, BODY), stamp=zero)
+    add("leading zero, signed as svix signs", good, stamp=zero)
+    for digits in ("9" * 400, "1" * 4301, "0" * 400 + str(now)):
+        signature = sign_as_written(SECRET, "msg_1", digits, BODY)
+        add(f"{len(digits)}-digit timestamp, signed as written", signature, stamp=digits)
     for offset in (-3600, -301, -299, -60, 0, 60, 299, 301, 3600):
         stamp = now + offset
         add(f"timestamp {offset:+d}s", sign(SECRET, "msg_1", stamp, BODY), stamp=str(stamp))
@@ -131,3 +146,43 @@ def test_refusals_keep_svix_reasons() -> None:
     with pytest.raises(RejectedDelivery) as refused:
         Verifier([SECRET]).verify(BODY, headers)
     assert (refused.value.status, refused.value.reason) == (401, "timestamp too old")
+
+
+@pytest.mark.parametrize(
+    ("stamp", "reason"),
+    [
+        ("9" * 400, "invalid svix-timestamp"),
+        ("1" * 4301, "invalid svix-timestamp"),
+        ("soon", "invalid svix-timestamp"),
+    ],
+)
+def test_unreadable_timestamps_are_401_never_an_exception(stamp: str, reason: str) -> None:
+    headers = {
+        "svix-id": "msg_1",
+        "svix-timestamp": stamp,
+        "svix-signature": sign_as_written(SECRET, "msg_1", stamp, BODY),
+    }
+    with pytest.raises(RejectedDelivery) as refused:
+        Verifier([SECRET]).verify(BODY, headers)
+    assert (refused.value.status, refused.value.reason) == (401, reason)
+
+
+@pytest.mark.parametrize(
+    ("secret", "problem"),
+    [
+        ("whsec_AA", "too short: it decodes to a 1-byte key"),
+        ("whsec_" + base64.b64encode(b"k" * 15).decode(), "15-byte key"),
+        (SECRET[:12] + "-" + SECRET[13:], "not base64"),
+        (SECRET[:12] + "_" + SECRET[13:], "not base64"),
+        (SECRET + "=", "padding"),
+        ("whsec_a2tra2tra2tra2tra2trax==", "not canonical"),  # the key of ...aw==, b"k" * 16
+        ("whsec_", "0-byte key"),
+    ],
+)
+def test_weak_or_mistyped_secrets_are_refused(secret: str, problem: str) -> None:
+    """svix would take each of these (decoding leniently); the verifier will not."""
+    with pytest.raises(ValueError, match="secret") as refused:
+        Verifier([SECRET, secret])
+    assert "secret 2 of 2" in str(refused.value)
+    assert problem in str(refused.value)
+    assert secret.removeprefix("whsec_") not in str(refused.value) or secret == "whsec_"
