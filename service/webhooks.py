@@ -172,8 +172,10 @@ def _signed_plainly(
     """True when the headers are in their ordinary form and one ``v1`` signature is the
     HMAC-SHA256 of ``{svix-id}.{svix-timestamp}.{body}``: exactly what svix accepts.
 
-    False means "ask svix", never "forged": a fractional timestamp, a signature list svix
-    would refuse to read, or no match all get svix's own verdict and reason.
+    False means "ask svix", never "forged": a timestamp not written as svix writes it
+    (fractional, signed, zero-padded, non-ASCII, hundreds of digits), a signature list
+    svix would refuse to read, an svix-id that is not UTF-8, or no match all get svix's
+    own verdict and reason. Nothing here raises.
     """
     # svix signs ``str(int(float(header)))``: only a header that is already that string
     # (ASCII digits, no leading zero, short enough for a float) is signed as it reads.
