@@ -22,7 +22,7 @@ from agentmail.core.api_error import ApiError
 from agentmail.core.request_options import RequestOptions
 from agentmail.environment import AgentMailEnvironment
 
-from service.store.base import PreparedReply
+from service.models import PreparedReply
 
 _NO_RETRIES: RequestOptions = {"max_retries": 0}
 

@@ -27,10 +27,10 @@ from service.devserver import (
     serve_service,
 )
 from service.logging import configure_logging
+from service.models import Job
 from service.runtime import Runtime
 from service.sandbox import AsyncSandboxClient
 from service.settings import SettingsError
-from service.store import Job
 
 
 @dataclass(frozen=True, kw_only=True)

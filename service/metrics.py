@@ -20,7 +20,8 @@ from prometheus_client.registry import Collector
 from starlette.requests import Request
 from starlette.responses import Response
 
-from service.store.base import JobState, QueueStats, StoreUnavailable
+from service.models import JobState, QueueStats
+from service.store.base import StoreUnavailable
 
 if TYPE_CHECKING:
     from service.runtime import Runtime

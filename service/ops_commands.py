@@ -32,8 +32,9 @@ from handlers.retry import SEND_WINDOW
 from service import registration
 from service.agentmail_api import AgentMailApi, ApiFailure, WebhookInfo
 from service.commands import load_settings
+from service.models import JobState, JobSummary, QueueStats
 from service.settings import Settings
-from service.store import JobState, JobSummary, QueueStats, Store, StoreUnavailable, open_store
+from service.store import Store, StoreUnavailable, open_store
 
 T = TypeVar("T")
 

@@ -26,13 +26,13 @@ import hmac
 import re
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
 from svix.webhooks import Webhook, WebhookVerificationError
 
 from handlers.message import MESSAGE_RECEIVED
+from service.models import Delivery, MessageRef
 
 _SVIX_HEADERS = ("svix-id", "svix-timestamp", "svix-signature")
 _SECRET_PREFIX = "whsec_"  # noqa: S105 - the prefix of every secret, not a secret
@@ -55,33 +55,6 @@ class RejectedDelivery(Exception):
         super().__init__(reason)
         self.status = status
         self.reason = reason
-
-
-# Delivery and MessageRef are built once per request and never changed; they are not
-# declared frozen only because a frozen dataclass's __init__ costs three times as much.
-
-
-@dataclass(kw_only=True, slots=True)
-class MessageRef:
-    """Which message a ``message.received*`` event is about: the job's key."""
-
-    inbox_id: str
-    message_id: str
-    thread_id: str
-
-
-@dataclass(kw_only=True, slots=True)
-class Delivery:
-    """A verified delivery: who sent it (``svix_id``) and what it carries."""
-
-    svix_id: str
-    event_id: str
-    event_type: str
-    #: The message of a ``message.received*`` event, else None (ignored events).
-    message: MessageRef | None
-    #: The event's ``message`` object, stored with the job; the worker parses it
-    #: in full (intake checks only what the job's key needs, to stay fast).
-    message_json: str | None
 
 
 class Verifier:

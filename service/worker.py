@@ -28,7 +28,8 @@ from handlers.reply import reply_headers, reply_recipient
 from handlers.retry import SEND_WINDOW, RetryPolicy
 from service import metrics
 from service.agentmail_api import AgentMailApi, ApiFailure
-from service.store.base import Job, JobState, PreparedReply, Store, StoreUnavailable
+from service.models import Job, JobState, PreparedReply
+from service.store.base import Store, StoreUnavailable
 from service.templates import LiveTemplates, TemplateError
 
 log = structlog.get_logger("autoreply.worker")

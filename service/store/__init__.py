@@ -7,16 +7,7 @@
 
 from __future__ import annotations
 
-from service.store.base import (
-    Job,
-    JobState,
-    JobSummary,
-    PreparedReply,
-    QueueStats,
-    Recorded,
-    Store,
-    StoreUnavailable,
-)
+from service.store.base import Recorded, Store, StoreUnavailable
 
 
 def open_store(url: str) -> Store:
@@ -33,11 +24,6 @@ def open_store(url: str) -> Store:
 
 
 __all__ = [
-    "Job",
-    "JobState",
-    "JobSummary",
-    "PreparedReply",
-    "QueueStats",
     "Recorded",
     "Store",
     "StoreUnavailable",

@@ -1,4 +1,5 @@
-"""The store's contract and the values that cross it.
+"""The store's contract: the ``Store`` protocol, its errors and outcomes, and the row
+helpers the SQL stores share (the records themselves are in ``service.models``).
 
 Every implementation (SQLite for one replica, PostgreSQL for several) passes the same
 contract tests (tests/store/test_store_contract.py). Times are Unix seconds (floats)
@@ -8,13 +9,11 @@ supplied by the caller, so tests control them.
 from __future__ import annotations
 
 import enum
-import json
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 from handlers.policy import Decision, History, PolicyConfig
-from service.webhooks import Delivery
+from service.models import Delivery, Job, JobState, JobSummary, PreparedReply, QueueStats
 
 
 class StoreUnavailable(Exception):
@@ -34,111 +33,6 @@ class Recorded(enum.Enum):
     DUPLICATE_MESSAGE = "duplicate_message"
     #: Recorded for dedupe only; the event type is not one the service acts on.
     IGNORED = "ignored"
-
-
-class JobState(enum.StrEnum):
-    """Where a job is. ``done``, ``skipped`` and ``dead`` are final."""
-
-    PENDING = "pending"
-    RUNNING = "running"
-    DONE = "done"
-    SKIPPED = "skipped"
-    DEAD = "dead"
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class PreparedReply:
-    """The reply exactly as it will be sent, stored before the first send.
-
-    Every retry sends these same bytes under the same Idempotency-Key, so a retry
-    after an unknown outcome can never become a second, different email.
-    """
-
-    to: str
-    text: str
-    html: str | None
-    headers: dict[str, str]
-    idempotency_key: str
-    template: str
-    rule: str | None
-
-    def to_json(self) -> str:
-        """Serialise for the ``jobs.reply`` column."""
-        return json.dumps(
-            {
-                "to": self.to,
-                "text": self.text,
-                "html": self.html,
-                "headers": self.headers,
-                "idempotency_key": self.idempotency_key,
-                "template": self.template,
-                "rule": self.rule,
-            },
-            ensure_ascii=False,
-            sort_keys=True,
-        )
-
-    @classmethod
-    def from_json(cls, text: str) -> PreparedReply:
-        """Inverse of ``to_json``."""
-        data: dict[str, Any] = json.loads(text)
-        return cls(
-            to=data["to"],
-            text=data["text"],
-            html=data["html"],
-            headers=dict(data["headers"]),
-            idempotency_key=data["idempotency_key"],
-            template=data["template"],
-            rule=data["rule"],
-        )
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class Job:
-    """One inbound message to answer (or skip), as claimed by a worker."""
-
-    id: int
-    inbox_id: str
-    message_id: str
-    event_id: str
-    event_type: str
-    #: The ``message`` object of the webhook event, as received.
-    message_json: str
-    state: JobState
-    #: Claims so far, this one included.
-    attempts: int
-    created_at: float
-    reply: PreparedReply | None
-    #: When the reply was first prepared for sending: the Idempotency-Key's window
-    #: cannot have started earlier.
-    first_send_at: float | None
-    sent_message_id: str | None
-    #: Why the job is where it is: the skip reason, ``replied``, or the error.
-    reason: str | None = None
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class JobSummary:
-    """One job as ``autoreply status`` shows it."""
-
-    inbox_id: str
-    message_id: str
-    state: JobState
-    attempts: int
-    reason: str | None
-    last_error: str | None
-    created_at: float
-    updated_at: float
-    first_send_at: float | None
-    sent_message_id: str | None
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class QueueStats:
-    """Counts for ``/metrics``, ``/readyz`` and ``autoreply status``."""
-
-    by_state: dict[str, int]
-    oldest_pending_created_at: float | None
 
 
 #: The columns ``job_from_row`` reads, in order (the SQL stores select exactly these).

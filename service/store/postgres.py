@@ -49,21 +49,16 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import AsyncConnectionPool
 
 from handlers.policy import Decision, History, PolicyConfig, check_limits
+from service.models import Delivery, Job, JobState, JobSummary, PreparedReply, QueueStats
 from service.store import migrations
 from service.store.base import (
     JOB_COLUMNS,
     SUMMARY_COLUMNS,
-    Job,
-    JobState,
-    JobSummary,
-    PreparedReply,
-    QueueStats,
     Recorded,
     StoreUnavailable,
     job_from_row,
     summary_from_row,
 )
-from service.webhooks import Delivery
 
 T = TypeVar("T")
 Conn = psycopg.AsyncConnection[Any]

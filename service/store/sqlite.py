@@ -26,21 +26,16 @@ from typing import Any, TypeVar
 import structlog
 
 from handlers.policy import Decision, History, PolicyConfig, check_limits
+from service.models import Delivery, Job, JobState, JobSummary, PreparedReply, QueueStats
 from service.store import migrations
 from service.store.base import (
     JOB_COLUMNS,
     SUMMARY_COLUMNS,
-    Job,
-    JobState,
-    JobSummary,
-    PreparedReply,
-    QueueStats,
     Recorded,
     StoreUnavailable,
     job_from_row,
     summary_from_row,
 )
-from service.webhooks import Delivery
 
 T = TypeVar("T")
 log = structlog.get_logger(__name__)

@@ -19,8 +19,8 @@ import pytest
 import structlog
 
 from service.agentmail_api import AgentMailApi
-from service.store import JobState, Store, open_store
-from service.webhooks import Delivery, MessageRef
+from service.models import Delivery, JobState, MessageRef
+from service.store import Store, open_store
 from tests.support.workers import make_worker
 
 INBOX = "support@example.agentmail.to"

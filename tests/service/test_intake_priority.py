@@ -17,10 +17,10 @@ import orjson
 
 from service.agentmail_api import AgentMailApi
 from service.burst import END_IN_FLIGHT, END_LOAD, START_IN_FLIGHT, START_LOAD, Burst
+from service.models import Delivery, JobState, MessageRef
 from service.runtime import Runtime
 from service.settings import Settings
-from service.store import JobState, open_store
-from service.webhooks import Delivery, MessageRef
+from service.store import open_store
 from service.worker import claim_limit
 from tests.support.workers import make_worker
 

@@ -16,8 +16,8 @@ import orjson
 
 from handlers.retry import SEND_WINDOW, RetryPolicy
 from service.agentmail_api import AgentMailApi
-from service.store import JobState, open_store
-from service.webhooks import Delivery, MessageRef
+from service.models import Delivery, JobState, MessageRef
+from service.store import open_store
 from tests.support.workers import make_worker
 
 

@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 
+from service.models import Delivery
 from service.runtime import Runtime
 from service.settings import Secret, Settings, SettingsError
 from service.store import Recorded, Store, open_store
-from service.webhooks import Delivery
 from tests.support.service_process import free_port
 from tests.support.waiting import until
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from service.models import JobState
 from service.store import Recorded, StoreUnavailable, open_store
 from service.store import sqlite as sqlite_store
 from service.store.sqlite import SQLiteStore
@@ -77,7 +78,7 @@ async def test_other_writers_changes_are_seen(
 ) -> None:
     assert await store.record_delivery(delivery(), now=T0) is Recorded.ENQUEUED
     other_writer.execute("UPDATE jobs SET state = 'dead', reason = 'by hand'")
-    [job] = await store.list_jobs(states=(sqlite_store.JobState.DEAD,), limit=10)
+    [job] = await store.list_jobs(states=(JobState.DEAD,), limit=10)
     assert job.reason == "by hand"
 
 

@@ -19,17 +19,8 @@ import psycopg
 import pytest
 
 from handlers.policy import PolicyConfig
-from service.store import (
-    Job,
-    JobState,
-    PreparedReply,
-    Recorded,
-    Store,
-    StoreUnavailable,
-    migrations,
-    open_store,
-)
-from service.webhooks import Delivery, MessageRef
+from service.models import Delivery, Job, JobState, MessageRef, PreparedReply
+from service.store import Recorded, Store, StoreUnavailable, migrations, open_store
 from tests.support import postgres
 from tests.support.service_process import free_port
 

@@ -1,0 +1,146 @@
+"""The records that cross the service's modules: deliveries, jobs and their replies.
+
+Intake builds ``Delivery``; the store keeps jobs and hands out ``Job``; the worker
+prepares a ``PreparedReply`` and the AgentMail adapter sends it; the operators' commands
+read ``JobSummary`` and ``QueueStats``. Plain values only: this module imports nothing
+from ``service``, so any of those modules (and their tests) can use the records without
+loading the others (the verifier's svix, the store's drivers).
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from dataclasses import dataclass
+from typing import Any
+
+# Delivery and MessageRef are built once per request and never changed; they are not
+# declared frozen only because a frozen dataclass's __init__ costs three times as much.
+
+
+@dataclass(kw_only=True, slots=True)
+class MessageRef:
+    """Which message a ``message.received*`` event is about: the job's key."""
+
+    inbox_id: str
+    message_id: str
+    thread_id: str
+
+
+@dataclass(kw_only=True, slots=True)
+class Delivery:
+    """A verified delivery: who sent it (``svix_id``) and what it carries."""
+
+    svix_id: str
+    event_id: str
+    event_type: str
+    #: The message of a ``message.received*`` event, else None (ignored events).
+    message: MessageRef | None
+    #: The event's ``message`` object, stored with the job; the worker parses it
+    #: in full (intake checks only what the job's key needs, to stay fast).
+    message_json: str | None
+
+
+class JobState(enum.StrEnum):
+    """Where a job is. ``done``, ``skipped`` and ``dead`` are final."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    DONE = "done"
+    SKIPPED = "skipped"
+    DEAD = "dead"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class PreparedReply:
+    """The reply exactly as it will be sent, stored before the first send.
+
+    Every retry sends these same bytes under the same Idempotency-Key, so a retry
+    after an unknown outcome can never become a second, different email.
+    """
+
+    to: str
+    text: str
+    html: str | None
+    headers: dict[str, str]
+    idempotency_key: str
+    template: str
+    rule: str | None
+
+    def to_json(self) -> str:
+        """Serialise for the ``jobs.reply`` column."""
+        return json.dumps(
+            {
+                "to": self.to,
+                "text": self.text,
+                "html": self.html,
+                "headers": self.headers,
+                "idempotency_key": self.idempotency_key,
+                "template": self.template,
+                "rule": self.rule,
+            },
+            ensure_ascii=False,
+            sort_keys=True,
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> PreparedReply:
+        """Inverse of ``to_json``."""
+        data: dict[str, Any] = json.loads(text)
+        return cls(
+            to=data["to"],
+            text=data["text"],
+            html=data["html"],
+            headers=dict(data["headers"]),
+            idempotency_key=data["idempotency_key"],
+            template=data["template"],
+            rule=data["rule"],
+        )
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Job:
+    """One inbound message to answer (or skip), as claimed by a worker."""
+
+    id: int
+    inbox_id: str
+    message_id: str
+    event_id: str
+    event_type: str
+    #: The ``message`` object of the webhook event, as received.
+    message_json: str
+    state: JobState
+    #: Claims so far, this one included.
+    attempts: int
+    created_at: float
+    reply: PreparedReply | None
+    #: When the reply was first prepared for sending: the Idempotency-Key's window
+    #: cannot have started earlier.
+    first_send_at: float | None
+    sent_message_id: str | None
+    #: Why the job is where it is: the skip reason, ``replied``, or the error.
+    reason: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class JobSummary:
+    """One job as ``autoreply status`` shows it."""
+
+    inbox_id: str
+    message_id: str
+    state: JobState
+    attempts: int
+    reason: str | None
+    last_error: str | None
+    created_at: float
+    updated_at: float
+    first_send_at: float | None
+    sent_message_id: str | None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class QueueStats:
+    """Counts for ``/metrics``, ``/readyz`` and ``autoreply status``."""
+
+    by_state: dict[str, int]
+    oldest_pending_created_at: float | None
