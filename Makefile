@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 
 .DEFAULT_GOAL := help
 
-.PHONY: help install test lint format demo dev sandbox bench container-test clean
+.PHONY: help install test lint format monitoring demo dev sandbox bench container-test clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-15s %s\n", $$1, $$2}'
@@ -29,6 +29,10 @@ lint: install ## ruff (lint + format check) and mypy --strict
 format: install ## Apply ruff's formatting and safe fixes
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
+
+monitoring: install ## Regenerate the Grafana dashboard and the PrometheusRule (deploy/)
+	$(BIN)/python deploy/grafana/generate.py
+	$(BIN)/python deploy/k8s/monitoring/generate.py
 
 demo: install ## Sandbox + service on SQLite: inject mail, print the replies, exit
 	$(BIN)/autoreply demo
