@@ -21,10 +21,11 @@ install: $(BIN)/autoreply ## Create .venv and install the project with its test 
 test: install ## Run the test suite
 	$(BIN)/python -m pytest
 
-lint: install ## ruff (lint + format check) and mypy --strict
+lint: install ## ruff (lint + format check), mypy --strict, the import contracts
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 format: install ## Apply ruff's formatting and safe fixes
 	$(BIN)/ruff format .
@@ -50,4 +51,4 @@ container-test: install ## Build the image (podman or docker) and run it against
 	bash deploy/container-test.sh
 
 clean: ## Remove the venv, caches and local databases
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .coverage* *.egg-info autoreply.db*
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .import_linter_cache .hypothesis .coverage* *.egg-info autoreply.db*
