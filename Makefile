@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 
 .DEFAULT_GOAL := help
 
-.PHONY: help install test lint format monitoring demo dev sandbox bench container-test clean
+.PHONY: help install test test-fast lint format monitoring demo dev sandbox bench container-test clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-15s %s\n", $$1, $$2}'
@@ -20,6 +20,9 @@ install: $(BIN)/autoreply ## Create .venv and install the project with its test 
 
 test: install ## Run the test suite
 	$(BIN)/python -m pytest
+
+test-fast: install ## The tests that start no server or process (seconds)
+	$(BIN)/python -m pytest -m "not slow"
 
 lint: install ## ruff (lint + format check), mypy --strict, the import contracts
 	$(BIN)/ruff check .

@@ -12,6 +12,10 @@
 * ``agentmail``: an ``AsyncAgentMail`` SDK client pointed at ``sandbox``.
 
 Every server is stopped (and its pending deliveries cancelled) at the end of its test.
+
+Tests are layered by cost: every test that starts a server or a process is marked
+``slow``, those using the fixtures above automatically (``SERVER_FIXTURES``), the others
+by hand. ``make test`` runs everything; ``make test-fast`` (``-m "not slow"``) the rest.
 """
 
 from __future__ import annotations
@@ -32,6 +36,15 @@ from tests.support.server import serve
 
 DEFAULT_TEST_TIME_SCALE = 0.001
 SCRUBBED_PREFIXES = ("AGENTMAIL_", "AUTOREPLY_")
+#: Fixtures that start a server: a test using any of them, even indirectly, is slow.
+SERVER_FIXTURES = frozenset({"sandbox_factory", "receiver", "running_service", "make_replicas"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark ``slow`` every test that starts a server through a fixture."""
+    for item in items:
+        if SERVER_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(autouse=True)

@@ -15,6 +15,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from tests.deploy import promql
@@ -28,18 +29,21 @@ def run_promtool(*args: str, cwd: Path = ALERTS.parent) -> subprocess.CompletedP
     return promql.run_promtool(*args, cwd=cwd)
 
 
+@pytest.mark.slow
 def test_promtool_checks_the_rules() -> None:
     result = run_promtool("check", "rules", "--lint=all", "--lint-fatal", ALERTS.name)
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"SUCCESS: {len(alert_rules())} rules found" in result.stdout
 
 
+@pytest.mark.slow
 def test_promtool_unit_tests_pass() -> None:
     assert UNIT_TESTS, "no promtool unit tests next to alerts.yaml"
     result = run_promtool("test", "rules", *(path.name for path in UNIT_TESTS))
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+@pytest.mark.slow
 def test_a_broken_rule_fails_its_unit_test(tmp_path: Path) -> None:
     """The unit tests have teeth: move one threshold and they fail."""
     rules = ALERTS.read_text()

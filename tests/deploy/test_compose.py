@@ -46,6 +46,7 @@ def seconds(duration: str) -> float:
     return float(match[1]) * (60 if match[2] == "m" else 1)
 
 
+@pytest.mark.slow
 def test_compose_file_follows_the_compose_specification() -> None:
     checker = Path(sys.executable).with_name("check-jsonschema")
     result = subprocess.run(

@@ -12,6 +12,8 @@ import re
 import subprocess
 from dataclasses import dataclass, field
 
+import pytest
+
 from service.settings import Settings
 from tests.deploy.conftest import DEPLOY, ROOT
 
@@ -163,6 +165,7 @@ def excluded(path: str, patterns: list[str]) -> bool:
     return any(_regex(p).fullmatch(prefix) for p in patterns for prefix in prefixes)
 
 
+@pytest.mark.slow
 def test_build_context_has_what_the_image_needs_and_nothing_private() -> None:
     patterns = ignore_patterns()
     tracked = subprocess.run(

@@ -106,6 +106,7 @@ def test_the_kustomization_applies_every_manifest_in_the_folder() -> None:
     shutil.which("kubectl") is None and shutil.which("kustomize") is None,
     reason="neither kubectl nor kustomize is installed",
 )
+@pytest.mark.slow
 def test_kustomize_builds_it() -> None:
     command = ["kustomize", "build"] if shutil.which("kustomize") else ["kubectl", "kustomize"]
     built = subprocess.run(
@@ -247,6 +248,7 @@ def test_templates_are_mounted_where_the_setting_points() -> None:
     assert {item["key"] for item in volume["configMap"]["items"]} == set(data)
 
 
+@pytest.mark.slow
 def test_the_templates_configmap_passes_templates_check(tmp_path: Path) -> None:
     data = one("ConfigMap", _templates_volume()["configMap"]["name"])["data"]
     folder = mount_like_kubelet(tmp_path, data, "2025_01_01_00_00_00.000000001")

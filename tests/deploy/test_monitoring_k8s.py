@@ -50,6 +50,7 @@ def test_the_prometheusrule_is_generated_from_alerts_yaml() -> None:
     assert objects()["PrometheusRule"]["spec"]["groups"] == rules["groups"]
 
 
+@pytest.mark.slow
 def test_promtool_accepts_the_prometheusrules_groups(tmp_path: Path) -> None:
     """What the operator hands to Prometheus: the spec's groups as a rule file."""
     spec = objects()["PrometheusRule"]["spec"]
@@ -78,6 +79,7 @@ def test_the_servicemonitor_scrapes_the_services_metrics_port() -> None:
     assert endpoint["path"] == "/metrics"
 
 
+@pytest.mark.slow
 def test_the_base_does_not_need_the_operator() -> None:
     [base] = load_yaml(K8S / "kustomization.yaml")
     assert "components" not in base
@@ -99,6 +101,7 @@ def _build(folder: Path) -> list[dict[str, Any]]:
     return [doc for doc in yaml.safe_load_all(built.stdout) if doc]
 
 
+@pytest.mark.slow
 def test_kustomize_builds_the_base_with_the_component(tmp_path: Path) -> None:
     """An overlay like the one docs/operations.md shows: the base plus the component."""
     overlay = tmp_path / "overlay"

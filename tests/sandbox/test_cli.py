@@ -72,6 +72,7 @@ def sandbox_process(*args: str) -> Iterator[Process]:
                 stream.close()
 
 
+@pytest.mark.slow
 def test_server_process_serves_and_stops_on_ctrl_c() -> None:
     with sandbox_process(
         "--port", "0", "--inbox", "a@agentmail.to", "--inbox", "b@agentmail.to",

@@ -9,8 +9,12 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.support.service_process import autoreply_command, free_port
+
+#: Every test runs `autoreply demo` or `autoreply dev` as a process.
+pytestmark = pytest.mark.slow
 
 
 def clean_env() -> dict[str, str]:

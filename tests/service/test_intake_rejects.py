@@ -19,6 +19,9 @@ from svix.webhooks import Webhook
 
 from tests.support.service_process import ServiceProcess, free_port
 
+#: Every test talks to a real `autoreply serve` process.
+pytestmark = pytest.mark.slow
+
 SECRET = "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 OTHER_SECRET = "whsec_" + "dGhpcyBpcyBhbm90aGVyIHNlY3JldCEh"
 PATH = "/webhooks/agentmail"

@@ -64,6 +64,7 @@ def test_lines_below_the_level_are_dropped(stderr: pytest.CaptureFixture[str]) -
     assert [line["event"] for line in lines(stderr)] == ["store_unavailable"]
 
 
+@pytest.mark.slow
 def test_timestamps_follow_the_clock_across_seconds() -> None:
     stamp = UtcTimestamp()
     seen = []

@@ -98,6 +98,7 @@ def test_secret_required_without_public_url() -> None:
     assert caught.value.name == "AUTOREPLY_WEBHOOK_SECRET"
 
 
+@pytest.mark.slow
 def test_serve_stops_with_one_line_naming_the_variable(tmp_path: Path) -> None:
     """``autoreply serve`` with a bad setting exits 2 with one line, no traceback."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AGENTMAIL_", "AUTOREPLY_"))}

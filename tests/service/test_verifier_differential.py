@@ -339,6 +339,7 @@ LEADING_ZERO_AS_WRITTEN = Plan(
 )
 
 
+@pytest.mark.slow
 def test_generated_deliveries_get_svix_verdict() -> None:
     """Our verdict equals svix's on generated deliveries, and both verdicts occur often.
 
