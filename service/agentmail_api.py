@@ -1,10 +1,12 @@
 """The AgentMail API as the service uses it, through the official ``agentmail`` SDK.
 
-The only module that imports ``agentmail``. It turns every SDK or transport failure
-into ``ApiFailure`` with a transient/permanent verdict, so the worker decides on
-that and never on exception classes. The SDK's own retries are switched off
-(``max_retries=0``): the worker's backoff, with its Idempotency-Key window, is the
-one retry loop.
+The only module that imports ``agentmail``. ``AgentMailApi`` is the adapter behind
+``service.agentmail_port.AgentMailPort`` (the worker's calls) and also makes the
+webhook calls of registration and the operators' commands. It turns every SDK or
+transport failure into ``ApiFailure`` (defined in the port, re-exported here) with a
+transient/permanent verdict, so the worker decides on that and never on exception
+classes. The SDK's own retries are switched off (``max_retries=0``): the worker's
+backoff, with its Idempotency-Key window, is the one retry loop.
 """
 
 from __future__ import annotations
@@ -22,27 +24,10 @@ from agentmail.core.api_error import ApiError
 from agentmail.core.request_options import RequestOptions
 from agentmail.environment import AgentMailEnvironment
 
+from service.agentmail_port import ApiFailure as ApiFailure
 from service.models import PreparedReply
 
 _NO_RETRIES: RequestOptions = {"max_retries": 0}
-
-
-class ApiFailure(Exception):
-    """A call to AgentMail failed; ``transient`` says whether trying again can help."""
-
-    def __init__(
-        self,
-        reason: str,
-        *,
-        transient: bool,
-        status: int | None = None,
-        retry_after: float | None = None,
-    ) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.transient = transient
-        self.status = status
-        self.retry_after = retry_after
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -59,7 +44,11 @@ class WebhookInfo:
 
 
 class AgentMailApi:
-    """Async client for the handful of AgentMail calls the service makes."""
+    """Async client for the handful of AgentMail calls the service makes.
+
+    Satisfies ``AgentMailPort`` structurally (mypy checks it where the runtime hands
+    it to the worker).
+    """
 
     def __init__(self, *, api_key: str, base_url: str, timeout: float) -> None:
         ws = "ws" + base_url.removeprefix("http")

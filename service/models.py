@@ -51,6 +51,44 @@ class JobState(enum.StrEnum):
     DEAD = "dead"
 
 
+class AttemptOutcome(enum.StrEnum):
+    """How one attempt at a job ended: the ``outcome`` of the ``job_attempt`` log line
+    and the label of ``autoreply_job_attempts_total`` (dashboards and alerts use these
+    values)."""
+
+    #: The reply is sent (now or by an earlier attempt) and the message relabelled.
+    REPLIED = "replied"
+    #: The policy or the reservation said not to answer.
+    SKIPPED = "skipped"
+    #: ``AUTOREPLY_DRY_RUN``: decided and rendered, nothing sent or labelled.
+    DRY_RUN = "dry_run"
+    #: Dead-lettered: a permanent failure, or no retry left within the send window.
+    DEAD = "dead"
+    #: A transient failure; the job runs again later.
+    RETRY = "retry"
+    #: Another worker holds the job now; this attempt changed nothing more.
+    LEASE_LOST = "lease_lost"
+    #: The store could not be written; the lease runs out and the job is claimed again.
+    STORE_UNAVAILABLE = "store_unavailable"
+    #: The outcome until the attempt knows better (every path that ends it sets another).
+    ERROR = "error"
+
+
+class RegistrationState(enum.StrEnum):
+    """Where the webhook registration is: the ``state`` of
+    ``autoreply_webhook_registration`` (exactly one is 1)."""
+
+    #: The webhook exists and matches what this service wants.
+    REGISTERED = "registered"
+    #: Registration has not finished its first attempt yet.
+    PENDING = "pending"
+    #: The last attempt failed; the service keeps retrying (``/readyz`` says why).
+    FAILING = "failing"
+    #: No ``AUTOREPLY_PUBLIC_URL``: the service does not register and verifies with the
+    #: configured secret.
+    MANUAL = "manual"
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class PreparedReply:
     """The reply exactly as it will be sent, stored before the first send.

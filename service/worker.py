@@ -27,8 +27,8 @@ from handlers.policy import Decision, PolicyConfig, decide
 from handlers.reply import reply_headers, reply_recipient
 from handlers.retry import SEND_WINDOW, RetryPolicy
 from service import metrics
-from service.agentmail_api import AgentMailApi, ApiFailure
-from service.models import Job, JobState, PreparedReply
+from service.agentmail_port import AgentMailPort, ApiFailure
+from service.models import AttemptOutcome, Job, JobState, PreparedReply
 from service.store.base import Store, StoreUnavailable
 from service.templates import LiveTemplates, TemplateError
 
@@ -80,7 +80,7 @@ class Worker:
         self,
         *,
         store: Store,
-        api: AgentMailApi,
+        api: AgentMailPort,
         templates: LiveTemplates,
         config: WorkerConfig,
         retry: RetryPolicy | None = None,
@@ -191,7 +191,7 @@ class Worker:
             event_id=job.event_id,
             attempt=job.attempts,
         )
-        outcome: str = "error"
+        outcome = AttemptOutcome.ERROR
         fields: dict[str, object] = {}
         attempt = _Attempt(first_send_at=job.first_send_at)
         try:
@@ -212,10 +212,10 @@ class Worker:
         except (TemplateError, PayloadError) as exc:
             outcome, fields = await self._failed(job, attempt, str(exc), transient=False)
         except LostLease:
-            outcome = "lease_lost"
+            outcome = AttemptOutcome.LEASE_LOST
         except StoreUnavailable as exc:
             # Nothing can be recorded; the lease runs out and the job is claimed again.
-            outcome, fields = "store_unavailable", {"error": str(exc)}
+            outcome, fields = AttemptOutcome.STORE_UNAVAILABLE, {"error": str(exc)}
         except Exception as exc:  # noqa: BLE001 - a bug must not kill the worker
             bound.exception("job_crashed")
             outcome, fields = await self._failed(
@@ -229,7 +229,9 @@ class Worker:
             **fields,
         )
 
-    async def _attempt(self, job: Job, attempt: _Attempt) -> tuple[str, dict[str, object]]:
+    async def _attempt(
+        self, job: Job, attempt: _Attempt
+    ) -> tuple[AttemptOutcome, dict[str, object]]:
         message = InboundMessage.from_payload(
             orjson.loads(job.message_json), event_type=job.event_type
         )
@@ -243,7 +245,11 @@ class Worker:
                 # as it found it.
                 reply = self._prepare(message)
                 await self._finish(job, JobState.SKIPPED, "dry_run")
-                return "dry_run", {"to": reply.to, "template": reply.template, "text": reply.text}
+                return AttemptOutcome.DRY_RUN, {
+                    "to": reply.to,
+                    "template": reply.template,
+                    "text": reply.text,
+                }
             # The decision above read the ledger; another job may have reserved the
             # thread or the sender since. This checks again and takes the place in one
             # atomic step, so of a burst exactly one job gets past it.
@@ -276,7 +282,7 @@ class Worker:
                 # become a second email.
                 await self._finish(job, JobState.DEAD, "send window passed; not resending")
                 metrics.REPLIES_DEAD.inc()
-                return "dead", {"reason": "send_window_passed"}
+                return AttemptOutcome.DEAD, {"reason": "send_window_passed"}
             sent_id = await self.api.reply(job.inbox_id, job.message_id, reply)
             metrics.REPLIES_SENT.inc()
             metrics.REPLY_LATENCY.observe(max(0.0, self.clock() - job.created_at))
@@ -300,7 +306,7 @@ class Worker:
         else:
             await self._relabel(job)
         await self._finish(job, JobState.DONE, "replied")
-        return "replied", {"sent_message_id": sent_id, "template": reply.template}
+        return AttemptOutcome.REPLIED, {"sent_message_id": sent_id, "template": reply.template}
 
     async def _decide(self, job: Job, message: InboundMessage) -> tuple[Decision, InboundMessage]:
         """Apply the policy, first fetching the message when the payload omitted parts.
@@ -326,11 +332,11 @@ class Worker:
         )
         return decision, message
 
-    async def _skip(self, job: Job, decision: Decision) -> tuple[str, dict[str, object]]:
+    async def _skip(self, job: Job, decision: Decision) -> tuple[AttemptOutcome, dict[str, object]]:
         """Finish the job as skipped with the policy's reason."""
         await self._finish(job, JobState.SKIPPED, decision.reason)
         metrics.REPLIES_SKIPPED.labels(reason=decision.reason).inc()
-        return "skipped", {"reason": decision.reason, "detail": decision.detail}
+        return AttemptOutcome.SKIPPED, {"reason": decision.reason, "detail": decision.detail}
 
     async def _label(
         self, job: Job, *, add: list[str], remove: list[str] | None = None
@@ -371,7 +377,7 @@ class Worker:
         *,
         transient: bool,
         retry_after: float | None = None,
-    ) -> tuple[str, dict[str, object]]:
+    ) -> tuple[AttemptOutcome, dict[str, object]]:
         metrics.REPLIES_FAILED.labels(kind="transient" if transient else "permanent").inc()
         now = self.clock()
         fields: dict[str, object] = {"error": error}
@@ -390,19 +396,19 @@ class Worker:
                 ):
                     # The job moved on without us (its lease was taken, or a write
                     # of ours committed after this attempt gave up): nothing to retry.
-                    return "lease_lost", fields
+                    return AttemptOutcome.LEASE_LOST, fields
                 fields["retry_in_s"] = round(run_after - now, 1)
-                return "retry", fields
+                return AttemptOutcome.RETRY, fields
             reason = error if not transient else f"gave up: {error}"
             if not await self.store.finish(
                 job.id, owner=self.owner, state=JobState.DEAD, reason=reason, now=now
             ):
-                return "lease_lost", fields
+                return AttemptOutcome.LEASE_LOST, fields
         except StoreUnavailable as exc:
             fields["store_error"] = str(exc)
-            return "store_unavailable", fields
+            return AttemptOutcome.STORE_UNAVAILABLE, fields
         metrics.REPLIES_DEAD.inc()
-        return "dead", fields
+        return AttemptOutcome.DEAD, fields
 
 
 def _raise_first(*results: object) -> None:

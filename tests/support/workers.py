@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 from handlers.policy import PolicyConfig
 from handlers.retry import RetryPolicy
-from service.agentmail_api import AgentMailApi
+from service.agentmail_port import AgentMailPort
 from service.store import Store
 from service.templates import LiveTemplates
 from service.worker import Worker, WorkerConfig
@@ -16,7 +16,7 @@ from service.worker import Worker, WorkerConfig
 
 def make_worker(
     store: Store,
-    api: AgentMailApi,
+    api: AgentMailPort,
     *,
     concurrency: int,
     lease_seconds: float = 30,

@@ -1,0 +1,61 @@
+"""What the worker needs from AgentMail: the ``AgentMailPort`` protocol and ``ApiFailure``.
+
+The worker's steps are decided here in the service; AgentMail only answers three calls.
+Naming those calls as a protocol lets the worker run against anything that answers
+them: ``service.agentmail_api.AgentMailApi`` (the SDK adapter) in the service, and a
+recording fake in the worker's unit tests. This module imports no SDK, so neither the
+worker nor those tests load it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from service.models import PreparedReply
+
+
+class ApiFailure(Exception):
+    """A call to AgentMail failed; ``transient`` says whether trying again can help.
+
+    ``status`` is the HTTP status when AgentMail answered (None for a transport error or
+    a timeout); ``retry_after`` is its ``Retry-After`` in seconds, if it sent one.
+    """
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        transient: bool,
+        status: int | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.transient = transient
+        self.status = status
+        self.retry_after = retry_after
+
+
+class AgentMailPort(Protocol):
+    """The AgentMail calls one job makes. Every failure is raised as ``ApiFailure``."""
+
+    async def get_message(self, inbox_id: str, message_id: str) -> dict[str, Any]:
+        """The full message, in the webhook payload's JSON shape."""
+        ...
+
+    async def update_labels(
+        self,
+        inbox_id: str,
+        message_id: str,
+        *,
+        add: Sequence[str] = (),
+        remove: Sequence[str] = (),
+    ) -> list[str]:
+        """One atomic label change; returns the message's labels after it."""
+        ...
+
+    async def reply(self, inbox_id: str, message_id: str, reply: PreparedReply) -> str:
+        """Send ``reply`` to the sender only, under ``reply.idempotency_key``; return the
+        sent message's id (the original one when the key was used before)."""
+        ...
