@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
 from starlette.routing import Route
 
 from service import intake, metrics
+from service.models import QueueStats
 from service.runtime import Runtime
 from service.settings import WEBHOOK_PATH, Settings
+from service.store import StoreUnavailable
+
+#: How long a scrape waits for the store before reporting it down.
+STATS_TIMEOUT = 2.0
 
 
 def create_app(settings: Settings | None = None, *, runtime: Runtime | None = None) -> Starlette:
@@ -35,9 +44,30 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
             Route(WEBHOOK_PATH, intake.WebhookEndpoint(), methods=["POST"]),
             Route("/healthz", intake.healthz, methods=["GET"]),
             Route("/readyz", intake.readyz, methods=["GET"]),
-            Route("/metrics", metrics.scrape, methods=["GET"]),
+            Route("/metrics", scrape, methods=["GET"]),
         ],
         lifespan=lifespan,
     )
     app.state.runtime = runtime
     return app
+
+
+async def scrape(request: Request) -> Response:
+    """``GET /metrics``: every metric, in the format the scraper asked for.
+
+    The queue is read from the store now (so every replica reports the shared queue as
+    it is) and the registration state from the runtime; ``service.metrics`` encodes.
+    """
+    runtime: Runtime = request.app.state.runtime
+    stats: QueueStats | None
+    try:
+        stats = await asyncio.wait_for(runtime.store.stats(), timeout=STATS_TIMEOUT)
+    except (StoreUnavailable, TimeoutError):
+        stats = None
+    body, content_type = metrics.exposition(
+        accept=request.headers.get("accept", ""),
+        stats=stats,
+        registration=runtime.registration,
+        now=time.time(),
+    )
+    return Response(body, headers={"Content-Type": content_type})

@@ -1,36 +1,30 @@
-"""Prometheus metrics: counters shared by intake and the workers, and ``GET /metrics``.
+"""Prometheus metrics: counters shared by intake and the workers, and their exposition.
 
 Counters and the latency histogram are process-wide and updated where things happen.
 What describes the queue (jobs by state, age of the oldest unfinished job) and the
-webhook registration is read at scrape time instead, from the store and the runtime,
-so every replica reports the shared queue as it is now, not as it last saw it.
+webhook registration is read at scrape time instead, so every replica reports the
+shared queue as it is now, not as it last saw it: ``GET /metrics`` (``service.app``)
+reads them from the store and the runtime and hands them to ``exposition``. This module
+knows neither, so the worker and intake can import it without the rest of the service.
 """
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING
 
 from prometheus_client import REGISTRY, Counter, Histogram
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-from starlette.requests import Request
-from starlette.responses import Response
 
-from service.models import JobState, QueueStats
-from service.store.base import StoreUnavailable
-
-if TYPE_CHECKING:
-    from service.runtime import Runtime
+from service.models import JobState, QueueStats, RegistrationState
 
 DELIVERIES = Counter(
     "autoreply_deliveries_total",
     "Webhook deliveries by outcome and HTTP status.",
     ["outcome", "status"],
 )
+#: Labelled with ``service.models.AttemptOutcome``.
 JOB_ATTEMPTS = Counter("autoreply_job_attempts_total", "Job attempts by outcome.", ["outcome"])
 REPLIES_SENT = Counter("autoreply_replies_sent_total", "Auto-replies sent.")
 REPLIES_SKIPPED = Counter(
@@ -52,47 +46,26 @@ REPLY_LATENCY = Histogram(
     buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800, 3600, 21600, 86400),
 )
 
-#: The values of ``autoreply_webhook_registration{state=...}``; exactly one is 1.
-REGISTRATION_STATES = ("registered", "pending", "failing", "manual")
 
-#: How long a scrape waits for the store before reporting it down.
-STATS_TIMEOUT = 2.0
+def exposition(
+    *, accept: str, stats: QueueStats | None, registration: RegistrationState, now: float
+) -> tuple[bytes, str]:
+    """Every metric, encoded as ``accept`` asks: the body and its Content-Type.
 
-
-async def scrape(request: Request) -> Response:
-    """``GET /metrics``: every metric, in the format the scraper asked for."""
-    runtime: Runtime = request.app.state.runtime
-    stats: QueueStats | None
-    try:
-        stats = await asyncio.wait_for(runtime.store.stats(), timeout=STATS_TIMEOUT)
-    except (StoreUnavailable, TimeoutError):
-        stats = None
-    encode, content_type = choose_encoder(request.headers.get("accept", ""))
-    snapshot = _Snapshot(stats=stats, now=time.time(), registration=registration_state(runtime))
-    body = encode(_Combined((REGISTRY, snapshot)))
-    return Response(body, headers={"Content-Type": content_type})
-
-
-def registration_state(runtime: Runtime) -> str:
-    """Where the webhook registration is; one of ``REGISTRATION_STATES``.
-
-    ``manual`` means the service does not register (no ``AUTOREPLY_PUBLIC_URL``) and
-    verifies with the configured secret; ``failing`` means the last attempt failed and
-    the service keeps retrying (``/readyz`` says why).
+    ``stats`` is the queue as the store reported it for this scrape (None when it did
+    not answer: ``autoreply_store_up`` is then 0 and the queue gauges are left out).
     """
-    if runtime.settings.webhook_url is None:
-        return "manual"
-    if runtime.webhook is not None:
-        return "registered"
-    if (runtime.registration_problem or "").startswith("webhook registration failed"):
-        return "failing"
-    return "pending"
+    encode, content_type = choose_encoder(accept)
+    snapshot = _Snapshot(stats=stats, now=now, registration=registration)
+    return encode(_Combined((REGISTRY, snapshot))), content_type
 
 
 class _Snapshot(Collector):
     """The gauges computed at scrape time."""
 
-    def __init__(self, *, stats: QueueStats | None, now: float, registration: str) -> None:
+    def __init__(
+        self, *, stats: QueueStats | None, now: float, registration: RegistrationState
+    ) -> None:
         self.stats = stats
         self.now = now
         self.registration = registration
@@ -122,8 +95,8 @@ class _Snapshot(Collector):
             "Webhook registration state: 1 for the current state, 0 for the others.",
             labels=["state"],
         )
-        for name in REGISTRATION_STATES:
-            registration.add_metric([name], 1.0 if name == self.registration else 0.0)
+        for name in RegistrationState:
+            registration.add_metric([name.value], 1.0 if name is self.registration else 0.0)
         yield registration
 
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import structlog
 
 from service.agentmail_api import AgentMailApi, ApiFailure, WebhookInfo
+from service.models import RegistrationState
 
 log = structlog.get_logger("autoreply.registration")
 
@@ -97,13 +98,15 @@ async def register_with_retry(
     api: AgentMailApi,
     desired: Desired,
     *,
-    on_problem: Callable[[str | None], None],
+    report: Callable[[RegistrationState, str | None], None],
     max_delay: float = 60.0,
 ) -> WebhookInfo:
-    """``ensure_webhook`` until it succeeds, backing off; report each failure's reason.
+    """``ensure_webhook`` until it succeeds, backing off; ``report`` each outcome.
 
-    Permanent failures (a rejected key, a refused URL) are retried too, more slowly:
-    the operator fixes them outside the service, and ``/readyz`` says what is wrong.
+    Each failure is reported as ``FAILING`` with its reason, the success as
+    ``REGISTERED`` with None. Permanent failures (a rejected key, a refused URL) are
+    retried too, more slowly: the operator fixes them outside the service, and
+    ``/readyz`` says what is wrong.
     """
     attempt = 0
     while True:
@@ -112,7 +115,7 @@ async def register_with_retry(
         except ApiFailure as failure:
             attempt += 1
             delay = min(max_delay, 0.5 * 2**attempt) * (0.5 + random.random() / 2)
-            on_problem(f"webhook registration failed: {failure.reason}")
+            report(RegistrationState.FAILING, f"webhook registration failed: {failure.reason}")
             log.warning(
                 "webhook_registration_failed",
                 error=failure.reason,
@@ -121,7 +124,7 @@ async def register_with_retry(
             )
             await asyncio.sleep(delay)
         else:
-            on_problem(None)
+            report(RegistrationState.REGISTERED, None)
             return webhook
 
 

@@ -19,6 +19,7 @@ from handlers.policy import PolicyConfig
 from service import registration
 from service.agentmail_api import AgentMailApi, WebhookInfo
 from service.burst import Burst
+from service.models import RegistrationState
 from service.settings import Settings, SettingsError
 from service.store import Store, StoreUnavailable, open_store
 from service.templates import LiveTemplates
@@ -56,6 +57,11 @@ class Runtime:
         self.webhook: WebhookInfo | None = None
         self.verifier: Verifier | None = None
         self.registration_problem: str | None = None
+        #: Reported by ``autoreply_webhook_registration``; ``registration_problem`` says
+        #: why it is not ``registered`` (for ``/readyz``).
+        self.registration = (
+            RegistrationState.MANUAL if settings.webhook_url is None else RegistrationState.PENDING
+        )
         #: Webhook requests in progress and the loop's load: the worker steps back in a burst.
         self.burst = Burst(on_end=self.wake_worker)
         self.worker = Worker(
@@ -141,7 +147,7 @@ class Runtime:
     async def _register(self, desired: registration.Desired) -> None:
         self.registration_problem = "webhook registration pending"
         webhook = await registration.register_with_retry(
-            self.api, desired, on_problem=self._set_registration_problem
+            self.api, desired, report=self._registration_reported
         )
         self.webhook = webhook
         if not self.settings.webhook_secrets:
@@ -158,8 +164,8 @@ class Runtime:
                 return
         log.info("webhook_ready", **registration.describe(webhook))
 
-    def _set_registration_problem(self, problem: str | None) -> None:
-        self.registration_problem = problem
+    def _registration_reported(self, state: RegistrationState, problem: str | None) -> None:
+        self.registration, self.registration_problem = state, problem
 
     def _watch_sighup(self) -> None:
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
