@@ -25,6 +25,7 @@ from agentmail.core.request_options import RequestOptions
 from agentmail.environment import AgentMailEnvironment
 
 from service.agentmail_port import ApiFailure as ApiFailure
+from service.agentmail_port import is_transient
 from service.models import PreparedReply
 
 _NO_RETRIES: RequestOptions = {"max_retries": 0}
@@ -208,10 +209,9 @@ class _translated:
 def _from_api_error(action: str, exc: ApiError) -> ApiFailure:
     status = exc.status_code
     detail = _error_detail(exc.body)
-    transient = status is None or status in (408, 409, 425, 429) or status >= 500
     return ApiFailure(
         f"{action}: HTTP {status}{': ' + detail if detail else ''}",
-        transient=transient,
+        transient=is_transient(status),
         status=status,
         retry_after=_retry_after(exc.headers or {}),
     )

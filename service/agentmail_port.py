@@ -37,6 +37,13 @@ class ApiFailure(Exception):
         self.retry_after = retry_after
 
 
+def is_transient(status: int | None) -> bool:
+    """Whether a call that failed with HTTP ``status`` (None: no answer) may succeed when
+    tried again: timeouts, conflicts (409: the same Idempotency-Key still in flight),
+    rate limits and server errors. Other 4xx will fail the same way every time."""
+    return status is None or status in (408, 409, 425, 429) or status >= 500
+
+
 class AgentMailPort(Protocol):
     """The AgentMail calls one job makes. Every failure is raised as ``ApiFailure``."""
 

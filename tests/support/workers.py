@@ -1,5 +1,5 @@
 """An in-process worker for tests that drive it directly (their own clock, retry policy,
-or burst signal) against the sandbox and a real store."""
+or burst signal) against a real store, and the sandbox or a fake AgentMail."""
 
 from __future__ import annotations
 
@@ -23,19 +23,23 @@ def make_worker(
     retry: RetryPolicy | None = None,
     clock: Callable[[], float] = time.time,
     intake_busy: Callable[[], bool] = lambda: False,
+    templates: LiveTemplates | None = None,
+    dry_run: bool = False,
+    policy: PolicyConfig | None = None,
 ) -> Worker:
-    """A worker with the default labels, policy and templates, not in dry run."""
+    """A worker with the labels ``unreplied`` and ``replied``; unless given, the shipped
+    templates, the default policy, and not in dry run."""
     return Worker(
         store=store,
         api=api,
-        templates=LiveTemplates(None),
+        templates=templates or LiveTemplates(None),
         config=WorkerConfig(
             concurrency=concurrency,
             lease_seconds=lease_seconds,
             unreplied_label="unreplied",
             replied_label="replied",
-            dry_run=False,
-            policy=PolicyConfig(),
+            dry_run=dry_run,
+            policy=policy or PolicyConfig(),
         ),
         retry=retry,
         clock=clock,
