@@ -10,6 +10,8 @@
 * ``receiver``: a scriptable webhook receiver on real uvicorn (``.url``, ``.script()``,
   ``.wait_for()``; see tests/support/receiver.py).
 * ``agentmail``: an ``AsyncAgentMail`` SDK client pointed at ``sandbox``.
+* ``deployment``: real ``autoreply serve`` processes on a SQLite file, pointed at
+  ``sandbox`` (tests/support/deployment.py).
 
 Every server is stopped (and its pending deliveries cancelled) at the end of its test.
 
@@ -24,6 +26,7 @@ import os
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -31,6 +34,7 @@ import pytest
 from agentmail import AgentMailEnvironment, AsyncAgentMail
 
 from service.sandbox import Sandbox, SandboxClient, create_sandbox_app
+from tests.support.deployment import Deployment
 from tests.support.receiver import WebhookReceiver
 from tests.support.server import serve
 
@@ -157,3 +161,12 @@ async def agentmail(sandbox: SandboxHandle) -> AsyncIterator[AsyncAgentMail]:
     """The real SDK, pointed at ``sandbox``, on an httpx client closed after the test."""
     async with httpx.AsyncClient(timeout=30.0) as http:
         yield sandbox.sdk(httpx_client=http)
+
+
+@pytest.fixture
+def deployment(sandbox: SandboxHandle, tmp_path: Path) -> Iterator[Deployment]:
+    """``autoreply serve`` processes on a SQLite file in ``tmp_path``, pointed at
+    ``sandbox`` (start them with ``deployment.start()``); all stopped afterwards."""
+    deployment = Deployment(sandbox, tmp_path)
+    yield deployment
+    deployment.stop()

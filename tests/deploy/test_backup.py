@@ -6,12 +6,12 @@ import re
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 from tests.deploy.conftest import ROOT
 from tests.support.service_process import ServiceProcess
+from tests.support.waiting import until_sync
 
 
 def readme_backup_snippet() -> str:
@@ -30,10 +30,7 @@ def test_online_backup_is_consistent_while_the_service_writes(
     snippet = readme_backup_snippet().replace("/data", data)
     for n in range(20):
         sandbox.admin.inject(from_=f"s{n}@example.com", to=sandbox.inbox, subject=f"Q{n}")
-    deadline = time.monotonic() + 30
-    while _jobs(database) == 0:
-        assert time.monotonic() < deadline, "no delivery recorded"
-        time.sleep(0.02)
+    until_sync(lambda: _jobs(database) > 0, timeout=30, what="a delivery to be recorded")
     subprocess.run([sys.executable, "-c", snippet], check=True, timeout=60)
 
     backup = Path(data) / "backup.db"

@@ -13,7 +13,6 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,9 @@ import yaml
 from service.commands import uvicorn_config
 from service.settings import Settings
 from tests.deploy.conftest import DEPLOY, K8S, known_settings, load_yaml
+from tests.support.deployment import Deployment, replies_to
 from tests.support.service_process import ServiceProcess, autoreply_command
+from tests.support.waiting import until_sync
 
 #: The oldest Kubernetes minor version the manifests must stay valid for.
 OLDEST_KUBERNETES = "1.30.0"
@@ -262,59 +263,34 @@ def test_the_templates_configmap_passes_templates_check(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_a_configmap_update_reaches_the_running_service(sandbox: Any, tmp_path: Path) -> None:
+def test_a_configmap_update_reaches_the_running_service(
+    sandbox: Any, deployment: Deployment, tmp_path: Path
+) -> None:
     """kubelet swaps ``..data`` when the ConfigMap changes; the service reloads from it."""
     data = one("ConfigMap", _templates_volume()["configMap"]["name"])["data"]
     folder = tmp_path / "templates"
     folder.mkdir()
     mount_like_kubelet(folder, data, "2025_01_01_00_00_00.000000001")
-    with _service(sandbox, tmp_path, templates=folder) as service:
-        first = _reply_text(sandbox, "first@example.com")
-        assert "It has reached us" in first
-        changed = {**data, "default.body.txt": "Hello {{ sender.name }}, updated by kubelet.\n"}
-        mount_like_kubelet(folder, changed, "2025_01_01_00_01_00.000000001")
-        _wait_for_log(service, "templates_reloaded")
-        assert _reply_text(sandbox, "second@example.com").strip().endswith("updated by kubelet.")
-
-
-class _service:
-    """A service process with its templates in ``templates``."""
-
-    def __init__(self, sandbox: Any, folder: Path, *, templates: Path) -> None:
-        env = {
-            "AGENTMAIL_API_KEY": sandbox.api_key,
-            "AGENTMAIL_BASE_URL": sandbox.url,
-            "AUTOREPLY_DATABASE_URL": f"sqlite:///{folder / 'autoreply.db'}",
-            "AUTOREPLY_TEMPLATES_DIR": str(templates),
-        }
-        self.process = ServiceProcess(env, folder / "service.log")
-        self.process.env["AUTOREPLY_PUBLIC_URL"] = self.process.url
-
-    def __enter__(self) -> ServiceProcess:
-        return self.process.start()
-
-    def __exit__(self, *_exc: object) -> None:
-        self.process.stop()
+    service = deployment.start(AUTOREPLY_TEMPLATES_DIR=str(folder))
+    first = _reply_text(sandbox, "first@example.com")
+    assert "It has reached us" in first
+    changed = {**data, "default.body.txt": "Hello {{ sender.name }}, updated by kubelet.\n"}
+    mount_like_kubelet(folder, changed, "2025_01_01_00_01_00.000000001")
+    _wait_for_log(service, "templates_reloaded")
+    assert _reply_text(sandbox, "second@example.com").strip().endswith("updated by kubelet.")
 
 
 def _reply_text(sandbox: Any, sender: str) -> str:
     message_id = sandbox.admin.inject(from_=sender, to=sandbox.inbox, subject="Hi")["message_id"]
-    [reply] = _poll(lambda: [e for e in sandbox.admin.sent() if e["in_reply_to"] == message_id])
+    until_sync(
+        lambda: replies_to(sandbox.admin.sent(), message_id) != [], timeout=30, what="a reply"
+    )
+    [reply] = replies_to(sandbox.admin.sent(), message_id)
     return str(reply["text"])
 
 
 def _wait_for_log(service: ServiceProcess, event: str) -> None:
-    _poll(lambda: event in service.log() or None)
-
-
-def _poll(probe: Any, timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = probe()
-        if found:
-            return found
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout}s")
+    until_sync(lambda: event in service.log(), timeout=30, what=f"{event} in the log")
 
 
 def _mebibytes(quantity: str) -> float:

@@ -37,7 +37,7 @@ from tests.deploy.promql import (
     dashboard_variable_selectors,
     uses,
 )
-from tests.service.conftest import Deployment
+from tests.support.deployment import Deployment
 
 #: Labels Prometheus attaches to every scraped sample; not the service's to expose.
 TARGET_LABELS = {"job", "instance", "namespace"}

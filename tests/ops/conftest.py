@@ -6,25 +6,17 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.service.conftest import Deployment
+from tests.support.deployment import Deployment
 from tests.support.service_process import autoreply_command
 
 Cli = Callable[..., subprocess.CompletedProcess[str]]
-
-
-@pytest.fixture(name="deployment")
-def _deployment(sandbox: Any, tmp_path: Path) -> Iterator[Deployment]:
-    deployment = Deployment(sandbox, tmp_path)
-    yield deployment
-    deployment.stop()
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ from typing import Any
 import httpx
 
 from tests.ops.conftest import sample, scrape
-from tests.service.conftest import Deployment, replies_to
+from tests.support.deployment import Deployment, replies_to
 
 
 def test_metrics_count_deliveries_replies_and_the_queue(

@@ -10,7 +10,7 @@ import httpx
 
 from handlers.retry import SEND_WINDOW
 from tests.ops.conftest import Cli, sample, scrape, status_json
-from tests.service.conftest import Deployment, replies_to
+from tests.support.deployment import Deployment, replies_to
 
 
 def dead_letter(sandbox: Any, deployment: Deployment, subject: str) -> str:

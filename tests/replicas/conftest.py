@@ -2,8 +2,9 @@
 
 * ``balancer``: a ``Balancer`` (tests/support/balancer.py) on real uvicorn, sending each
   request to a random live replica.
-* ``ReplicaSet``: starts replicas with ``AUTOREPLY_PUBLIC_URL`` set to the balancer, so
-  they register one webhook pointing at it; reads the jobs straight from the database.
+* ``ReplicaSet``: a ``Deployment`` (tests/support/deployment.py) whose replicas have
+  ``AUTOREPLY_PUBLIC_URL`` set to the balancer, so they register one webhook pointing at
+  it; it starts several at once and keeps the balancer's list of live ones current.
 * ``replicas`` fixture: a ReplicaSet on a fresh schema of the test PostgreSQL (skipped
   with the reason when none is reachable).
 """
@@ -11,48 +12,30 @@
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 
 from tests.support import postgres
 from tests.support.balancer import Balancer
+from tests.support.deployment import Deployment, replies_to
 from tests.support.server import serve
 from tests.support.service_process import ServiceProcess
 
 
-class ReplicaSet:
+class ReplicaSet(Deployment):
     """Service processes sharing one database, reached through one ``Balancer``."""
 
     def __init__(
         self, sandbox: Any, folder: Path, database_url: str, balancer: Balancer, url: str
     ) -> None:
-        self.sandbox = sandbox
-        self.folder = folder
-        self.database_url = database_url
+        super().__init__(sandbox, folder, database_url=database_url, public_url=url)
         self.balancer = balancer
-        self.balancer_url = url
-        self.processes: list[ServiceProcess] = []
 
-    def env(self, **overrides: str) -> dict[str, str]:
-        env = {
-            "AGENTMAIL_API_KEY": self.sandbox.api_key,
-            "AGENTMAIL_BASE_URL": self.sandbox.url,
-            "AUTOREPLY_PUBLIC_URL": self.balancer_url,
-            "AUTOREPLY_DATABASE_URL": self.database_url,
-            "AUTOREPLY_SENDER_COOLDOWN": "0",
-            "AUTOREPLY_JOB_LEASE_SECONDS": "10",
-            "AUTOREPLY_LOG_LEVEL": "DEBUG",
-        }
-        env.update(overrides)
-        return env
-
-    def start(self, count: int = 1, **env: str) -> list[ServiceProcess]:
+    def start(self, count: int = 1, **env: str) -> list[ServiceProcess]:  # type: ignore[override]
         """Start ``count`` more replicas at once; return them when all are ready."""
         new = [
             ServiceProcess(self.env(**env), self.folder / f"replica-{len(self.processes) + i}.log")
@@ -86,50 +69,9 @@ class ReplicaSet:
                 return str(json.loads(line)["worker"])
         raise AssertionError(f"no service_started line in {process.log_path}")
 
-    def query(self, sql: str) -> list[tuple[Any, ...]]:
-        """Rows of one read-only statement, straight from the shared database."""
-        with psycopg.connect(self.database_url, connect_timeout=5) as conn:
-            return list(conn.execute(sql.encode()).fetchall())
-
-    def jobs(self) -> dict[str, tuple[str, str | None, int]]:
-        """message_id -> (state, reason, attempts)."""
-        rows = self.query("SELECT message_id, state, reason, attempts FROM jobs")
-        return {row[0]: (row[1], row[2], row[3]) for row in rows}
-
-    def logs(self) -> str:
-        return "\n".join(
-            f"--- {p.log_path.name}\n{p.log()[-3000:]}" for p in self.processes if p.log()
-        )
-
-    def wait_until(
-        self, predicate: Callable[[], bool], *, timeout: float = 60.0, what: str = "condition"
-    ) -> None:
-        """Poll ``predicate``; on timeout fail with the jobs and the replicas' logs."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                if predicate():
-                    return
-            except psycopg.OperationalError:
-                pass  # the database is restarting
-            time.sleep(0.05)
-        raise AssertionError(f"timed out waiting for {what}; jobs={self.jobs()}\n{self.logs()}")
-
-    def wait_final(
-        self, count: int, *, timeout: float = 90.0
-    ) -> dict[str, tuple[str, str | None, int]]:
-        """Wait until ``count`` jobs reached a final state; return all jobs."""
-
-        def finished() -> bool:
-            states = [state for state, _, _ in self.jobs().values()]
-            return sum(state in ("done", "skipped", "dead") for state in states) >= count
-
-        self.wait_until(finished, timeout=timeout, what=f"{count} finished jobs")
-        return self.jobs()
-
-    def stop(self) -> None:
-        for process in self.processes:
-            process.stop()
+    def wait_final(self, count: int, *, timeout: float = 90.0) -> dict[str, tuple[str, str | None]]:
+        """Wait until ``count`` jobs reached a final state (longer: replicas restart)."""
+        return super().wait_final(count, timeout=timeout)
 
 
 @pytest.fixture(name="balancer")
@@ -164,11 +106,6 @@ def _replicas(make_replicas: Callable[[str], ReplicaSet]) -> Iterator[ReplicaSet
         replicas = make_replicas(url)
         yield replicas
         replicas.stop()  # before the schema is dropped under them
-
-
-def replies_to(sent: list[Any], message_id: str) -> list[Any]:
-    """The emails the sandbox actually sent in reply to ``message_id``."""
-    return [email for email in sent if email.get("in_reply_to") == message_id]
 
 
 def inject(sandbox: Any, count: int, *, prefix: str = "", **fields: Any) -> list[dict[str, Any]]:

@@ -5,13 +5,13 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.support.service_process import autoreply_command, free_port
+from tests.support.waiting import until_sync
 
 #: Every test runs `autoreply demo` or `autoreply dev` as a process.
 pytestmark = pytest.mark.slow
@@ -53,16 +53,15 @@ def test_dev_runs_both_until_interrupted(tmp_path: Path) -> None:
         text=True,
     )
     try:
-        deadline = time.monotonic() + 30
-        while True:
+
+        def ready() -> bool:
+            assert process.poll() is None, "dev exited"
             try:
-                if httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200:
-                    break
+                return httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200
             except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "dev never became ready"
-            assert process.poll() is None
-            time.sleep(0.1)
+                return False
+
+        until_sync(ready, timeout=30, what="dev to be ready")
         send = subprocess.run(
             [*autoreply_command(), "sandbox", "send", "--url", sandbox_url,
              "--from", "You <you@example.com>", "--to", "demo@agentmail.to",
@@ -70,10 +69,11 @@ def test_dev_runs_both_until_interrupted(tmp_path: Path) -> None:
             env=env, capture_output=True, text=True, timeout=60, check=False,
         )  # fmt: skip
         assert send.returncode == 0, send.stderr
-        deadline = time.monotonic() + 30
-        while "you@example.com" not in httpx.get(f"{sandbox_url}/_sandbox/sent").text:
-            assert time.monotonic() < deadline, "no reply was sent"
-            time.sleep(0.1)
+        until_sync(
+            lambda: "you@example.com" in httpx.get(f"{sandbox_url}/_sandbox/sent").text,
+            timeout=30,
+            what="the reply",
+        )
     finally:
         process.send_signal(signal.SIGINT)
         output, _ = process.communicate(timeout=30)

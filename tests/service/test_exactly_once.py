@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.service.conftest import Deployment, replies_to
+from tests.support.deployment import Deployment, replies_to
 
 
 def inject(sandbox: Any, n: int, **fields: Any) -> list[str]:

@@ -17,7 +17,7 @@ import httpx
 import pytest
 from agentmail import AsyncAgentMail
 
-from tests.service.conftest import Deployment, replies_to
+from tests.support.deployment import Deployment, replies_to
 from tests.support.service_process import autoreply_command
 
 

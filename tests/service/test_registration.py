@@ -15,7 +15,7 @@ from agentmail.environment import AgentMailEnvironment
 from agentmail.inboxes.types.create_inbox_request import CreateInboxRequest
 
 from service.registration import fallback_client_id
-from tests.service.conftest import Deployment
+from tests.support.deployment import Deployment
 from tests.support.service_process import autoreply_command, free_port
 
 

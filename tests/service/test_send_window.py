@@ -7,7 +7,6 @@ window, and the worker must dead-letter the job instead of resending.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from pathlib import Path
 from typing import Any
@@ -18,14 +17,8 @@ from handlers.retry import SEND_WINDOW, RetryPolicy
 from service.agentmail_api import AgentMailApi
 from service.models import Delivery, JobState, MessageRef
 from service.store import open_store
+from tests.support.waiting import until_awaited
 from tests.support.workers import make_worker
-
-
-async def until(predicate: Any, what: str, limit: float = 30.0) -> None:
-    deadline = time.monotonic() + limit
-    while not await predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.05)
 
 
 async def test_retry_after_the_key_window_is_dead_lettered_not_resent(
@@ -62,7 +55,7 @@ async def test_retry_after_the_key_window_is_dead_lettered_not_resent(
             job = await store.get_job(inbox, message_id)
             return job is not None and job.state is JobState.PENDING and job.reply is not None
 
-        await until(failed_once, "the first send to fail")
+        await until_awaited(failed_once, within=30, what="the first send to fail")
         sandbox.admin.clear_faults()
         now[0] += SEND_WINDOW + 3600
         worker.wake()
@@ -71,7 +64,7 @@ async def test_retry_after_the_key_window_is_dead_lettered_not_resent(
             job = await store.get_job(inbox, message_id)
             return job is not None and job.state is JobState.DEAD
 
-        await until(finished, "the job to be dead-lettered")
+        await until_awaited(finished, within=30, what="the job to be dead-lettered")
         job = await store.get_job(inbox, message_id)
         assert job is not None
         assert job.reason == "send window passed; not resending"

@@ -34,7 +34,7 @@ from svix.webhooks import Webhook
 from service.sandbox import webhooks as sandbox_webhooks
 from service.sandbox.ids import webhook_secret
 from service.settings import Settings
-from tests.service.conftest import Deployment
+from tests.support.deployment import Deployment
 from tests.support.service_process import ServiceProcess, autoreply_command, free_port
 
 pytestmark = pytest.mark.slow

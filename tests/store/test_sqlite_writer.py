@@ -55,8 +55,8 @@ async def test_delivery_waits_for_another_writer_then_commits(
 ) -> None:
     other_writer.execute("BEGIN IMMEDIATE")
     recording = asyncio.create_task(store.record_delivery(delivery(), now=T0))
-    await asyncio.sleep(0.3)
-    assert not recording.done()  # waiting for the lock, not failed
+    done, _ = await asyncio.wait({recording}, timeout=0.3)
+    assert not done  # waiting for the lock, not failed
     other_writer.execute("COMMIT")
     assert await asyncio.wait_for(recording, timeout=10) is Recorded.ENQUEUED
     assert await store.record_delivery(delivery(), now=T0) is Recorded.DUPLICATE_DELIVERY
@@ -92,7 +92,8 @@ async def test_operator_reads_do_not_wait_for_writes(
     queued = asyncio.create_task(
         store.record_delivery(delivery("msg_2", "evt_2", "<m2@example.com>"), now=T0)
     )
-    await asyncio.sleep(0.1)
+    done, _ = await asyncio.wait({queued}, timeout=0.1)
+    assert not done  # queued behind the lock held elsewhere
     stats = await asyncio.wait_for(store.stats(), timeout=2)
     assert stats.by_state["pending"] == 1  # the committed state, not the queued delivery
     assert await asyncio.wait_for(store.get_job("bot@agentmail.to", "<m1@example.com>"), 2)

@@ -21,7 +21,7 @@ import pytest
 from handlers.message import InboundMessage
 from service.cli import main
 from service.templates import TemplateError, TemplateSet, check, path_problem
-from tests.service.conftest import Deployment, replies_to
+from tests.support.deployment import Deployment, replies_to
 from tests.support.service_process import autoreply_command
 
 SECRET = "am_the-secret-api-key-0123456789"
