@@ -86,11 +86,27 @@ class Settings:
         cls, environ: Mapping[str, str] | None = None, *, dotenv: Path | None = Path(".env")
     ) -> Settings:
         """Build from ``environ`` (default ``os.environ``) over an optional ``.env`` file."""
-        env: dict[str, str] = {}
-        if dotenv is not None and dotenv.is_file():
-            env.update({k: v for k, v in dotenv_values(dotenv).items() if v is not None})
-        env.update(os.environ if environ is None else environ)
-        return _parse(_Reader(env))
+        return _parse(_Reader(_environment(environ, dotenv)))
+
+
+def template_settings(
+    environ: Mapping[str, str] | None = None, *, dotenv: Path | None = Path(".env")
+) -> tuple[Path | None, str]:
+    """``AUTOREPLY_TEMPLATES_DIR`` and ``AUTOREPLY_TIMEZONE`` alone, read and checked as
+    ``Settings`` reads them: for ``autoreply templates``, which needs no API key."""
+    r = _Reader(_environment(environ, dotenv))
+    return r.get("AUTOREPLY_TEMPLATES_DIR", _directory, None), r.get(
+        "AUTOREPLY_TIMEZONE", _timezone, "UTC"
+    )
+
+
+def _environment(environ: Mapping[str, str] | None, dotenv: Path | None) -> dict[str, str]:
+    """The variables: ``environ`` (default ``os.environ``) over the ``.env`` file's."""
+    env: dict[str, str] = {}
+    if dotenv is not None and dotenv.is_file():
+        env.update({k: v for k, v in dotenv_values(dotenv).items() if v is not None})
+    env.update(os.environ if environ is None else environ)
+    return env
 
 
 class _Reader:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -19,6 +18,7 @@ from typing import Any
 
 from handlers.message import MESSAGE_RECEIVED, InboundMessage, PayloadError
 from service import templates
+from service.settings import SettingsError, template_settings
 
 DEFAULT_INBOX = "inbox@example.agentmail.to"
 
@@ -57,19 +57,24 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
 
 
 def _settings(args: argparse.Namespace) -> tuple[Path | None, str]:
-    directory = args.dir
-    if directory is None and os.environ.get("AUTOREPLY_TEMPLATES_DIR"):
-        directory = Path(os.environ["AUTOREPLY_TEMPLATES_DIR"])
-    timezone = args.timezone or os.environ.get("AUTOREPLY_TIMEZONE") or "UTC"
+    """The folder and zone: the flags, else the settings the service would read."""
+    if args.dir is not None and args.timezone is not None:
+        templates.parse_timezone(args.timezone)
+        return args.dir, args.timezone
+    try:
+        directory, timezone = template_settings()
+    except SettingsError as exc:
+        raise _Usage(f"configuration error: {exc}") from None
+    timezone = args.timezone or timezone
     templates.parse_timezone(timezone)
-    return directory, timezone
+    return args.dir or directory, timezone
 
 
 def _check(args: argparse.Namespace) -> int:
     """Exit 0 with a summary when every template renders, else 1 with one line per error."""
     try:
         directory, timezone = _settings(args)
-    except ValueError as exc:
+    except (_Usage, ValueError) as exc:
         return _fail(str(exc))
     problems = templates.check(directory, timezone=timezone)
     for problem in problems:

@@ -61,6 +61,30 @@ def test_check_reads_the_folder_from_the_environment(
     assert "2 template(s)" in capsys.readouterr().out
 
 
+def test_check_reads_the_settings_file_as_the_service_does(
+    folder: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The folder named in ``.env`` is the one checked: the settings are read in one place."""
+    (tmp_path / ".env").write_text(f"AUTOREPLY_TEMPLATES_DIR={folder}\n")
+    monkeypatch.chdir(tmp_path)
+    assert main(["templates", "check"]) == 0
+    assert f"[{folder}]" in capsys.readouterr().out
+
+
+def test_a_bad_folder_setting_is_one_line_naming_it(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("AUTOREPLY_TEMPLATES_DIR", "/nonexistent/templates")
+    assert main(["templates", "check"]) == 1
+    assert capsys.readouterr().err == (
+        "error: configuration error: AUTOREPLY_TEMPLATES_DIR: "
+        "/nonexistent/templates is not a directory\n"
+    )
+
+
 def test_check_without_a_folder_checks_the_shipped_templates(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
