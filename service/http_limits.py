@@ -29,10 +29,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import weakref
 from typing import Any
 
 import httptools
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+from uvicorn.server import ServerState
 
 #: Request line plus headers. Twice the default of h11 and Node.js (16 KiB): Svix's own
 #: headers take under 1 KiB, and proxies add a few (``X-Forwarded-*``, tracing).
@@ -61,6 +63,9 @@ MAX_CONNECTIONS = 2 * LIMIT_CONCURRENCY
 #: for this long before it closes: closing with unread data would reset the connection,
 #: and the client could lose the answer.
 LINGER_SECONDS = 2.0
+#: How often the open connections are checked against the head deadline. One timer for
+#: all of them: a timer per request cost more than all the other bounds together.
+SWEEP_SECONDS = 1.0
 #: Paths answered even past ``limit_concurrency``: the liveness probe must not restart
 #: a process that is merely busy. They read no body and touch no store.
 UNLIMITED_PATHS = frozenset({b"/healthz"})
@@ -70,6 +75,22 @@ log = logging.getLogger("autoreply.http")
 
 class _Refused(Exception):
     """Raised from a parser callback to stop parsing; the status is on the protocol."""
+
+
+#: Servers whose connections a sweep is scheduled for.
+_SWEEPING: weakref.WeakSet[ServerState] = weakref.WeakSet()
+
+
+def _sweep(loop: asyncio.AbstractEventLoop, state: ServerState) -> None:
+    """Hold every connection of ``state`` to its head deadline; again in a second, while any."""
+    now = loop.time()
+    for connection in list(state.connections):
+        if isinstance(connection, LimitedHttpToolsProtocol):
+            connection.check_head_deadline(now)
+    if state.connections:
+        loop.call_later(SWEEP_SECONDS, _sweep, loop, state)
+    else:
+        _SWEEPING.discard(state)
 
 
 class LimitedHttpToolsProtocol(HttpToolsProtocol):
@@ -85,7 +106,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         # next head; bytes fed meanwhile are head bytes.
         self._awaiting_head = True
         self._head_received = 0
-        self._head_timer: asyncio.TimerHandle | None = None
+        # When the wait for the current head began (loop time); None while none is due.
+        self._head_since: float | None = None
         self._refusal: tuple[int, str] | None = None
         self._discarding = False
 
@@ -96,12 +118,10 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             log.info("http_refused", extra={"reason": "too many connections"})
             transport.abort()
             return
-        self._head_timer = self.loop.call_later(HEAD_TIMEOUT_SECONDS, self._head_timed_out)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        """Stop the head deadline, then uvicorn's cleanup."""
-        self._stop_head_timer()
-        super().connection_lost(exc)
+        self._head_since = self.loop.time()
+        if self.server_state not in _SWEEPING:
+            _SWEEPING.add(self.server_state)
+            self.loop.call_later(SWEEP_SECONDS, _sweep, self.loop, self.server_state)
 
     def data_received(self, data: bytes) -> None:
         """Feed the parser (as uvicorn does), counting and timing the bytes of a head."""
@@ -110,8 +130,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._unset_keepalive_if_required()
         if self._awaiting_head:
             self._head_received += len(data)
-            if self._head_timer is None:
-                self._head_timer = self.loop.call_later(HEAD_TIMEOUT_SECONDS, self._head_timed_out)
+            if self._head_since is None:
+                self._head_since = self.loop.time()
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError:
@@ -137,7 +157,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         """Check the head's size and header count, then start the request as uvicorn does."""
         self._awaiting_head = False
-        self._stop_head_timer()
+        self._head_since = None
         headers = self.headers
         if len(headers) > MAX_HEADERS:
             self._refusal = (431, f"over {MAX_HEADERS} header fields")
@@ -175,20 +195,19 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             self.transport.close()
         super().on_response_complete()
 
-    def _stop_head_timer(self) -> None:
-        if self._head_timer is not None:
-            self._head_timer.cancel()
-            self._head_timer = None
-
-    def _head_timed_out(self) -> None:
-        self._head_timer = None
-        if self.transport.is_closing() or not self._awaiting_head:
+    def check_head_deadline(self, now: float) -> None:
+        """Answer 408 (or close) if the current head is overdue at loop time ``now``."""
+        since = self._head_since
+        if since is None or now - since < HEAD_TIMEOUT_SECONDS or self.transport.is_closing():
             return
-        if self._head_received and (self.cycle is None or self.cycle.response_complete):
+        if self.cycle is not None and not self.cycle.response_complete:
+            # A pipelined head began while the previous request is still being answered
+            # (by a store that is slow to answer, say): its time starts over.
+            self._head_since = now
+        elif self._head_received:
             self._refuse(408, f"request head not received within {HEAD_TIMEOUT_SECONDS:g} s")
         else:
-            # Nothing sent (an idle connection), or a response still being written.
-            self.transport.close()
+            self.transport.close()  # an idle connection: nothing to answer
 
     def _refuse(self, status: int, reason: str) -> None:
         """Answer ``status`` with ``reason`` as text; close once the client had time to read it.
@@ -197,7 +216,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         dropped unparsed for :data:`LINGER_SECONDS`, then the connection is closed.
         """
         log.info("http_refused", extra={"status": status, "reason": reason})
-        self._stop_head_timer()
+        self._head_since = None
         body = reason.encode("ascii")
         self.transport.write(
             b"".join(

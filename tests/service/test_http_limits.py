@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import resource
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -23,6 +24,8 @@ from svix.webhooks import Webhook
 from service.http_limits import (
     BODY_TIMEOUT_SECONDS,
     HEAD_TIMEOUT_SECONDS,
+    LIMIT_CONCURRENCY,
+    MAX_CONNECTIONS,
     MAX_HEAD_BYTES,
     MAX_HEADERS,
 )
@@ -272,6 +275,58 @@ async def test_a_big_head_and_hundreds_of_slow_clients_leave_the_service_answeri
     print(f"peak RSS {peak / 2**20:.0f} MiB, {closed_by_server} slow clients closed")
     assert closed_by_server == slow_clients
     assert peak < CONTAINER_LIMIT_BYTES // 2, f"peak RSS {peak / 2**20:.0f} MiB"
+
+
+async def test_past_the_concurrency_limit_deliveries_get_503_and_healthz_still_200(
+    tmp_path: Path,
+) -> None:
+    """``limit_concurrency`` counts open connections; ``/healthz`` is exempt; past
+    ``MAX_CONNECTIONS`` a new connection is closed unanswered."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = 2 * MAX_CONNECTIONS + 200  # ours and the service's (it inherits the limit)
+    if soft < wanted:
+        if hard != resource.RLIM_INFINITY and hard < wanted:
+            pytest.skip(f"needs {wanted} file descriptors, the hard limit is {hard}")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+    service = start_service(tmp_path)
+    idle: list[asyncio.StreamWriter] = []
+
+    async def open_idle(count: int) -> None:
+        for _ in range(count):
+            _, writer = await asyncio.open_connection("127.0.0.1", service.port)
+            idle.append(writer)
+
+    async def status(request: httpx.Request) -> int:
+        async with httpx.AsyncClient(timeout=5) as client:
+            return (await client.send(request)).status_code
+
+    def post(n: int) -> httpx.Request:
+        body, headers = delivery(n)
+        return httpx.Request("POST", service.url + PATH, content=body, headers=headers)
+
+    try:
+        await open_idle(LIMIT_CONCURRENCY)
+        assert await status(post(200)) == 503
+        assert await status(httpx.Request("GET", service.url + "/healthz")) == 200
+        await open_idle(MAX_CONNECTIONS - LIMIT_CONCURRENCY)
+        reader, writer = await asyncio.open_connection("127.0.0.1", service.port)
+        writer.write(head("/healthz", [], method="GET"))
+        with contextlib.suppress(ConnectionError):
+            async with asyncio.timeout(SLACK):
+                assert await reader.read() == b""
+        writer.close()
+    finally:
+        for writer in idle:
+            writer.close()
+    idle.clear()
+    # The service notices the closed connections within moments.
+    for n in range(201, 301):
+        answer = await status(post(n))
+        if answer != 503:
+            break
+        await asyncio.sleep(0.1)
+    assert answer == 202
+    service.stop()
 
 
 # -- finding 6: what reaches the log -------------------------------------------------------
