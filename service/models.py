@@ -3,9 +3,9 @@
 Intake builds ``Delivery``; the store keeps jobs and hands out ``Job``; the worker
 prepares a ``PreparedReply`` and the AgentMail adapter sends it; the operators' commands
 read ``JobSummary`` and ``QueueStats``. ``AttemptOutcome`` and ``RegistrationState`` are
-the values metrics and logs report, named once here. Plain values only: this module imports nothing
-from ``service``, so any of those modules (and their tests) can use the records without
-loading the others (the verifier's svix, the store's drivers).
+the values metrics and logs report, named once here. Plain values only: this module
+imports nothing from ``service``, so any of those modules (and their tests) can use the
+records without loading the others (the verifier's svix, the store's drivers).
 """
 
 from __future__ import annotations
