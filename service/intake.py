@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import Any
 
 import orjson
 import structlog
@@ -19,7 +20,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
 from service import metrics
-from service.http_limits import BODY_TIMEOUT_SECONDS
+from service.http_limits import BODY_TIMEOUT_SECONDS, SWEEP_SECONDS
 from service.runtime import Runtime
 from service.store.base import Recorded, StoreUnavailable
 from service.webhooks import RejectedDelivery, parse_delivery
@@ -177,27 +178,80 @@ async def _read_body(receive: Receive, declared: str | None) -> bytes:
     size = 0
     # Held against the budget until the caller gives the whole body back.
     held = 0
+    task = _DEADLINES.start()
     try:
-        async with asyncio.timeout(BODY_TIMEOUT_SECONDS):
-            while True:
-                message = await receive()
-                if message["type"] == "http.disconnect":
-                    raise RejectedDelivery(400, "client disconnected mid-body")
-                chunk = message.get("body", b"")
-                size += len(chunk)
-                if size > MAX_BODY:
-                    raise RejectedDelivery(413, f"body over {MAX_BODY} bytes")
-                _BODIES.take(len(chunk))
-                held = size
-                chunks.append(chunk)
-                if not message.get("more_body", False):
-                    return b"".join(chunks)
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise RejectedDelivery(400, "client disconnected mid-body")
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > MAX_BODY:
+                raise RejectedDelivery(413, f"body over {MAX_BODY} bytes")
+            _BODIES.take(len(chunk))
+            held = size
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
     except BaseException as exc:
         _BODIES.give_back(held)
-        if isinstance(exc, TimeoutError):
+        if isinstance(exc, asyncio.CancelledError) and _DEADLINES.expired(task):
+            task.uncancel()
             reason = f"body not received within {BODY_TIMEOUT_SECONDS:g} s"
             raise RejectedDelivery(408, reason) from None
         raise
+    finally:
+        _DEADLINES.stop(task)
+
+
+class _BodyDeadlines:
+    """The deadlines of the bodies being read, held by one timer a second for all of them.
+
+    ``asyncio.timeout()`` arms and cancels a timer per request: about 7 us under uvloop
+    on the benchmark machine, 5% of a delivery's CPU, for a deadline that needs a
+    precision of a second. A task past its deadline is cancelled while it waits in
+    ``receive()`` (the only place it can wait while registered), and ``_read_body``
+    turns that cancellation into a 408.
+    """
+
+    def __init__(self) -> None:
+        self._due: dict[asyncio.Task[Any], float] = {}
+        self._expired: set[asyncio.Task[Any]] = set()
+        self._sweeping = False
+
+    def start(self) -> asyncio.Task[Any]:
+        """Register the current task's body read; returns the task, for :meth:`stop`."""
+        task = asyncio.current_task()
+        assert task is not None  # an ASGI app always runs in a task
+        loop = task.get_loop()
+        self._due[task] = loop.time() + BODY_TIMEOUT_SECONDS
+        if not self._sweeping:
+            self._sweeping = True
+            loop.call_later(SWEEP_SECONDS, self._sweep, loop)
+        return task
+
+    def stop(self, task: asyncio.Task[Any]) -> None:
+        self._due.pop(task, None)
+        self._expired.discard(task)
+
+    def expired(self, task: asyncio.Task[Any]) -> bool:
+        """Whether ``task`` was cancelled for its deadline (not by anything else)."""
+        return task in self._expired
+
+    def _sweep(self, loop: asyncio.AbstractEventLoop) -> None:
+        now = loop.time()
+        for task, due in list(self._due.items()):
+            if due <= now:
+                del self._due[task]
+                self._expired.add(task)
+                task.cancel()
+        if self._due:
+            loop.call_later(SWEEP_SECONDS, self._sweep, loop)
+        else:
+            self._sweeping = False
+
+
+_DEADLINES = _BodyDeadlines()
 
 
 class BodyBudgetExceeded(Exception):
