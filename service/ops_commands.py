@@ -26,14 +26,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import urlsplit, urlunsplit
 
 from handlers.retry import SEND_WINDOW
 from service import registration
 from service.agentmail_api import AgentMailApi, ApiFailure, WebhookInfo
 from service.commands import load_settings
 from service.models import JobState, JobSummary, QueueStats
-from service.settings import Settings
+from service.settings import Settings, redact_url
 from service.store import Store, StoreUnavailable, open_store
 
 T = TypeVar("T")
@@ -353,16 +352,6 @@ def _run(settings: Settings, work: Callable[[Store], Awaitable[T]]) -> T:
             await store.close()
 
     return asyncio.run(run())
-
-
-def redact_url(url: str) -> str:
-    """The URL without its password (``postgresql://user:***@host/db``)."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)[1]
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
 
 
 def _duration(seconds: float) -> str:

@@ -20,7 +20,7 @@ from service import registration
 from service.agentmail_api import AgentMailApi, WebhookInfo
 from service.burst import Burst
 from service.models import RegistrationState
-from service.settings import Settings, SettingsError
+from service.settings import Settings, SettingsError, redact_url
 from service.store import Store, StoreUnavailable, open_store
 from service.templates import LiveTemplates
 from service.webhooks import Verifier
@@ -108,7 +108,7 @@ class Runtime:
         _tune_gc()
         log.info(
             "service_started",
-            database=_redacted(self.settings.database_url),
+            database=redact_url(self.settings.database_url),
             webhook_url=url,
             dry_run=self.settings.dry_run,
             concurrency=self.settings.worker_concurrency,
@@ -229,10 +229,3 @@ def _tune_gc() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLD)
-
-
-def _redacted(url: str) -> str:
-    if "@" in url and "://" in url:
-        scheme, rest = url.split("://", 1)
-        return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
-    return url

@@ -231,6 +231,28 @@ def _addresses(value: str) -> tuple[str, ...]:
     return items
 
 
+#: Query parameters of a PostgreSQL URL that libpq reads as secrets.
+_SECRET_PARAMETERS = frozenset({"password", "sslpassword"})
+
+
+def redact_url(url: str) -> str:
+    """The URL as logs and ``autoreply status`` may show it: any password hidden, whether
+    in the user part (``postgresql://app:***@db/autoreply``) or, as libpq also accepts
+    it, in the query (``?password=***``). Everything else is shown as written."""
+    head, mark, query = url.partition("?")
+    parts = urlsplit(head)
+    if parts.password is not None:
+        after = head[len(parts.scheme) + 3 + len(parts.netloc) :]
+        host = parts.netloc.rsplit("@", 1)[1]
+        head = f"{parts.scheme}://{parts.username or ''}:***@{host}{after}"
+    pairs = (pair.partition("=") for pair in query.split("&"))
+    query = "&".join(
+        f"{name}=***" if name.lower() in _SECRET_PARAMETERS else f"{name}{sep}{value}"
+        for name, sep, value in pairs
+    )
+    return head + mark + query
+
+
 def _database_url(value: str) -> str:
     if value.startswith("sqlite:///") and len(value) > len("sqlite:///"):
         path = value.removeprefix("sqlite:///")

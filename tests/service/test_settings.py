@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from service.settings import Secret, Settings, SettingsError
+from service.settings import Secret, Settings, SettingsError, redact_url
 from tests.support.service_process import autoreply_command
 
 BASE = {"AGENTMAIL_API_KEY": "am_test", "AUTOREPLY_WEBHOOK_SECRET": "whsec_" + "c2VjcmV0" * 4}
@@ -117,3 +117,28 @@ def test_serve_stops_with_one_line_naming_the_variable(tmp_path: Path) -> None:
     assert len(lines) == 1, result.stderr
     assert "AUTOREPLY_WORKER_CONCURRENCY" in lines[0]
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("sqlite:///data/autoreply.db", "sqlite:///data/autoreply.db"),
+        ("postgresql://db.internal/autoreply", "postgresql://db.internal/autoreply"),
+        ("postgresql://app@db/autoreply", "postgresql://app@db/autoreply"),
+        ("postgresql://app:s3cret@db:5432/autoreply", "postgresql://app:***@db:5432/autoreply"),
+        ("postgres://:s3cret@db/autoreply", "postgres://:***@db/autoreply"),
+        ("postgresql://app:p@ss@db/x", "postgresql://app:***@db/x"),
+        (
+            "postgresql://db/autoreply?sslmode=require&password=s3cret",
+            "postgresql://db/autoreply?sslmode=require&password=***",
+        ),
+        (
+            "postgresql://db/x?PASSWORD=s3cret&sslpassword=k3y",
+            "postgresql://db/x?PASSWORD=***&sslpassword=***",
+        ),
+    ],
+)
+def test_database_urls_are_shown_without_their_passwords(url: str, shown: str) -> None:
+    """Logs and ``autoreply status`` show the URL through this one redactor."""
+    assert redact_url(url) == shown
+    assert "s3cret" not in redact_url(url)
