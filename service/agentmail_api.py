@@ -67,7 +67,7 @@ class AgentMailApi:
 
     async def get_message(self, inbox_id: str, message_id: str) -> dict[str, Any]:
         """The full message, in the webhook payload's JSON shape."""
-        async with _translated("get message"):
+        async with _as_api_failure("get message"):
             message = await self._client.inboxes.messages.get(
                 _path(inbox_id), _path(message_id), request_options=_NO_RETRIES
             )
@@ -83,7 +83,7 @@ class AgentMailApi:
         remove: Sequence[str] = (),
     ) -> list[str]:
         """One atomic label change; returns the message's labels after it."""
-        async with _translated("update labels"):
+        async with _as_api_failure("update labels"):
             response = await self._client.inboxes.messages.update(
                 _path(inbox_id),
                 _path(message_id),
@@ -95,7 +95,7 @@ class AgentMailApi:
 
     async def reply(self, inbox_id: str, message_id: str, reply: PreparedReply) -> str:
         """Send ``reply`` to the sender only; return the sent message's id."""
-        async with _translated("reply"):
+        async with _as_api_failure("reply"):
             response = await self._client.inboxes.messages.reply(
                 _path(inbox_id),
                 _path(message_id),
@@ -113,7 +113,7 @@ class AgentMailApi:
         self, *, url: str, event_types: Sequence[str], inbox_ids: Sequence[str], client_id: str
     ) -> WebhookInfo:
         """Create a webhook, or get the one ``client_id`` already names (unchanged)."""
-        async with _translated("create webhook"):
+        async with _as_api_failure("create webhook"):
             webhook = await self._client.webhooks.create(
                 url=url,
                 event_types=list(event_types),
@@ -128,7 +128,7 @@ class AgentMailApi:
         webhooks: list[WebhookInfo] = []
         page_token: str | None = None
         while True:
-            async with _translated("list webhooks"):
+            async with _as_api_failure("list webhooks"):
                 page = await self._client.webhooks.list(
                     limit=100, page_token=page_token, request_options=_NO_RETRIES
                 )
@@ -147,7 +147,7 @@ class AgentMailApi:
         remove_inbox_ids: Sequence[str] = (),
     ) -> WebhookInfo:
         """Change what the API allows to change on a webhook."""
-        async with _translated("update webhook"):
+        async with _as_api_failure("update webhook"):
             webhook = await self._client.webhooks.update(
                 webhook_id,
                 event_types=list(event_types) if event_types else None,
@@ -161,7 +161,7 @@ class AgentMailApi:
     async def delete_webhook(self, webhook_id: str) -> None:
         """Delete a webhook; one already gone counts as deleted."""
         try:
-            async with _translated("delete webhook"):
+            async with _as_api_failure("delete webhook"):
                 await self._client.webhooks.delete(webhook_id, request_options=_NO_RETRIES)
         except ApiFailure as failure:
             if failure.status != 404:
@@ -186,7 +186,7 @@ def _webhook_info(webhook: Any) -> WebhookInfo:
     )
 
 
-class _translated:
+class _as_api_failure:
     """Context manager mapping SDK and transport errors to ``ApiFailure``."""
 
     def __init__(self, action: str) -> None:

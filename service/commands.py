@@ -90,7 +90,7 @@ def _register(args: argparse.Namespace) -> int:
     url = settings.webhook_url
     if url is None:
         fail("configuration error: AUTOREPLY_PUBLIC_URL: is required to register", 2)
-    desired = registration.Desired(
+    desired = registration.WebhookSpec(
         url=url, client_id=settings.webhook_client_id, inbox_ids=tuple(sorted(settings.inbox_ids))
     )
 

@@ -177,14 +177,14 @@ async def _webhook_report(settings: Settings, *, check: bool) -> dict[str, Any]:
         return report
     finally:
         await api.aclose()
-    desired = registration.Desired(
+    desired = registration.WebhookSpec(
         url=url, client_id=settings.webhook_client_id, inbox_ids=tuple(sorted(settings.inbox_ids))
     )
     report.update(_compare(webhooks, desired))
     return report
 
 
-def _compare(webhooks: list[WebhookInfo], desired: registration.Desired) -> dict[str, Any]:
+def _compare(webhooks: list[WebhookInfo], desired: registration.WebhookSpec) -> dict[str, Any]:
     """How AgentMail's webhooks compare with the one the service would register."""
     ours = {desired.client_id, registration.fallback_client_id(desired.client_id, desired.url)}
     mine = [w for w in webhooks if w.client_id in ours or w.url == desired.url]

@@ -25,8 +25,8 @@ EVENT_TYPES = ("message.received",)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
-class Desired:
-    """The webhook this service wants."""
+class WebhookSpec:
+    """The webhook this service wants registered: where, under which client_id, for what."""
 
     url: str
     client_id: str
@@ -39,7 +39,7 @@ def fallback_client_id(client_id: str, url: str) -> str:
     return f"{client_id}-{hashlib.sha256(url.encode()).hexdigest()[:10]}"
 
 
-async def ensure_webhook(api: AgentMailApi, desired: Desired) -> WebhookInfo:
+async def ensure_webhook(api: AgentMailApi, desired: WebhookSpec) -> WebhookInfo:
     """Create or repair the webhook until it matches ``desired``; return it."""
     webhook = await _create(api, desired, desired.client_id)
     if webhook.url != desired.url:
@@ -59,7 +59,7 @@ async def ensure_webhook(api: AgentMailApi, desired: Desired) -> WebhookInfo:
     return await _repair(api, webhook, desired)
 
 
-async def _create(api: AgentMailApi, desired: Desired, client_id: str) -> WebhookInfo:
+async def _create(api: AgentMailApi, desired: WebhookSpec, client_id: str) -> WebhookInfo:
     webhook = await api.create_webhook(
         url=desired.url,
         event_types=desired.event_types,
@@ -70,7 +70,7 @@ async def _create(api: AgentMailApi, desired: Desired, client_id: str) -> Webhoo
     return webhook
 
 
-async def _repair(api: AgentMailApi, webhook: WebhookInfo, desired: Desired) -> WebhookInfo:
+async def _repair(api: AgentMailApi, webhook: WebhookInfo, desired: WebhookSpec) -> WebhookInfo:
     changes: dict[str, object] = {}
     if set(webhook.event_types) != set(desired.event_types):
         changes["event_types"] = list(desired.event_types)
@@ -96,7 +96,7 @@ async def _repair(api: AgentMailApi, webhook: WebhookInfo, desired: Desired) -> 
 
 async def register_with_retry(
     api: AgentMailApi,
-    desired: Desired,
+    desired: WebhookSpec,
     *,
     report: Callable[[RegistrationState, str | None], None],
     max_delay: float = 60.0,

@@ -91,7 +91,7 @@ class Runtime:
         await self.store.open()
         url = self.settings.webhook_url
         if url is not None:
-            desired = registration.Desired(
+            desired = registration.WebhookSpec(
                 url=url,
                 client_id=self.settings.webhook_client_id,
                 inbox_ids=tuple(sorted(self.settings.inbox_ids)),
@@ -144,7 +144,7 @@ class Runtime:
                     log.info("purged", rows=deleted, retention_s=retention)
             await asyncio.sleep(PURGE_INTERVAL)
 
-    async def _register(self, desired: registration.Desired) -> None:
+    async def _register(self, desired: registration.WebhookSpec) -> None:
         self.registration_problem = "webhook registration pending"
         webhook = await registration.register_with_retry(
             self.api, desired, report=self._registration_reported

@@ -63,8 +63,9 @@ class WorkerConfig:
 
 
 @dataclass(slots=True)
-class _Attempt:
-    """What one attempt learned that its failure handling needs."""
+class _SendWindowStart:
+    """When this job's reply was first prepared for sending, as the failure handling of
+    an attempt needs it: a retry must not fall outside the Idempotency-Key's window."""
 
     first_send_at: float | None
 
@@ -193,7 +194,7 @@ class Worker:
         )
         outcome = AttemptOutcome.ERROR
         fields: dict[str, object] = {}
-        attempt = _Attempt(first_send_at=job.first_send_at)
+        attempt = _SendWindowStart(first_send_at=job.first_send_at)
         try:
             # The whole attempt must end before the lease does, or another worker
             # could claim the job while this one still acts on it.
@@ -230,7 +231,7 @@ class Worker:
         )
 
     async def _attempt(
-        self, job: Job, attempt: _Attempt
+        self, job: Job, attempt: _SendWindowStart
     ) -> tuple[AttemptOutcome, dict[str, object]]:
         message = InboundMessage.from_payload(
             orjson.loads(job.message_json), event_type=job.event_type
@@ -372,7 +373,7 @@ class Worker:
     async def _failed(
         self,
         job: Job,
-        attempt: _Attempt,
+        attempt: _SendWindowStart,
         error: str,
         *,
         transient: bool,

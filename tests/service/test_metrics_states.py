@@ -82,7 +82,7 @@ async def test_registration_reports_failing_then_registered() -> None:
     """Each failure is reported as ``failing`` with its reason, the success as
     ``registered``: the runtime keeps the state instead of parsing the message."""
     reports: list[tuple[RegistrationState, str | None]] = []
-    desired = registration.Desired(url=WEBHOOK.url, client_id="autoreply")
+    desired = registration.WebhookSpec(url=WEBHOOK.url, client_id="autoreply")
 
     webhook = await registration.register_with_retry(
         _FlakyWebhooks(),  # type: ignore[arg-type]
