@@ -1,18 +1,20 @@
 """Python clients for the sandbox's admin API (``/_sandbox/…``).
 
-``SandboxClient`` (sync) and ``AsyncSandboxClient`` (async) expose the same methods;
-both build their requests with the same :class:`_Requests` builders and read answers
-with the same :func:`_read`, so only the transport differs. Used by tests, the
+``SandboxClient`` (sync) and ``AsyncSandboxClient`` (async) expose the same methods,
+made from the same :class:`_Requests` builders (signatures, docstrings, the JSON they
+send and the shape of the answer) and reading answers with the same :func:`_read`: only
+the transport differs. Used by tests, the
 ``autoreply sandbox`` verbs and the demo.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, cast
 
 import httpx
 
@@ -29,6 +31,9 @@ from service.sandbox.reports import (
 DEFAULT_URL = "http://127.0.0.1:9100"
 POLL_INTERVAL = 0.02
 
+P = ParamSpec("P")
+T = TypeVar("T")
+
 
 class SandboxError(Exception):
     """The admin API answered with an error, or could not be reached (``status`` None)."""
@@ -39,7 +44,9 @@ class SandboxError(Exception):
 
 
 @dataclass(frozen=True)
-class _Request:
+class _Request(Generic[T]):
+    """One admin request; ``T`` is the shape of its JSON answer."""
+
     method: str
     path: str
     json: Any = None
@@ -50,126 +57,164 @@ def _clean(fields: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in fields.items() if v is not None}
 
 
+def _many(value: str | Sequence[str] | None) -> list[str] | None:
+    if value is None:
+        return None
+    return [value] if isinstance(value, str) else list(value)
+
+
 class _Requests:
-    """Builds every admin request; the two clients only send them."""
+    """Every admin request, with the signature and docstring its client method shows.
+
+    Both clients are built from these (``_sync``, ``_async``): they differ only in how
+    a request is sent.
+    """
 
     @staticmethod
-    def info() -> _Request:
+    def info() -> _Request[dict[str, Any]]:
+        """API keys, inboxes, time scale and the sandbox time."""
         return _Request("GET", "/_sandbox/info")
 
     @staticmethod
-    def inject(fields: Mapping[str, Any]) -> _Request:
+    def inject(
+        *,
+        inbox_id: str | None = None,
+        from_: str | None = None,
+        to: str | Sequence[str] | None = None,
+        cc: str | Sequence[str] | None = None,
+        reply_to: str | Sequence[str] | None = None,
+        subject: str | None = None,
+        text: str | None = None,
+        html: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        event_type: str | None = None,
+        in_reply_to: str | None = None,
+        references: Sequence[str] | None = None,
+        labels: Sequence[str] | None = None,
+        copies: int | None = None,
+        message_id: str | None = None,
+    ) -> _Request[InjectResult]:
+        """Inject an inbound email; see ``POST /_sandbox/inbound``."""
+        fields = {
+            "inbox_id": inbox_id,
+            "from": from_,
+            "to": _many(to),
+            "cc": _many(cc),
+            "reply_to": _many(reply_to),
+            "subject": subject,
+            "text": text,
+            "html": html,
+            "headers": dict(headers) if headers is not None else None,
+            "event_type": event_type,
+            "in_reply_to": in_reply_to,
+            "references": list(references) if references is not None else None,
+            "labels": list(labels) if labels is not None else None,
+            "copies": copies,
+            "message_id": message_id,
+        }
         return _Request("POST", "/_sandbox/inbound", json=_clean(fields))
 
     @staticmethod
     def redeliver(
-        delivery_id: str, *, copies: int, new_svix_id: bool, new_event_id: bool
-    ) -> _Request:
+        delivery_id: str,
+        *,
+        copies: int = 1,
+        new_svix_id: bool = False,
+        new_event_id: bool = False,
+    ) -> _Request[RedeliverResult]:
+        """Send a past delivery's body again (same or new svix-id / event_id)."""
         body = {"copies": copies, "new_svix_id": new_svix_id, "new_event_id": new_event_id}
         return _Request("POST", f"/_sandbox/deliveries/{delivery_id}/redeliver", json=body)
 
     @staticmethod
-    def deliveries() -> _Request:
+    def deliveries() -> _Request[list[DeliveryReport]]:
+        """Every delivery with its attempts."""
         return _Request("GET", "/_sandbox/deliveries")
 
     @staticmethod
-    def delivery(delivery_id: str) -> _Request:
+    def delivery(delivery_id: str) -> _Request[DeliveryReport]:
+        """One delivery with its attempts."""
         return _Request("GET", f"/_sandbox/deliveries/{delivery_id}")
 
     @staticmethod
-    def sent() -> _Request:
+    def sent() -> _Request[list[SentEmail]]:
+        """Every email actually sent."""
         return _Request("GET", "/_sandbox/sent")
 
     @staticmethod
-    def label_changes() -> _Request:
+    def label_changes() -> _Request[list[LabelChange]]:
+        """Every successful label PATCH."""
         return _Request("GET", "/_sandbox/label-changes")
 
     @staticmethod
-    def requests() -> _Request:
+    def requests() -> _Request[RequestsReport]:
+        """API call counts per operation and status."""
         return _Request("GET", "/_sandbox/requests")
 
     @staticmethod
-    def add_fault(fields: Mapping[str, Any]) -> _Request:
+    def add_fault(
+        operation: str,
+        *,
+        status: int | None = None,
+        rate: float | None = None,
+        times: int | None = None,
+        retry_after: int | None = None,
+        latency_ms: int | None = None,
+        after_send: bool | None = None,
+    ) -> _Request[FaultReport]:
+        """Install a fault on an operation (``*`` for all)."""
+        fields = {
+            "operation": operation,
+            "status": status,
+            "rate": rate,
+            "times": times,
+            "retry_after": retry_after,
+            "latency_ms": latency_ms,
+            "after_send": after_send,
+        }
         return _Request("POST", "/_sandbox/faults", json=_clean(fields))
 
     @staticmethod
-    def faults() -> _Request:
+    def faults() -> _Request[list[FaultReport]]:
+        """The installed faults."""
         return _Request("GET", "/_sandbox/faults")
 
     @staticmethod
-    def clear_faults() -> _Request:
+    def clear_faults() -> _Request[None]:
+        """Remove every fault."""
         return _Request("DELETE", "/_sandbox/faults")
 
     @staticmethod
-    def advance_clock(seconds: float) -> _Request:
+    def advance_clock(seconds: float) -> _Request[dict[str, Any]]:
+        """Move the sandbox clock forward by ``seconds``."""
         return _Request("POST", "/_sandbox/clock", json={"advance_seconds": seconds})
 
     @staticmethod
-    def reset() -> _Request:
+    def reset() -> _Request[None]:
+        """Back to the initial state."""
         return _Request("POST", "/_sandbox/reset")
 
 
-def _inject_fields(
-    *,
-    inbox_id: str | None,
-    from_: str | None,
-    to: str | Sequence[str] | None,
-    cc: str | Sequence[str] | None,
-    reply_to: str | Sequence[str] | None,
-    subject: str | None,
-    text: str | None,
-    html: str | None,
-    headers: Mapping[str, str] | None,
-    event_type: str | None,
-    in_reply_to: str | None,
-    references: Sequence[str] | None,
-    labels: Sequence[str] | None,
-    copies: int | None,
-    message_id: str | None,
-) -> dict[str, Any]:
-    def many(value: str | Sequence[str] | None) -> list[str] | None:
-        if value is None:
-            return None
-        return [value] if isinstance(value, str) else list(value)
+def _sync(build: Callable[P, _Request[T]]) -> Callable[Concatenate[SandboxClient, P], T]:
+    """``SandboxClient``'s method for one request: build it, send it, return the answer."""
 
-    return {
-        "inbox_id": inbox_id,
-        "from": from_,
-        "to": many(to),
-        "cc": many(cc),
-        "reply_to": many(reply_to),
-        "subject": subject,
-        "text": text,
-        "html": html,
-        "headers": dict(headers) if headers is not None else None,
-        "event_type": event_type,
-        "in_reply_to": in_reply_to,
-        "references": list(references) if references is not None else None,
-        "labels": list(labels) if labels is not None else None,
-        "copies": copies,
-        "message_id": message_id,
-    }
+    @functools.wraps(build)
+    def call(client: SandboxClient, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        return cast(T, client._send(build(*args, **kwargs)))
+
+    return call
 
 
-def _fault_fields(
-    operation: str,
-    *,
-    status: int | None,
-    rate: float | None,
-    times: int | None,
-    retry_after: int | None,
-    latency_ms: int | None,
-    after_send: bool | None,
-) -> dict[str, Any]:
-    return {
-        "operation": operation,
-        "status": status,
-        "rate": rate,
-        "times": times,
-        "retry_after": retry_after,
-        "latency_ms": latency_ms,
-        "after_send": after_send,
-    }
+def _async(
+    build: Callable[P, _Request[T]],
+) -> Callable[Concatenate[AsyncSandboxClient, P], Coroutine[Any, Any, T]]:
+    """``AsyncSandboxClient``'s method for one request (see ``_sync``)."""
+
+    @functools.wraps(build)
+    async def call(client: AsyncSandboxClient, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        return cast(T, await client._send(build(*args, **kwargs)))
+
+    return call
 
 
 def _read(response: httpx.Response) -> Any:
@@ -214,7 +259,7 @@ class SandboxClient:
     def __exit__(self, *_exc: object) -> None:
         self.close()
 
-    def _send(self, request: _Request) -> Any:
+    def _send(self, request: _Request[Any]) -> Any:
         try:
             response = self._http.request(
                 request.method, request.path, json=request.json, params=dict(request.params)
@@ -223,105 +268,19 @@ class SandboxClient:
             raise _unreachable(self.base_url, exc) from exc
         return _read(response)
 
-    def info(self) -> dict[str, Any]:
-        """API keys, inboxes, time scale and the sandbox time."""
-        return cast(dict[str, Any], self._send(_Requests.info()))
-
-    def inject(
-        self,
-        *,
-        inbox_id: str | None = None,
-        from_: str | None = None,
-        to: str | Sequence[str] | None = None,
-        cc: str | Sequence[str] | None = None,
-        reply_to: str | Sequence[str] | None = None,
-        subject: str | None = None,
-        text: str | None = None,
-        html: str | None = None,
-        headers: Mapping[str, str] | None = None,
-        event_type: str | None = None,
-        in_reply_to: str | None = None,
-        references: Sequence[str] | None = None,
-        labels: Sequence[str] | None = None,
-        copies: int | None = None,
-        message_id: str | None = None,
-    ) -> InjectResult:
-        """Inject an inbound email; see ``POST /_sandbox/inbound``."""
-        fields = _inject_fields(
-            inbox_id=inbox_id, from_=from_, to=to, cc=cc, reply_to=reply_to, subject=subject,
-            text=text, html=html, headers=headers, event_type=event_type,
-            in_reply_to=in_reply_to, references=references, labels=labels, copies=copies,
-            message_id=message_id,
-        )  # fmt: skip
-        return cast(InjectResult, self._send(_Requests.inject(fields)))
-
-    def redeliver(
-        self,
-        delivery_id: str,
-        *,
-        copies: int = 1,
-        new_svix_id: bool = False,
-        new_event_id: bool = False,
-    ) -> RedeliverResult:
-        """Send a past delivery's body again (same or new svix-id / event_id)."""
-        request = _Requests.redeliver(
-            delivery_id, copies=copies, new_svix_id=new_svix_id, new_event_id=new_event_id
-        )
-        return cast(RedeliverResult, self._send(request))
-
-    def deliveries(self) -> list[DeliveryReport]:
-        """Every delivery with its attempts."""
-        return cast(list[DeliveryReport], self._send(_Requests.deliveries()))
-
-    def delivery(self, delivery_id: str) -> DeliveryReport:
-        """One delivery with its attempts."""
-        return cast(DeliveryReport, self._send(_Requests.delivery(delivery_id)))
-
-    def sent(self) -> list[SentEmail]:
-        """Every email actually sent."""
-        return cast(list[SentEmail], self._send(_Requests.sent()))
-
-    def label_changes(self) -> list[LabelChange]:
-        """Every successful label PATCH."""
-        return cast(list[LabelChange], self._send(_Requests.label_changes()))
-
-    def requests(self) -> RequestsReport:
-        """API call counts per operation and status."""
-        return cast(RequestsReport, self._send(_Requests.requests()))
-
-    def add_fault(
-        self,
-        operation: str,
-        *,
-        status: int | None = None,
-        rate: float | None = None,
-        times: int | None = None,
-        retry_after: int | None = None,
-        latency_ms: int | None = None,
-        after_send: bool | None = None,
-    ) -> FaultReport:
-        """Install a fault on an operation (``*`` for all)."""
-        fields = _fault_fields(
-            operation, status=status, rate=rate, times=times, retry_after=retry_after,
-            latency_ms=latency_ms, after_send=after_send,
-        )  # fmt: skip
-        return cast(FaultReport, self._send(_Requests.add_fault(fields)))
-
-    def faults(self) -> list[FaultReport]:
-        """The installed faults."""
-        return cast(list[FaultReport], self._send(_Requests.faults()))
-
-    def clear_faults(self) -> None:
-        """Remove every fault."""
-        self._send(_Requests.clear_faults())
-
-    def advance_clock(self, seconds: float) -> dict[str, Any]:
-        """Move the sandbox clock forward by ``seconds``."""
-        return cast(dict[str, Any], self._send(_Requests.advance_clock(seconds)))
-
-    def reset(self) -> None:
-        """Back to the initial state."""
-        self._send(_Requests.reset())
+    info = _sync(_Requests.info)
+    inject = _sync(_Requests.inject)
+    redeliver = _sync(_Requests.redeliver)
+    deliveries = _sync(_Requests.deliveries)
+    delivery = _sync(_Requests.delivery)
+    sent = _sync(_Requests.sent)
+    label_changes = _sync(_Requests.label_changes)
+    requests = _sync(_Requests.requests)
+    add_fault = _sync(_Requests.add_fault)
+    faults = _sync(_Requests.faults)
+    clear_faults = _sync(_Requests.clear_faults)
+    advance_clock = _sync(_Requests.advance_clock)
+    reset = _sync(_Requests.reset)
 
     def wait_for_deliveries(self, timeout: float = 10.0) -> list[DeliveryReport]:
         """Poll until no delivery is pending; return them all. Raises TimeoutError."""
@@ -363,7 +322,7 @@ class AsyncSandboxClient:
     async def __aexit__(self, *_exc: object) -> None:
         await self.aclose()
 
-    async def _send(self, request: _Request) -> Any:
+    async def _send(self, request: _Request[Any]) -> Any:
         try:
             response = await self._http.request(
                 request.method, request.path, json=request.json, params=dict(request.params)
@@ -372,105 +331,19 @@ class AsyncSandboxClient:
             raise _unreachable(self.base_url, exc) from exc
         return _read(response)
 
-    async def info(self) -> dict[str, Any]:
-        """API keys, inboxes, time scale and the sandbox time."""
-        return cast(dict[str, Any], await self._send(_Requests.info()))
-
-    async def inject(
-        self,
-        *,
-        inbox_id: str | None = None,
-        from_: str | None = None,
-        to: str | Sequence[str] | None = None,
-        cc: str | Sequence[str] | None = None,
-        reply_to: str | Sequence[str] | None = None,
-        subject: str | None = None,
-        text: str | None = None,
-        html: str | None = None,
-        headers: Mapping[str, str] | None = None,
-        event_type: str | None = None,
-        in_reply_to: str | None = None,
-        references: Sequence[str] | None = None,
-        labels: Sequence[str] | None = None,
-        copies: int | None = None,
-        message_id: str | None = None,
-    ) -> InjectResult:
-        """Inject an inbound email; see ``POST /_sandbox/inbound``."""
-        fields = _inject_fields(
-            inbox_id=inbox_id, from_=from_, to=to, cc=cc, reply_to=reply_to, subject=subject,
-            text=text, html=html, headers=headers, event_type=event_type,
-            in_reply_to=in_reply_to, references=references, labels=labels, copies=copies,
-            message_id=message_id,
-        )  # fmt: skip
-        return cast(InjectResult, await self._send(_Requests.inject(fields)))
-
-    async def redeliver(
-        self,
-        delivery_id: str,
-        *,
-        copies: int = 1,
-        new_svix_id: bool = False,
-        new_event_id: bool = False,
-    ) -> RedeliverResult:
-        """Send a past delivery's body again (same or new svix-id / event_id)."""
-        request = _Requests.redeliver(
-            delivery_id, copies=copies, new_svix_id=new_svix_id, new_event_id=new_event_id
-        )
-        return cast(RedeliverResult, await self._send(request))
-
-    async def deliveries(self) -> list[DeliveryReport]:
-        """Every delivery with its attempts."""
-        return cast(list[DeliveryReport], await self._send(_Requests.deliveries()))
-
-    async def delivery(self, delivery_id: str) -> DeliveryReport:
-        """One delivery with its attempts."""
-        return cast(DeliveryReport, await self._send(_Requests.delivery(delivery_id)))
-
-    async def sent(self) -> list[SentEmail]:
-        """Every email actually sent."""
-        return cast(list[SentEmail], await self._send(_Requests.sent()))
-
-    async def label_changes(self) -> list[LabelChange]:
-        """Every successful label PATCH."""
-        return cast(list[LabelChange], await self._send(_Requests.label_changes()))
-
-    async def requests(self) -> RequestsReport:
-        """API call counts per operation and status."""
-        return cast(RequestsReport, await self._send(_Requests.requests()))
-
-    async def add_fault(
-        self,
-        operation: str,
-        *,
-        status: int | None = None,
-        rate: float | None = None,
-        times: int | None = None,
-        retry_after: int | None = None,
-        latency_ms: int | None = None,
-        after_send: bool | None = None,
-    ) -> FaultReport:
-        """Install a fault on an operation (``*`` for all)."""
-        fields = _fault_fields(
-            operation, status=status, rate=rate, times=times, retry_after=retry_after,
-            latency_ms=latency_ms, after_send=after_send,
-        )  # fmt: skip
-        return cast(FaultReport, await self._send(_Requests.add_fault(fields)))
-
-    async def faults(self) -> list[FaultReport]:
-        """The installed faults."""
-        return cast(list[FaultReport], await self._send(_Requests.faults()))
-
-    async def clear_faults(self) -> None:
-        """Remove every fault."""
-        await self._send(_Requests.clear_faults())
-
-    async def advance_clock(self, seconds: float) -> dict[str, Any]:
-        """Move the sandbox clock forward by ``seconds``."""
-        return cast(dict[str, Any], await self._send(_Requests.advance_clock(seconds)))
-
-    async def reset(self) -> None:
-        """Back to the initial state."""
-        await self._send(_Requests.reset())
+    info = _async(_Requests.info)
+    inject = _async(_Requests.inject)
+    redeliver = _async(_Requests.redeliver)
+    deliveries = _async(_Requests.deliveries)
+    delivery = _async(_Requests.delivery)
+    sent = _async(_Requests.sent)
+    label_changes = _async(_Requests.label_changes)
+    requests = _async(_Requests.requests)
+    add_fault = _async(_Requests.add_fault)
+    faults = _async(_Requests.faults)
+    clear_faults = _async(_Requests.clear_faults)
+    advance_clock = _async(_Requests.advance_clock)
+    reset = _async(_Requests.reset)
 
     async def wait_for_deliveries(
         self,
