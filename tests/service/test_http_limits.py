@@ -201,7 +201,7 @@ async def test_a_body_shorter_than_its_content_length_is_answered_408(
 
 
 async def test_a_big_head_and_hundreds_of_slow_clients_leave_the_service_answering(
-    tmp_path: Path,
+    tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
     """The attack of the finding, scaled to a test: one 16 MiB head, 300 slowloris clients.
 
@@ -210,6 +210,7 @@ async def test_a_big_head_and_hundreds_of_slow_clients_leave_the_service_answeri
     container's memory limit.
     """
     service = start_service(tmp_path)
+    request.addfinalizer(service.stop)
     assert service.process is not None
     pid = service.process.pid
     slow_clients = 300
@@ -243,9 +244,9 @@ async def test_a_big_head_and_hundreds_of_slow_clients_leave_the_service_answeri
         finally:
             writer.close()
 
-    async def answered_within(request: httpx.Request, seconds: float) -> int:
+    async def answered_within(outgoing: httpx.Request, seconds: float) -> int:
         async with httpx.AsyncClient(timeout=seconds) as client:
-            return (await client.send(request)).status_code
+            return (await client.send(outgoing)).status_code
 
     stop = asyncio.Event()
     sampler = asyncio.create_task(sample_memory(stop))
@@ -278,7 +279,7 @@ async def test_a_big_head_and_hundreds_of_slow_clients_leave_the_service_answeri
 
 
 async def test_past_the_concurrency_limit_deliveries_get_503_and_healthz_still_200(
-    tmp_path: Path,
+    tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
     """``limit_concurrency`` counts open connections; ``/healthz`` is exempt; past
     ``MAX_CONNECTIONS`` a new connection is closed unanswered."""
@@ -289,6 +290,7 @@ async def test_past_the_concurrency_limit_deliveries_get_503_and_healthz_still_2
             pytest.skip(f"needs {wanted} file descriptors, the hard limit is {hard}")
         resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
     service = start_service(tmp_path)
+    request.addfinalizer(service.stop)
     idle: list[asyncio.StreamWriter] = []
 
     async def open_idle(count: int) -> None:
@@ -296,9 +298,9 @@ async def test_past_the_concurrency_limit_deliveries_get_503_and_healthz_still_2
             _, writer = await asyncio.open_connection("127.0.0.1", service.port)
             idle.append(writer)
 
-    async def status(request: httpx.Request) -> int:
+    async def status(outgoing: httpx.Request) -> int:
         async with httpx.AsyncClient(timeout=5) as client:
-            return (await client.send(request)).status_code
+            return (await client.send(outgoing)).status_code
 
     def post(n: int) -> httpx.Request:
         body, headers = delivery(n)
