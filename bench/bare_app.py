@@ -1,6 +1,6 @@
 """The baseline for ``bench/intake.py``: a bare Starlette app whose one POST route answers 200.
 
-It runs on exactly the uvicorn settings the service uses (``service.commands.uvicorn_config``:
+It runs on exactly the uvicorn settings the service uses (``service.server.uvicorn_config``:
 uvloop, httptools, no access log), so the ratio between the two measures what the service
 adds per request, not a difference in server configuration. Run as its own process:
 ``python bench/bare_app.py --port 8001``.
@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from service.commands import uvicorn_config
+from service.server import uvicorn_config
 from service.settings import WEBHOOK_PATH
 
 

@@ -5,7 +5,7 @@ Why. The service bounds request heads, their time and connections in a subclass 
 uvicorn's httptools protocol (``service/http_limits.py``). This measures what that costs
 per request against uvicorn's own class, and what switching to h11 would have cost
 instead, with nothing else in the path: ``bench/bare_app.py``'s route, which answers 200
-without reading, on ``service.commands.uvicorn_config`` with only ``http`` changed.
+without reading, on ``service.server.uvicorn_config`` with only ``http`` changed.
 
 Run: ``.venv/bin/python bench/protocols.py [--rounds 4] [--duration 8] [PROTOCOL ...]``
 (protocols: ``httptools``, ``limited``, ``h11``; all three by default). Rounds alternate
@@ -36,7 +36,7 @@ import sys
 sys.path.insert(0, {bench!r})
 import uvicorn
 from bare_app import app
-from service.commands import uvicorn_config
+from service.server import uvicorn_config
 port, protocol = int(sys.argv[1]), sys.argv[2]
 config = uvicorn_config(app, host="127.0.0.1", port=port)
 if protocol != "limited":

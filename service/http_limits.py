@@ -5,7 +5,7 @@ request head: it buffers a header of any size (a 320 MiB one took the process to
 and waits forever for a head that trickles in or never comes. The image is also run bare
 (``docker run -p``), with no proxy in front to bound these, so the service bounds them
 itself, in :class:`LimitedHttpToolsProtocol`, a subclass of uvicorn's protocol that
-``service.commands.uvicorn_config`` installs:
+``service.server.uvicorn_config`` installs:
 
 - the request head (request line and headers) is refused with **431** past
   :data:`MAX_HEAD_BYTES` or :data:`MAX_HEADERS`, and the connection closed;

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from dotenv import dotenv_values
 
-from service.commands import uvicorn_config
+from service.server import uvicorn_config
 from service.settings import Settings
 from tests.deploy.conftest import DEPLOY, known_settings, load_yaml
 from tests.support.service_process import ServiceProcess

@@ -21,7 +21,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from service.commands import uvicorn_config
+from service.server import uvicorn_config
 from service.settings import Settings
 from tests.deploy.conftest import DEPLOY, K8S, known_settings, load_yaml
 from tests.support.deployment import Deployment, replies_to

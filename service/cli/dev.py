@@ -22,9 +22,9 @@ import uvicorn
 from starlette.applications import Starlette
 
 from service.app import create_app
-from service.commands import uvicorn_config
 from service.runtime import Runtime
 from service.sandbox import create_sandbox_app
+from service.server import uvicorn_config
 from service.settings import Settings
 
 SANDBOX_KEY = "am_sandbox"

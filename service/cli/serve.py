@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
-from typing import Any, NoReturn
+from typing import Any
 
 import uvicorn
 
-from service import http_limits
 from service.agentmail_api import AgentMailApi, ApiFailure
+from service.cli import fail, load_settings
 from service.logging import configure_logging
-from service.settings import Settings, SettingsError
+from service.server import uvicorn_config
+from service.settings import SettingsError
 from service.store import StoreUnavailable, open_store
 from service.templates import TemplateError
 
@@ -35,37 +35,6 @@ def add_commands(subparsers: Any) -> None:
 
     migrate = subparsers.add_parser("migrate", help="apply database migrations and exit")
     migrate.set_defaults(handler=_migrate)
-
-
-def load_settings() -> Settings:
-    """Settings from the environment, or exit 2 with the one-line reason."""
-    try:
-        return Settings.from_environ()
-    except SettingsError as exc:
-        fail(f"configuration error: {exc}", 2)
-
-
-def uvicorn_config(app: Any, *, host: str, port: int) -> uvicorn.Config:
-    """The uvicorn settings every way of serving the app shares.
-
-    The HTTP protocol is uvicorn's httptools one with the bounds of
-    ``service.http_limits`` (head size, header count, head deadline, connections).
-    """
-    return uvicorn.Config(
-        app,
-        host=host,
-        port=port,
-        loop="uvloop",
-        http=http_limits.LimitedHttpToolsProtocol,
-        ws="none",
-        lifespan="on",
-        log_config=None,
-        access_log=False,
-        server_header=False,
-        limit_concurrency=http_limits.LIMIT_CONCURRENCY,
-        timeout_keep_alive=http_limits.KEEP_ALIVE_SECONDS,
-        timeout_graceful_shutdown=30,
-    )
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -127,9 +96,3 @@ def _migrate(args: argparse.Namespace) -> int:
         fail(f"migration failed: {exc}", 1)
     print("database is up to date")
     return 0
-
-
-def fail(message: str, code: int) -> NoReturn:
-    """Print ``autoreply: message`` on stderr and exit with ``code``: no traceback."""
-    print(f"autoreply: {message}", file=sys.stderr)
-    raise SystemExit(code)

@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from service.commands import fail
-from service.devserver import (
+from service.cli import fail
+from service.cli.dev import (
     DEMO_INBOX,
     Ports,
     dev_settings,

@@ -30,7 +30,7 @@ from typing import Any, TypeVar
 from handlers.retry import SEND_WINDOW
 from service import registration
 from service.agentmail_api import AgentMailApi, ApiFailure, WebhookInfo
-from service.commands import load_settings
+from service.cli import load_settings
 from service.models import JobState, JobSummary, QueueStats
 from service.settings import Settings, redact_url
 from service.store import Store, StoreUnavailable, open_store
