@@ -13,6 +13,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from service import intake, metrics
+from service.burst import CountRequests
 from service.models import QueueStats
 from service.runtime import Runtime
 from service.settings import WEBHOOK_PATH, Settings
@@ -41,7 +42,12 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
 
     app = Starlette(
         routes=[
-            Route(WEBHOOK_PATH, intake.WebhookEndpoint(), methods=["POST"]),
+            # Counted for the burst step-back; the endpoint itself knows nothing of it.
+            Route(
+                WEBHOOK_PATH,
+                CountRequests(intake.WebhookEndpoint(), runtime.burst),
+                methods=["POST"],
+            ),
             Route("/healthz", intake.healthz, methods=["GET"]),
             Route("/readyz", intake.readyz, methods=["GET"]),
             Route("/metrics", scrape, methods=["GET"]),

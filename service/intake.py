@@ -21,6 +21,7 @@ from starlette.types import Receive, Scope, Send
 
 from service import metrics
 from service.http_limits import BODY_TIMEOUT_SECONDS, SWEEP_SECONDS
+from service.models import DeliveryOutcome
 from service.runtime import Runtime
 from service.store.base import Recorded, StoreUnavailable
 from service.webhooks import RejectedDelivery, parse_delivery
@@ -38,11 +39,11 @@ MAX_BODIES_BYTES = 192 * MAX_BODY
 MAX_LOGGED_CHARS = 200
 
 _STATUS = {
-    Recorded.ENQUEUED: (202, "accepted"),
-    Recorded.DUPLICATE_DELIVERY: (200, "duplicate"),
-    Recorded.DUPLICATE_EVENT: (200, "duplicate"),
-    Recorded.DUPLICATE_MESSAGE: (200, "duplicate"),
-    Recorded.IGNORED: (200, "ignored"),
+    Recorded.ENQUEUED: (202, DeliveryOutcome.ACCEPTED),
+    Recorded.DUPLICATE_DELIVERY: (200, DeliveryOutcome.DUPLICATE),
+    Recorded.DUPLICATE_EVENT: (200, DeliveryOutcome.DUPLICATE),
+    Recorded.DUPLICATE_MESSAGE: (200, DeliveryOutcome.DUPLICATE),
+    Recorded.IGNORED: (200, DeliveryOutcome.IGNORED),
 }
 
 #: The response header that names the outcome (``accepted``, ``duplicate``, ...).
@@ -62,28 +63,22 @@ class WebhookEndpoint:
     """
 
     def __init__(self) -> None:
-        self._counters: dict[tuple[str, int], Counter] = {}
+        self._counters: dict[tuple[DeliveryOutcome, int], Counter] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Read, verify, record and answer one delivery."""
         runtime: Runtime = scope["app"].state.runtime
-        runtime.burst.request_started()
-        try:
-            await self._answer(runtime, scope, receive, send)
-        finally:
-            runtime.burst.request_finished()
-
-    async def _answer(self, runtime: Runtime, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
         headers = _headers(scope)
         fields: dict[str, object] = {"svix_id": headers.get("svix-id")}
         try:
             status, outcome = await _receive(receive, headers, runtime, fields)
         except RejectedDelivery as rejected:
-            status, outcome = rejected.status, "rejected"
+            status, outcome = rejected.status, DeliveryOutcome.REJECTED
             # Reasons may quote the request (an event type, a header's problem).
             fields["reason"] = clip(rejected.reason)
         except BodyBudgetExceeded:
-            status, outcome = 503, "unavailable"
+            status, outcome = 503, DeliveryOutcome.UNAVAILABLE
             fields["reason"] = "too many request bodies in progress"
         self._counter(outcome, status).inc()
         # An accepted delivery is logged again, with its outcome, by the job that
@@ -111,7 +106,7 @@ class WebhookEndpoint:
         await send({"type": "http.response.start", "status": status, "headers": response_headers})
         await send({"type": "http.response.body", "body": content})
 
-    def _counter(self, outcome: str, status: int) -> Counter:
+    def _counter(self, outcome: DeliveryOutcome, status: int) -> Counter:
         """``autoreply_deliveries_total`` for this outcome, looked up once per label pair."""
         key = (outcome, status)
         counter = self._counters.get(key)
@@ -135,12 +130,12 @@ def _headers(scope: Scope) -> dict[str, str]:
 
 async def _receive(
     receive: Receive, headers: dict[str, str], runtime: Runtime, fields: dict[str, object]
-) -> tuple[int, str]:
+) -> tuple[int, DeliveryOutcome]:
     verifier = runtime.verifier
     if verifier is None:
         # Why there is none: registration pending or failing, or its secret refused.
         fields["reason"] = runtime.registration_problem or "webhook secret not known yet"
-        return 503, "unavailable"
+        return 503, DeliveryOutcome.UNAVAILABLE
     body = await _read_body(receive, headers.get("content-length"))
     try:
         svix_id = verifier.verify(body, headers)
@@ -148,18 +143,18 @@ async def _receive(
         fields.update(event_id=delivery.event_id, event_type=delivery.event_type)
         message = delivery.message
         if message is None:
-            return 200, "ignored"
+            return 200, DeliveryOutcome.IGNORED
         fields["message_id"] = message.message_id
         fields["inbox_id"] = message.inbox_id
         if runtime.inbox_ids and message.inbox_id not in runtime.inbox_ids:
             fields["reason"] = "inbox not handled by this service"
-            return 200, "ignored"
+            return 200, DeliveryOutcome.IGNORED
         try:
             recorded = await runtime.store.record_delivery(delivery, now=time.time())
         except StoreUnavailable as exc:
             fields["reason"] = "store unavailable"
             fields["error"] = str(exc)
-            return 503, "unavailable"
+            return 503, DeliveryOutcome.UNAVAILABLE
         if recorded is Recorded.ENQUEUED:
             runtime.wake_worker()
         fields["recorded"] = recorded.value

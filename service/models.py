@@ -75,6 +75,22 @@ class AttemptOutcome(enum.StrEnum):
     ERROR = "error"
 
 
+class DeliveryOutcome(enum.StrEnum):
+    """What intake did with one webhook delivery: the ``Autoreply-Outcome`` header, the
+    ``outcome`` of its log line and the label of ``autoreply_deliveries_total``."""
+
+    #: New: recorded with its job (202).
+    ACCEPTED = "accepted"
+    #: Seen before, as a delivery, an event or a message (200).
+    DUPLICATE = "duplicate"
+    #: Recorded or not, nothing to do: another event type or inbox (200).
+    IGNORED = "ignored"
+    #: Refused: unsigned, malformed, too large, too slow (4xx).
+    REJECTED = "rejected"
+    #: Not recorded; Svix should retry (503).
+    UNAVAILABLE = "unavailable"
+
+
 class RegistrationState(enum.StrEnum):
     """Where the webhook registration is: the ``state`` of
     ``autoreply_webhook_registration`` (exactly one is 1)."""

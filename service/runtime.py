@@ -18,7 +18,7 @@ import structlog
 from handlers.policy import PolicyConfig
 from service import registration
 from service.agentmail_api import AgentMailApi, WebhookInfo
-from service.burst import Burst
+from service.burst import WebhookBurst
 from service.models import RegistrationState
 from service.settings import Settings, SettingsError, redact_url
 from service.store import Store, StoreUnavailable, open_store
@@ -63,7 +63,7 @@ class Runtime:
             RegistrationState.MANUAL if settings.webhook_url is None else RegistrationState.PENDING
         )
         #: Webhook requests in progress and the loop's load: the worker steps back in a burst.
-        self.burst = Burst(on_end=self.wake_worker)
+        self.burst = WebhookBurst(on_end=self.wake_worker)
         self.worker = Worker(
             store=self.store,
             api=self.api,
@@ -76,7 +76,7 @@ class Runtime:
                 dry_run=settings.dry_run,
                 policy=policy_config(settings),
             ),
-            intake_busy=lambda: self.burst.active,
+            claim_limit=self.burst.claim_limit,
         )
         self._background: list[asyncio.Task[None]] = []
         if settings.webhook_secrets:

@@ -38,18 +38,6 @@ log = structlog.get_logger("autoreply.worker")
 POLL_INTERVAL = 1.0
 
 
-def claim_limit(concurrency: int, *, intake_busy: bool) -> int:
-    """How many jobs may run at once: ``concurrency``, or one while webhooks queue up on a
-    saturated event loop.
-
-    Both share the loop. During such a burst every job's Python delays the answers Svix
-    is waiting for (it times out and retries); replies can wait for the burst to pass,
-    and the one job keeps them moving meanwhile. (An eighth of the concurrency, tried
-    first, still took a tenth of the loop in the intake benchmark.)
-    """
-    return 1 if intake_busy else concurrency
-
-
 @dataclass(frozen=True, kw_only=True, slots=True)
 class WorkerConfig:
     """What the worker needs from the settings."""
@@ -86,10 +74,12 @@ class Worker:
         config: WorkerConfig,
         retry: RetryPolicy | None = None,
         clock: Callable[[], float] = time.time,
-        intake_busy: Callable[[], bool] = lambda: False,
+        claim_limit: Callable[[int], int] = lambda concurrency: concurrency,
     ) -> None:
         self.store = store
-        self.intake_busy = intake_busy
+        #: How many jobs may run now, given the configured concurrency: the runtime
+        #: passes ``WebhookBurst.claim_limit``, so intake comes first in a burst.
+        self.claim_limit = claim_limit
         self.api = api
         self.templates = templates
         self.config = config
@@ -137,17 +127,8 @@ class Worker:
 
     async def _dispatch(self) -> None:
         failures = 0
-        stepped_back = False
         while not self._stopping:
-            busy = self.intake_busy()
-            if busy != stepped_back:
-                stepped_back = busy
-                # Stepping back means the service is saturated: worth a warning.
-                (log.warning if busy else log.info)(
-                    "worker_steps_back" if busy else "worker_resumes", running=len(self._tasks)
-                )
-            limit = claim_limit(self.config.concurrency, intake_busy=busy)
-            free = limit - len(self._tasks)
+            free = self.claim_limit(self.config.concurrency) - len(self._tasks)
             claimed = 0
             if free > 0:
                 try:

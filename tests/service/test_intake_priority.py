@@ -14,21 +14,43 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
+import structlog
 
 from service.agentmail_api import AgentMailApi
-from service.burst import END_IN_FLIGHT, END_LOAD, START_IN_FLIGHT, START_LOAD, Burst
+from service.app import create_app
+from service.burst import (
+    END_IN_FLIGHT,
+    END_LOAD,
+    START_IN_FLIGHT,
+    START_LOAD,
+    CountRequests,
+    WebhookBurst,
+)
 from service.models import Delivery, JobState, MessageRef
 from service.runtime import Runtime
 from service.settings import Settings
 from service.store import open_store
-from service.worker import claim_limit
 from tests.support.workers import make_worker
 
 
-def test_claim_limit_is_one_job_while_busy() -> None:
-    assert claim_limit(32, intake_busy=False) == 32
-    assert claim_limit(32, intake_busy=True) == 1
-    assert claim_limit(1, intake_busy=True) == 1
+def test_claim_limit_is_one_job_during_a_burst_and_each_change_is_logged() -> None:
+    burst = WebhookBurst(on_end=lambda: None)
+    with structlog.testing.capture_logs() as logs:
+        assert burst.claim_limit(32) == 32
+        burst.load = 1.0
+        for _ in range(START_IN_FLIGHT):
+            burst.request_started()
+        assert burst.claim_limit(32) == 1
+        assert burst.claim_limit(1) == 1
+        while burst.active:
+            burst.request_finished()
+        assert burst.claim_limit(32) == 32
+    assert [(line["event"], line["log_level"]) for line in logs] == [
+        ("worker_steps_back", "warning"),
+        ("worker_resumes", "info"),
+    ]
+    assert logs[0]["webhooks_in_progress"] == START_IN_FLIGHT
 
 
 async def running(store: Any) -> int:
@@ -44,7 +66,13 @@ async def test_worker_steps_back_during_a_burst_and_keeps_replying(
     store = open_store(f"sqlite:///{tmp_path / 'burst.db'}")
     await store.open()
     busy = [True]
-    worker = make_worker(store, api, concurrency=16, lease_seconds=60, intake_busy=lambda: busy[0])
+    worker = make_worker(
+        store,
+        api,
+        concurrency=16,
+        lease_seconds=60,
+        claim_limit=lambda concurrency: 1 if busy[0] else concurrency,
+    )
     try:
         for n in range(40):
             injected = sandbox.admin.inject(
@@ -92,7 +120,7 @@ async def test_worker_steps_back_during_a_burst_and_keeps_replying(
 
 def test_a_burst_needs_many_requests_on_a_saturated_loop_and_ends_with_either_low() -> None:
     ended: list[int] = []
-    burst = Burst(on_end=lambda: ended.append(burst.in_flight))
+    burst = WebhookBurst(on_end=lambda: ended.append(burst.in_flight))
     for _ in range(START_IN_FLIGHT):
         burst.request_started()
     assert not burst.active  # many in progress, but the loop is idle
@@ -114,7 +142,7 @@ def test_a_burst_needs_many_requests_on_a_saturated_loop_and_ends_with_either_lo
 
 def test_a_burst_ends_when_the_loop_calms_down() -> None:
     ended: list[float] = []
-    burst = Burst(on_end=lambda: ended.append(burst.load))
+    burst = WebhookBurst(on_end=lambda: ended.append(burst.load))
     burst.load = 1.0
     for _ in range(START_IN_FLIGHT):
         burst.request_started()
@@ -125,9 +153,34 @@ def test_a_burst_ends_when_the_loop_calms_down() -> None:
     assert len(ended) == 1
 
 
-async def test_burst_measures_the_loops_cpu_share() -> None:
+def test_load_is_the_loops_cpu_time_per_second_of_wall_time() -> None:
+    """Sampled from the two clocks (the loop's thread CPU time and the wall clock)."""
     ended: list[float] = []
-    burst = Burst(on_end=lambda: ended.append(burst.load), interval=0.05)
+    cpu, wall = [0.0], [0.0]
+    burst = WebhookBurst(
+        on_end=lambda: ended.append(burst.load),
+        cpu_clock=lambda: cpu[0],
+        wall_clock=lambda: wall[0],
+    )
+    for _ in range(START_IN_FLIGHT):
+        burst.request_started()
+    wall[0] += 0.1  # idle: no CPU spent
+    burst.sample(0.0, 0.0)
+    assert (burst.load, burst.active) == (0.0, False)
+    cpu[0], wall[0] = 0.09, 0.2  # busy: 90 ms of CPU in 100 ms
+    burst.sample(0.0, 0.1)
+    assert burst.load == pytest.approx(0.9)
+    assert burst.active
+    cpu[0], wall[0] = 0.13, 0.3  # calmer: 40 ms in 100 ms ends the burst
+    burst.sample(0.09, 0.2)
+    assert burst.load == pytest.approx(0.4)
+    assert not burst.active
+    assert ended == [pytest.approx(0.4)]
+
+
+async def test_an_idle_loop_measures_as_idle() -> None:
+    """With the real clocks, a loop that only sleeps is far from a burst."""
+    burst = WebhookBurst(on_end=lambda: None, interval=0.05)
     for _ in range(START_IN_FLIGHT):
         burst.request_started()
     measuring = asyncio.create_task(burst.measure())
@@ -135,36 +188,76 @@ async def test_burst_measures_the_loops_cpu_share() -> None:
         await asyncio.sleep(0.2)
         assert burst.load < 0.3  # sleeping costs no CPU
         assert not burst.active
-        for _ in range(8):  # keep the loop's thread busy, yielding now and then
-            spin_until = time.thread_time() + 0.05
-            while time.thread_time() < spin_until:
-                pass
-            await asyncio.sleep(0)
-        busy = burst.load
-        assert busy >= 0.6  # (below 1 only when the machine itself is overloaded)
-        await asyncio.sleep(0.3)
-        assert burst.load < 0.3
-        assert not burst.active
-        assert len(ended) == (1 if busy >= START_LOAD else 0)
     finally:
         measuring.cancel()
 
 
-def test_the_runtime_wires_bursts_to_its_worker(tmp_path: Path) -> None:
-    settings = Settings.from_environ(
+async def test_webhook_requests_are_counted_while_in_progress(tmp_path: Path) -> None:
+    """The app counts every webhook request from its start to its answer, through the
+    wrapper around the endpoint (which knows nothing of bursts)."""
+    runtime = Runtime(settings(tmp_path))
+    app = create_app(runtime=runtime)
+    seen: list[int] = []
+
+    async def receive() -> dict[str, Any]:
+        seen.append(runtime.burst.in_flight)
+        return {"type": "http.request", "body": b"{}", "more_body": False}
+
+    answers: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        answers.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/webhooks/agentmail",
+        "raw_path": b"/webhooks/agentmail",
+        "query_string": b"",
+        "headers": [(b"content-length", b"2")],
+        "server": ("127.0.0.1", 8000),
+        "client": ("127.0.0.1", 5000),
+    }
+    await app(scope, receive, send)
+    assert seen == [1]
+    assert answers[0]["status"] == 401  # unsigned
+    assert runtime.burst.in_flight == 0
+
+
+async def test_a_request_that_raises_is_still_uncounted() -> None:
+    burst = WebhookBurst(on_end=lambda: None)
+
+    async def failing(scope: Any, receive: Any, send: Any) -> None:
+        assert burst.in_flight == 1
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError):
+        await CountRequests(failing, burst)({}, None, None)  # type: ignore[arg-type]
+    assert burst.in_flight == 0
+
+
+def settings(tmp_path: Path) -> Settings:
+    return Settings.from_environ(
         {
             "AGENTMAIL_API_KEY": "am_test",
             "AUTOREPLY_WEBHOOK_SECRET": "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
             "AUTOREPLY_DATABASE_URL": f"sqlite:///{tmp_path / 'runtime.db'}",
-        }
+        },
+        dotenv=None,
     )
-    runtime = Runtime(settings)
+
+
+def test_the_runtime_wires_bursts_to_its_worker(tmp_path: Path) -> None:
+    runtime = Runtime(settings(tmp_path))
     burst = runtime.burst
     burst.load = 1.0
     for _ in range(START_IN_FLIGHT):
         burst.request_started()
-    assert runtime.worker.intake_busy()
+    assert runtime.worker.claim_limit(32) == 1
     while burst.active:
         burst.request_finished()
-    assert not runtime.worker.intake_busy()
+    assert runtime.worker.claim_limit(32) == 32
     assert runtime.worker._wakeup.is_set()  # the dispatcher looks again at once

@@ -22,7 +22,7 @@ def make_worker(
     lease_seconds: float = 30,
     retry: RetryPolicy | None = None,
     clock: Callable[[], float] = time.time,
-    intake_busy: Callable[[], bool] = lambda: False,
+    claim_limit: Callable[[int], int] = lambda concurrency: concurrency,
     templates: LiveTemplates | None = None,
     dry_run: bool = False,
     policy: PolicyConfig | None = None,
@@ -43,5 +43,5 @@ def make_worker(
         ),
         retry=retry,
         clock=clock,
-        intake_busy=intake_busy,
+        claim_limit=claim_limit,
     )
