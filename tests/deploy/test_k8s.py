@@ -25,7 +25,7 @@ from service.server import uvicorn_config
 from service.settings import Settings
 from tests.deploy.conftest import DEPLOY, K8S, known_settings, load_yaml
 from tests.support.deployment import Deployment, replies_to
-from tests.support.service_process import ServiceProcess, autoreply_command
+from tests.support.service_process import ServiceProcess, run_autoreply
 from tests.support.waiting import until_sync
 
 #: The oldest Kubernetes minor version the manifests must stay valid for.
@@ -253,13 +253,7 @@ def test_templates_are_mounted_where_the_setting_points() -> None:
 def test_the_templates_configmap_passes_templates_check(tmp_path: Path) -> None:
     data = one("ConfigMap", _templates_volume()["configMap"]["name"])["data"]
     folder = mount_like_kubelet(tmp_path, data, "2025_01_01_00_00_00.000000001")
-    result = subprocess.run(
-        [*autoreply_command(), "templates", "check", "--dir", str(folder)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = run_autoreply("templates", "check", "--dir", str(folder), env={})
     assert result.returncode == 0, result.stdout + result.stderr
 
 

@@ -4,7 +4,6 @@ file against the sandbox, and the real ``autoreply`` command line beside them.""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from collections.abc import Callable
 from typing import Any
@@ -14,7 +13,6 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.deployment import Deployment
-from tests.support.service_process import autoreply_command
 
 Cli = Callable[..., subprocess.CompletedProcess[str]]
 
@@ -22,19 +20,7 @@ Cli = Callable[..., subprocess.CompletedProcess[str]]
 @pytest.fixture
 def cli(deployment: Deployment) -> Cli:
     """Run ``autoreply ARGS...`` with the deployment's settings, as an operator would."""
-
-    def run(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [*autoreply_command(), *args],
-            env={**os.environ, **deployment.env(**env)},
-            cwd=deployment.folder,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-
-    return run
+    return deployment.run
 
 
 def status_json(cli: Cli, *args: str, **env: str) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from tests.replicas.conftest import ReplicaSet, assert_replied_once, inject, replies_to
+from tests.support import bursts
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -140,26 +141,8 @@ def test_bursts_from_one_sender_and_in_one_thread_reply_once_across_replicas(
     """
     sandbox.admin.add_fault("messages.reply", latency_ms=2000)
     replicas.start(3, AUTOREPLY_SENDER_COOLDOWN="1d", AUTOREPLY_THREAD_CAP="1")
-    from_jane = [
-        sandbox.admin.inject(
-            from_="Jane <jane@example.com>", to=sandbox.inbox, subject=f"Topic {i}", text="Hi"
-        )
-        for i in range(5)
-    ]
-    first = sandbox.admin.inject(
-        from_="Ann <ann@example.com>", to=sandbox.inbox, subject="Meeting", text="When?"
-    )
-    in_thread = [first] + [
-        sandbox.admin.inject(
-            from_=f"P{i} <p{i}@example.com>",
-            to=sandbox.inbox,
-            subject="Re: Meeting",
-            text="Me too",
-            in_reply_to=first["message_id"],
-        )
-        for i in range(4)
-    ]
-    assert {m["thread_id"] for m in in_thread} == {first["thread_id"]}
+    from_jane = bursts.from_one_sender(sandbox)
+    in_thread = bursts.in_one_thread(sandbox)
 
     jobs = replicas.wait_final(10)
     assert (

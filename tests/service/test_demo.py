@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 from pathlib import Path
@@ -10,28 +9,21 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.service_process import autoreply_command, free_port
+from tests.support.service_process import (
+    autoreply_command,
+    free_port,
+    run_autoreply,
+    user_environment,
+)
 from tests.support.waiting import until_sync
 
 #: Every test runs `autoreply demo` or `autoreply dev` as a process.
 pytestmark = pytest.mark.slow
 
 
-def clean_env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith(("AGENTMAIL_", "AUTOREPLY_"))}
-
-
 def test_demo_replies_once_skips_the_rest_and_exits_zero(tmp_path: Path) -> None:
     """The demo registers, answers the two customers once each and skips the automated mail."""
-    result = subprocess.run(
-        [*autoreply_command(), "demo"],
-        env=clean_env(),
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    result = run_autoreply("demo", env={}, cwd=tmp_path, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "All outcomes as expected." in result.stdout
     assert result.stdout.count("-> replied once") == 2
@@ -43,7 +35,7 @@ def test_dev_runs_both_until_interrupted(tmp_path: Path) -> None:
     """``autoreply dev`` answers mail injected with ``autoreply sandbox send``; Ctrl-C stops it."""
     sandbox_port, port = free_port(), free_port()
     sandbox_url = f"http://127.0.0.1:{sandbox_port}"
-    env = clean_env()
+    env = user_environment()
     process = subprocess.Popen(
         [*autoreply_command(), "dev", "--port", str(port), "--sandbox-port", str(sandbox_port)],
         env=env,

@@ -14,12 +14,10 @@ import json
 import resource
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
 import pytest
-from svix.webhooks import Webhook
 
 from service.http_limits import (
     BODY_TIMEOUT_SECONDS,
@@ -30,12 +28,17 @@ from service.http_limits import (
     MAX_HEADERS,
 )
 from service.intake import MAX_LOGGED_CHARS
-from tests.support.service_process import ServiceProcess, free_port
+from tests.support.intake import (
+    WEBHOOK_PATH,
+    intake_service,
+    message_event,
+    signed_headers,
+)
+from tests.support.service_process import ServiceProcess
 
 pytestmark = pytest.mark.slow
 
-SECRET = "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
-PATH = "/webhooks/agentmail"
+PATH = WEBHOOK_PATH
 #: The Kubernetes memory limit of deploy/k8s.
 CONTAINER_LIMIT_BYTES = 512 * 1024 * 1024
 #: How long past a deadline the service may take to act on it, on a busy machine.
@@ -45,14 +48,7 @@ MAX_LINE_BYTES = 4096
 
 
 def start_service(folder: Path) -> ServiceProcess:
-    env = {
-        "AGENTMAIL_API_KEY": "am_test",
-        "AGENTMAIL_BASE_URL": f"http://127.0.0.1:{free_port()}",
-        "AUTOREPLY_WEBHOOK_SECRET": SECRET,
-        "AUTOREPLY_DATABASE_URL": f"sqlite:///{folder / 'autoreply.db'}",
-        "AUTOREPLY_DRY_RUN": "1",
-    }
-    return ServiceProcess(env, folder / "service.log").start()
+    return intake_service(folder, AUTOREPLY_DRY_RUN="1")
 
 
 @pytest.fixture(name="service", scope="module")
@@ -64,37 +60,10 @@ def _service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProces
 
 def delivery(n: int, **overrides: object) -> tuple[bytes, dict[str, str]]:
     """A signed ``message.received`` delivery, unique by ``n``."""
-    message = {
-        "inbox_id": "bot@agentmail.to",
-        "thread_id": f"thd_{n}",
-        "message_id": f"<m{n}@example.com>",
-        "labels": ["received"],
-        "timestamp": "2026-01-01T10:00:00Z",
-        "from": "Jane <jane@example.com>",
-        "to": ["bot@agentmail.to"],
-        "subject": "Hi",
-        "text": "Hello",
-        "size": 10,
-        "updated_at": "2026-01-01T10:00:00Z",
-        "created_at": "2026-01-01T10:00:00Z",
-    }
-    event = {
-        "type": "event",
-        "event_type": "message.received",
-        "event_id": f"evt_{n}",
-        "message": message,
-        **overrides,
-    }
+    event = message_event(n, **overrides)
+    event.pop("thread")
     body = json.dumps(event).encode()
-    msg_id = f"msg_{n}_{time.monotonic_ns()}"
-    now = datetime.now(UTC)
-    headers = {
-        "svix-id": msg_id,
-        "svix-timestamp": str(int(now.timestamp())),
-        "svix-signature": Webhook(SECRET).sign(msg_id, now, body.decode()),
-        "content-type": "application/json",
-    }
-    return body, headers
+    return body, signed_headers(body, msg_id=f"msg_{n}_{time.monotonic_ns()}")
 
 
 def head(path: str, headers: list[tuple[str, str]], *, method: str = "POST") -> bytes:

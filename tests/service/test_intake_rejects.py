@@ -15,70 +15,30 @@ from pathlib import Path
 
 import httpx
 import pytest
-from svix.webhooks import Webhook
 
-from tests.support.service_process import ServiceProcess, free_port
+from tests.support.intake import SECRET, WEBHOOK_PATH, intake_service, message_event, signed_headers
+from tests.support.service_process import ServiceProcess
 
 #: Every test talks to a real `autoreply serve` process.
 pytestmark = pytest.mark.slow
 
-SECRET = "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 OTHER_SECRET = "whsec_" + "dGhpcyBpcyBhbm90aGVyIHNlY3JldCEh"
-PATH = "/webhooks/agentmail"
+PATH = WEBHOOK_PATH
 
 
 def event(**overrides: object) -> dict[str, object]:
-    message = {
-        "inbox_id": "bot@agentmail.to",
-        "thread_id": "thd_1",
-        "message_id": "<m1@example.com>",
-        "labels": ["received", "unread"],
-        "timestamp": "2026-01-01T10:00:00Z",
-        "from": "Jane <jane@example.com>",
-        "to": ["bot@agentmail.to"],
-        "subject": "Hi",
-        "text": "Hello",
-        "size": 10,
-        "updated_at": "2026-01-01T10:00:00Z",
-        "created_at": "2026-01-01T10:00:00Z",
-    }
-    body: dict[str, object] = {
-        "type": "event",
-        "event_type": "message.received",
-        "event_id": "evt_1",
-        "message": message,
-        "thread": {},
-    }
-    body.update(overrides)
-    return body
+    return message_event(1, **overrides)
 
 
 def signed(
-    body: bytes,
-    *,
-    secret: str = SECRET,
-    msg_id: str = "msg_1",
-    at: datetime | None = None,
+    body: bytes, *, secret: str = SECRET, msg_id: str = "msg_1", at: datetime | None = None
 ) -> dict[str, str]:
-    when = at or datetime.now(UTC)
-    return {
-        "svix-id": msg_id,
-        "svix-timestamp": str(int(when.timestamp())),
-        "svix-signature": Webhook(secret).sign(msg_id, when, body.decode("utf-8")),
-        "content-type": "application/json",
-    }
+    return signed_headers(body, secret=secret, msg_id=msg_id, at=at)
 
 
 @pytest.fixture(name="service", scope="module")
 def _service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
-    folder = tmp_path_factory.mktemp("rejects")
-    env = {
-        "AGENTMAIL_API_KEY": "am_test",
-        "AGENTMAIL_BASE_URL": f"http://127.0.0.1:{free_port()}",
-        "AUTOREPLY_WEBHOOK_SECRET": SECRET,
-        "AUTOREPLY_DATABASE_URL": f"sqlite:///{folder / 'autoreply.db'}",
-    }
-    service = ServiceProcess(env, folder / "service.log").start()
+    service = intake_service(tmp_path_factory.mktemp("rejects"))
     yield service
     service.stop()
 
@@ -202,14 +162,9 @@ def test_other_event_types_are_acknowledged_and_ignored(service: ServiceProcess)
 
 def test_rotated_secrets_are_all_accepted(tmp_path: Path) -> None:
     """During rotation both the old and the new secret verify."""
-    env = {
-        "AGENTMAIL_API_KEY": "am_test",
-        "AGENTMAIL_BASE_URL": f"http://127.0.0.1:{free_port()}",
-        "AUTOREPLY_WEBHOOK_SECRET": f"{SECRET},{OTHER_SECRET}",
-        "AUTOREPLY_DATABASE_URL": f"sqlite:///{tmp_path / 'rotate.db'}",
-        "AUTOREPLY_DRY_RUN": "1",
-    }
-    service = ServiceProcess(env, tmp_path / "service.log").start()
+    service = intake_service(
+        tmp_path, AUTOREPLY_WEBHOOK_SECRET=f"{SECRET},{OTHER_SECRET}", AUTOREPLY_DRY_RUN="1"
+    )
     try:
         first = json.dumps(event(event_id="evt_a")).encode()
         second = json.dumps(

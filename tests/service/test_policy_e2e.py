@@ -6,9 +6,7 @@ are checked at startup and reloaded safely, all against real processes and the s
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -17,8 +15,8 @@ import httpx
 import pytest
 from agentmail import AsyncAgentMail
 
+from tests.support import bursts
 from tests.support.deployment import Deployment, replies_to
-from tests.support.service_process import autoreply_command
 
 
 async def send_between(sandbox: Any, sender: str, to: str, subject: str) -> str:
@@ -118,13 +116,7 @@ def test_a_burst_from_one_sender_gets_one_reply(sandbox: Any, deployment: Deploy
     default cooldown (1d): one reply, the other four skipped as ``sender_cooldown``."""
     deployment.start(AUTOREPLY_SENDER_COOLDOWN="1d")
     sandbox.admin.add_fault("messages.reply", latency_ms=SLOW_REPLY_MS)
-    burst = [
-        sandbox.admin.inject(
-            from_="Jane <jane@example.com>", to=sandbox.inbox, subject=f"Topic {i}", text="Hi"
-        )
-        for i in range(5)
-    ]
-    assert len({m["thread_id"] for m in burst}) == 5
+    burst = bursts.from_one_sender(sandbox)
     jobs = deployment.wait_final(5)
     assert (
         sorted(jobs[m["message_id"]] for m in burst)
@@ -140,20 +132,7 @@ def test_a_burst_in_one_thread_gets_one_reply(sandbox: Any, deployment: Deployme
     one reply, the other four skipped as ``thread_cap``."""
     deployment.start(AUTOREPLY_SENDER_COOLDOWN="0", AUTOREPLY_THREAD_CAP="1")
     sandbox.admin.add_fault("messages.reply", latency_ms=SLOW_REPLY_MS)
-    first = sandbox.admin.inject(
-        from_="Ann <ann@example.com>", to=sandbox.inbox, subject="Meeting", text="When?"
-    )
-    burst = [first] + [
-        sandbox.admin.inject(
-            from_=f"P{i} <p{i}@example.com>",
-            to=sandbox.inbox,
-            subject="Re: Meeting",
-            text="Me too",
-            in_reply_to=first["message_id"],
-        )
-        for i in range(4)
-    ]
-    assert {m["thread_id"] for m in burst} == {first["thread_id"]}
+    burst = bursts.in_one_thread(sandbox)
     jobs = deployment.wait_final(5)
     assert (
         sorted(jobs[m["message_id"]] for m in burst)
@@ -214,16 +193,7 @@ def test_broken_template_stops_startup_with_file_and_line(
     """A template error is found before the service listens, reported as file:line."""
     templates = tmp_path / "templates"
     write_template(templates, "Hello {{ sender.name }\n")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AGENTMAIL_", "AUTOREPLY_"))}
-    env.update(deployment.env(AUTOREPLY_TEMPLATES_DIR=str(templates)))
-    result = subprocess.run(
-        [*autoreply_command(), "serve", "--port", "1"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = deployment.run("serve", "--port", "1", AUTOREPLY_TEMPLATES_DIR=str(templates))
     assert result.returncode == 2
     [line] = result.stderr.strip().splitlines()
     assert f"{templates / 'default' / 'body.txt'}:1:" in line

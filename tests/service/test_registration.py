@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -16,7 +15,7 @@ from agentmail.inboxes.types.create_inbox_request import CreateInboxRequest
 
 from service.registration import fallback_client_id
 from tests.support.deployment import Deployment
-from tests.support.service_process import autoreply_command, free_port
+from tests.support.service_process import free_port
 
 
 @contextmanager
@@ -47,14 +46,7 @@ def assert_one_correct_webhook(sandbox: Any, url: str) -> Any:
 
 
 def register(deployment: Deployment, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*autoreply_command(), "register"],
-        env={**os.environ, **deployment.env(**env)},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return deployment.run("register", **env)
 
 
 def test_startup_registers_and_deliveries_verify(sandbox: Any, deployment: Deployment) -> None:

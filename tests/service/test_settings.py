@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
 from service.settings import Secret, Settings, SettingsError, redact_url
-from tests.support.service_process import autoreply_command
+from tests.support.service_process import run_autoreply
 
 BASE = {"AGENTMAIL_API_KEY": "am_test", "AUTOREPLY_WEBHOOK_SECRET": "whsec_" + "c2VjcmV0" * 4}
 
@@ -101,16 +99,8 @@ def test_secret_required_without_public_url() -> None:
 @pytest.mark.slow
 def test_serve_stops_with_one_line_naming_the_variable(tmp_path: Path) -> None:
     """``autoreply serve`` with a bad setting exits 2 with one line, no traceback."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AGENTMAIL_", "AUTOREPLY_"))}
-    env.update(BASE, AUTOREPLY_WORKER_CONCURRENCY="-1")
-    result = subprocess.run(
-        [*autoreply_command(), "serve"],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+    result = run_autoreply(
+        "serve", env={**BASE, "AUTOREPLY_WORKER_CONCURRENCY": "-1"}, cwd=tmp_path
     )
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()

@@ -19,7 +19,6 @@ import base64
 import hashlib
 import hmac
 import json
-import os
 import subprocess
 import time
 from collections.abc import Iterator
@@ -35,12 +34,12 @@ from service.sandbox import webhooks as sandbox_webhooks
 from service.sandbox.ids import webhook_secret
 from service.settings import Settings
 from tests.support.deployment import Deployment
-from tests.support.service_process import ServiceProcess, autoreply_command, free_port
+from tests.support.intake import SECRET, WEBHOOK_PATH, intake_service
+from tests.support.service_process import ServiceProcess, free_port, run_autoreply
 
 pytestmark = pytest.mark.slow
 
-SECRET = "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
-PATH = "/webhooks/agentmail"
+PATH = WEBHOOK_PATH
 BODY = json.dumps({"event_type": "domain.verified", "event_id": "evt_hardening"}).encode()
 
 
@@ -54,14 +53,7 @@ def hmac_signature(secret: str, svix_id: str, timestamp: str, body: bytes) -> st
 
 @pytest.fixture(name="service", scope="module")
 def _service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
-    folder = tmp_path_factory.mktemp("hardening")
-    env = {
-        "AGENTMAIL_API_KEY": "am_test",
-        "AGENTMAIL_BASE_URL": f"http://127.0.0.1:{free_port()}",
-        "AUTOREPLY_WEBHOOK_SECRET": SECRET,
-        "AUTOREPLY_DATABASE_URL": f"sqlite:///{folder / 'autoreply.db'}",
-    }
-    service = ServiceProcess(env, folder / "service.log").start()
+    service = intake_service(tmp_path_factory.mktemp("hardening"))
     yield service
     service.stop()
 
@@ -144,17 +136,14 @@ def test_serve_refuses_a_weak_or_mistyped_secret(
     tmp_path: Path, name: str, secret: str, problem: str
 ) -> None:
     """Exit code 2 and one line naming AUTOREPLY_WEBHOOK_SECRET, never the secret."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AGENTMAIL_", "AUTOREPLY_"))}
-    env.update(
-        AGENTMAIL_API_KEY="am_test",
-        AUTOREPLY_WEBHOOK_SECRET=secret,
-        AUTOREPLY_DATABASE_URL=f"sqlite:///{tmp_path / 'autoreply.db'}",
-    )
-    command = [*autoreply_command(), "serve", "--host", "127.0.0.1", "--port", str(free_port())]
+    env = {
+        "AGENTMAIL_API_KEY": "am_test",
+        "AUTOREPLY_WEBHOOK_SECRET": secret,
+        "AUTOREPLY_DATABASE_URL": f"sqlite:///{tmp_path / 'autoreply.db'}",
+    }
+    command = ("serve", "--host", "127.0.0.1", "--port", str(free_port()))
     try:
-        result = subprocess.run(
-            command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=30
-        )
+        result = run_autoreply(*command, env=env, cwd=tmp_path, timeout=30)
     except subprocess.TimeoutExpired:
         pytest.fail(f"autoreply serve started with the secret ({name})")
     assert result.returncode == 2, result.stderr

@@ -9,13 +9,14 @@ tests add a load balancer in front (``tests/replicas/conftest.py``).
 from __future__ import annotations
 
 import sqlite3
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import psycopg
 
-from tests.support.service_process import ServiceProcess, free_port
+from tests.support.service_process import ServiceProcess, free_port, run_autoreply
 from tests.support.waiting import until_sync
 
 #: Errors a read of the jobs may meet while a database restarts under a test.
@@ -64,6 +65,11 @@ class Deployment:
         process = ServiceProcess(self.env(**env), log, port=port or self.port)
         self.processes.append(process)
         return process.start(wait_ready=wait_ready)
+
+    def run(self, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+        """Run one ``autoreply`` command with the deployment's settings (and ``env``),
+        in its folder, as an operator would."""
+        return run_autoreply(*args, env=self.env(**env), cwd=self.folder)
 
     def query(self, sql: str) -> list[tuple[Any, ...]]:
         """Rows of one read-only statement, straight from the shared database."""

@@ -35,6 +35,29 @@ def autoreply_command() -> list[str]:
     return [found] if found else [sys.executable, "-m", "service"]
 
 
+def user_environment(**env: str) -> dict[str, str]:
+    """The test's environment without any ``AGENTMAIL_*`` or ``AUTOREPLY_*`` variable,
+    plus ``env``: what a user's shell would give the command."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("AGENTMAIL_", "AUTOREPLY_"))}
+    return {**base, **env}
+
+
+def run_autoreply(
+    *args: str, env: Mapping[str, str], cwd: Path | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """Run one ``autoreply`` command to its end with ``env`` as its settings; the
+    output is captured as text, and the exit status is the caller's to check."""
+    return subprocess.run(
+        [*autoreply_command(), *args],
+        env=user_environment(**env),
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
 class ServiceProcess:
     """One ``autoreply serve`` child process."""
 

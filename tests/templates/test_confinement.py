@@ -9,9 +9,6 @@ a user meets it: loading, ``templates check|preview`` and the running service.
 
 from __future__ import annotations
 
-import os
-import subprocess
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -22,11 +19,9 @@ from handlers.message import InboundMessage
 from service.cli import main
 from service.templates import TemplateError, TemplateSet, check, path_problem
 from tests.support.deployment import Deployment, replies_to
-from tests.support.service_process import autoreply_command
+from tests.templates.conftest import Files
 
 SECRET = "am_the-secret-api-key-0123456789"
-
-Files = Callable[[dict[str, str]], Path]
 
 
 @pytest.fixture
@@ -36,22 +31,6 @@ def secret_file(tmp_path: Path) -> Path:
     path.parent.mkdir()
     path.write_text(f"AGENTMAIL_API_KEY={SECRET}\n")
     return path
-
-
-@pytest.fixture
-def folder(tmp_path: Path) -> Files:
-    """Write ``{relative path: text}`` under a fresh templates folder and return it."""
-    root = tmp_path / "templates"
-
-    def write(files: dict[str, str]) -> Path:
-        root.mkdir(exist_ok=True)
-        for name, text in files.items():
-            path = root / name
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text, encoding="utf-8")
-        return root
-
-    return write
 
 
 def message() -> InboundMessage:
@@ -251,16 +230,8 @@ def test_service_refuses_to_start_with_an_include_outside_the_folder(
     (templates / "default" / "body.txt").write_text(
         "Hello\n{% include 'default//proc/self/environ' %}\n"
     )
-    deployment = Deployment(sandbox, tmp_path)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AGENTMAIL_", "AUTOREPLY_"))}
-    env.update(deployment.env(AUTOREPLY_TEMPLATES_DIR=str(templates)))
-    result = subprocess.run(
-        [*autoreply_command(), "serve", "--port", "1"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+    result = Deployment(sandbox, tmp_path).run(
+        "serve", "--port", "1", AUTOREPLY_TEMPLATES_DIR=str(templates)
     )
     assert result.returncode == 2
     [line] = result.stderr.strip().splitlines()

@@ -14,24 +14,7 @@ import structlog
 
 from handlers.message import InboundMessage
 from service.templates import LiveTemplates, TemplateError, TemplateSet, check
-
-Files = Callable[[dict[str, str]], Path]
-
-
-@pytest.fixture
-def folder(tmp_path: Path) -> Files:
-    """Write ``{relative path: text}`` under a fresh templates folder and return it."""
-
-    def write(files: dict[str, str]) -> Path:
-        root = tmp_path / "templates"
-        root.mkdir(exist_ok=True)
-        for name, text in files.items():
-            path = root / name
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text, encoding="utf-8")
-        return root
-
-    return write
+from tests.templates.conftest import Files
 
 
 def message(**fields: Any) -> InboundMessage:
