@@ -37,6 +37,7 @@ from tests.deploy.promql import (
     dashboard_variable_selectors,
     uses,
 )
+from tests.support import mail
 from tests.support.deployment import Deployment
 
 #: Labels Prometheus attaches to every scraped sample; not the service's to expose.
@@ -122,13 +123,7 @@ def drive(sandbox: Any, deployment: Deployment) -> str:
     sandbox.admin.inject(
         from_="Jane <jane@example.com>", to=sandbox.inbox, subject="Hi", text="Hello"
     )
-    sandbox.admin.inject(
-        from_="List <news@example.com>",
-        to=sandbox.inbox,
-        subject="Weekly news",
-        text="...",
-        headers={"List-Id": "<news.example.com>"},
-    )
+    mail.list_post(sandbox)
     states = deployment.wait_final(2)
     assert sorted(state for state, _ in states.values()) == ["done", "skipped"], states
     sandbox.admin.wait_for_deliveries()

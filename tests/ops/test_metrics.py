@@ -7,6 +7,7 @@ from typing import Any
 import httpx
 
 from tests.ops.conftest import sample, scrape
+from tests.support import mail
 from tests.support.deployment import Deployment, replies_to
 
 
@@ -42,13 +43,7 @@ def test_metrics_count_deliveries_replies_and_the_queue(
 def test_skips_are_counted_by_reason(sandbox: Any, deployment: Deployment) -> None:
     """Mail the policy does not answer shows up under its reason."""
     service = deployment.start()
-    sandbox.admin.inject(
-        from_="List <news@example.com>",
-        to=sandbox.inbox,
-        subject="Weekly news",
-        text="...",
-        headers={"List-Id": "<news.example.com>"},
-    )
+    mail.list_post(sandbox)
     [(state, reason)] = deployment.wait_final(1).values()
     assert state == "skipped"
     metrics = scrape(service.url)

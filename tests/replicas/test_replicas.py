@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from tests.replicas.conftest import ReplicaSet, assert_replied_once, inject, replies_to
-from tests.support import bursts
+from tests.support import mail
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -141,8 +141,8 @@ def test_bursts_from_one_sender_and_in_one_thread_reply_once_across_replicas(
     """
     sandbox.admin.add_fault("messages.reply", latency_ms=2000)
     replicas.start(3, AUTOREPLY_SENDER_COOLDOWN="1d", AUTOREPLY_THREAD_CAP="1")
-    from_jane = bursts.from_one_sender(sandbox)
-    in_thread = bursts.in_one_thread(sandbox)
+    from_jane = mail.from_one_sender(sandbox)
+    in_thread = mail.in_one_thread(sandbox)
 
     jobs = replicas.wait_final(10)
     assert (

@@ -15,7 +15,7 @@ import httpx
 import pytest
 from agentmail import AsyncAgentMail
 
-from tests.support import bursts
+from tests.support import mail
 from tests.support.deployment import Deployment, replies_to
 
 
@@ -116,7 +116,7 @@ def test_a_burst_from_one_sender_gets_one_reply(sandbox: Any, deployment: Deploy
     default cooldown (1d): one reply, the other four skipped as ``sender_cooldown``."""
     deployment.start(AUTOREPLY_SENDER_COOLDOWN="1d")
     sandbox.admin.add_fault("messages.reply", latency_ms=SLOW_REPLY_MS)
-    burst = bursts.from_one_sender(sandbox)
+    burst = mail.from_one_sender(sandbox)
     jobs = deployment.wait_final(5)
     assert (
         sorted(jobs[m["message_id"]] for m in burst)
@@ -132,7 +132,7 @@ def test_a_burst_in_one_thread_gets_one_reply(sandbox: Any, deployment: Deployme
     one reply, the other four skipped as ``thread_cap``."""
     deployment.start(AUTOREPLY_SENDER_COOLDOWN="0", AUTOREPLY_THREAD_CAP="1")
     sandbox.admin.add_fault("messages.reply", latency_ms=SLOW_REPLY_MS)
-    burst = bursts.in_one_thread(sandbox)
+    burst = mail.in_one_thread(sandbox)
     jobs = deployment.wait_final(5)
     assert (
         sorted(jobs[m["message_id"]] for m in burst)

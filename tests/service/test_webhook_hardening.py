@@ -58,6 +58,15 @@ def _service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProces
     service.stop()
 
 
+def signed_as_written(svix_id: str, timestamp: str) -> dict[str, str]:
+    """Headers of ``BODY`` signed with ``SECRET`` over ``timestamp`` exactly as given."""
+    return {
+        "svix-id": svix_id,
+        "svix-timestamp": timestamp,
+        "svix-signature": hmac_signature(SECRET, svix_id, timestamp, BODY),
+    }
+
+
 def post(service: ServiceProcess, headers: dict[str, str], body: bytes = BODY) -> httpx.Response:
     return httpx.post(service.url + PATH, content=body, headers=headers, timeout=10)
 
@@ -76,12 +85,7 @@ def test_huge_timestamp_is_401_with_a_reason(
     service: ServiceProcess, name: str, timestamp: str, reason: str
 ) -> None:
     """Signed correctly over the timestamp as written, so that the shortcut reads it."""
-    headers = {
-        "svix-id": "msg_huge",
-        "svix-timestamp": timestamp,
-        "svix-signature": hmac_signature(SECRET, "msg_huge", timestamp, BODY),
-    }
-    response = post(service, headers)
+    response = post(service, signed_as_written("msg_huge", timestamp))
     assert response.status_code == 401, response.text
     assert response.json() == {"status": "rejected", "reason": reason}
 
@@ -89,12 +93,7 @@ def test_huge_timestamp_is_401_with_a_reason(
 def test_leading_zero_timestamp_signed_as_written_is_refused(service: ServiceProcess) -> None:
     """svix signs ``str(int(ts))``, so a signature over ``0<ts>`` is not svix's: 401."""
     timestamp = "0" + str(int(time.time()))
-    headers = {
-        "svix-id": "msg_zero",
-        "svix-timestamp": timestamp,
-        "svix-signature": hmac_signature(SECRET, "msg_zero", timestamp, BODY),
-    }
-    response = post(service, headers)
+    response = post(service, signed_as_written("msg_zero", timestamp))
     assert response.status_code == 401, response.text
     assert response.json() == {"status": "rejected", "reason": "signature does not match"}
 

@@ -1,5 +1,5 @@
-"""Bursts of mail for the reply-limit tests: what the cooldown and the thread cap must
-hold against when the messages arrive together."""
+"""Mail the end-to-end tests inject into the sandbox: a list post, and the bursts the
+cooldown and the thread cap must hold against when the messages arrive together."""
 
 from __future__ import annotations
 
@@ -36,3 +36,16 @@ def in_one_thread(sandbox: Any, count: int = 5) -> list[dict[str, Any]]:
     ]
     assert {m["thread_id"] for m in burst} == {first["thread_id"]}
     return burst
+
+
+def list_post(sandbox: Any) -> dict[str, Any]:
+    """A mailing-list post (``List-Id``): the policy skips it as ``list_header``."""
+    return dict(
+        sandbox.admin.inject(
+            from_="List <news@example.com>",
+            to=sandbox.inbox,
+            subject="Weekly news",
+            text="...",
+            headers={"List-Id": "<news.example.com>"},
+        )
+    )
