@@ -3,7 +3,8 @@
 Intake builds ``Delivery``; the store keeps jobs and hands out ``Job``; the worker
 prepares a ``PreparedReply`` and the AgentMail adapter sends it; the operators' commands
 read ``JobSummary`` and ``QueueStats``. ``AttemptOutcome`` and ``RegistrationState`` are
-the values metrics and logs report, named once here. Plain values only: this module
+the values metrics and logs report, named once here; ``JobSource`` says what brought a
+job in (a webhook or the catch-up sweep). Plain values only: this module
 imports nothing from ``service``, so any of those modules (and their tests) can use the
 records without loading the others (the verifier's svix, the store's drivers).
 """
@@ -50,6 +51,20 @@ class JobState(enum.StrEnum):
     DONE = "done"
     SKIPPED = "skipped"
     DEAD = "dead"
+
+
+class JobSource(enum.StrEnum):
+    """What brought a job in: the ``jobs.source`` column.
+
+    Both paths deduplicate on the same key, one job per ``(inbox_id, message_id)``, so a
+    message has one job whichever path found it first; the source says which one did.
+    """
+
+    #: A webhook delivery (intake): the usual path.
+    WEBHOOK = "webhook"
+    #: The catch-up sweep, which lists an inbox's received messages and enqueues those
+    #: that have no job (a webhook that never arrived, or arrived during an outage).
+    SWEEP = "sweep"
 
 
 class AttemptOutcome(enum.StrEnum):
@@ -175,6 +190,8 @@ class Job:
     sent_message_id: str | None
     #: Why the job is where it is: the skip reason, ``replied``, or the error.
     reason: str | None = None
+    #: What brought the job in.
+    source: JobSource = JobSource.WEBHOOK
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -191,6 +208,8 @@ class JobSummary:
     updated_at: float
     first_send_at: float | None
     sent_message_id: str | None
+    #: What brought the job in.
+    source: JobSource = JobSource.WEBHOOK
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -13,7 +13,15 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from handlers.policy import Decision, History, PolicyConfig
-from service.models import Delivery, Job, JobState, JobSummary, PreparedReply, QueueStats
+from service.models import (
+    Delivery,
+    Job,
+    JobSource,
+    JobState,
+    JobSummary,
+    PreparedReply,
+    QueueStats,
+)
 
 
 class StoreUnavailable(Exception):
@@ -35,16 +43,31 @@ class Recorded(enum.Enum):
     IGNORED = "ignored"
 
 
+#: The ``event_id`` of a job the sweep enqueued is this prefix and the message id (e.g.
+#: ``sweep:<abc@example.com>``): the column is NOT NULL and logged with every attempt,
+#: and no event delivered it. Svix event ids (``evt_...``) never take this form, and no
+#: ``events`` row is written for it, so webhook dedupe never sees it.
+SWEEP_EVENT_PREFIX = "sweep:"
+
+#: The name of the sweep's row in the ``leases`` table (see ``Store.try_sweep_lease``).
+SWEEP_LEASE = "sweep"
+
+
+def sweep_event_id(message_id: str) -> str:
+    """The ``event_id`` recorded on a job the sweep enqueued (see ``SWEEP_EVENT_PREFIX``)."""
+    return SWEEP_EVENT_PREFIX + message_id
+
+
 #: The columns ``job_from_row`` reads, in order (the SQL stores select exactly these).
 JOB_COLUMNS = (
     "id, inbox_id, message_id, event_id, event_type, message_json, state, attempts,"
-    " created_at, reply, first_send_at, sent_message_id, coalesce(reason, last_error)"
+    " created_at, reply, first_send_at, sent_message_id, coalesce(reason, last_error), source"
 )
 
 #: The columns ``summary_from_row`` reads, in order.
 SUMMARY_COLUMNS = (
     "inbox_id, message_id, state, attempts, reason, last_error,"
-    " created_at, updated_at, first_send_at, sent_message_id"
+    " created_at, updated_at, first_send_at, sent_message_id, source"
 )
 
 
@@ -64,6 +87,7 @@ def job_from_row(row: tuple[Any, ...]) -> Job:
         first_send_at=row[10],
         sent_message_id=row[11],
         reason=row[12],
+        source=JobSource(row[13]),
     )
 
 
@@ -80,6 +104,7 @@ def summary_from_row(row: tuple[Any, ...]) -> JobSummary:
         updated_at=row[7],
         first_send_at=row[8],
         sent_message_id=row[9],
+        source=JobSource(row[10]),
     )
 
 
@@ -108,7 +133,70 @@ class Store(Protocol):
         """
 
     async def record_delivery(self, delivery: Delivery, *, now: float) -> Recorded:
-        """Record the delivery, its event and (for a message) its job, durably."""
+        """Record the delivery, its event and (for a message) its job, durably.
+
+        The job's source is ``webhook``.
+        """
+
+    async def record_swept(
+        self,
+        inbox_id: str,
+        message_id: str,
+        thread_id: str,
+        message_json: str,
+        event_type: str,
+        now: float,
+    ) -> bool:
+        """Enqueue a message the sweep found, unless it has a job; True if this created one.
+
+        The same deduplication as intake: one job per ``(inbox_id, message_id)``,
+        whichever path comes first, so a sweep finding a message a webhook already
+        enqueued creates nothing, and a webhook delivery of a message the sweep enqueued
+        is answered ``DUPLICATE_MESSAGE``. Only the job is written (source ``sweep``,
+        ``event_id`` from ``sweep_event_id``): no ``deliveries`` or ``events`` row, which
+        would make a real delivery of that event look like a duplicate. Wakes the
+        workers of other replicas like an enqueue by intake.
+        """
+
+    async def get_marks(self) -> dict[str, float]:
+        """Every inbox's sweep mark (Unix seconds), by inbox id.
+
+        The mark is how far the sweep has fully processed an inbox's received messages:
+        the next sweep lists from the mark minus an overlap.
+        """
+
+    async def ensure_mark(self, inbox_id: str, now: float) -> float:
+        """The inbox's mark, first set to ``now`` if it has none; atomic.
+
+        The first-start rule: a new deployment (or a newly added inbox) starts sweeping
+        from the moment it first looks, so it never auto-replies to old mail by surprise.
+        Of replicas racing on a missing mark, one sets it and all return that value.
+        """
+
+    async def set_mark(self, inbox_id: str, at: float, now: float) -> float:
+        """Move the inbox's mark forward to ``at`` (never back); return the mark now.
+
+        A mark only moves forward, so a slow or stale sweeper can never undo another's
+        progress, and a sweep over an earlier range (``sweep --since``) takes its own
+        starting point instead of moving the mark back. Sets the mark if the inbox had
+        none. ``now`` is recorded as when a sweep last set it.
+        """
+
+    async def try_sweep_lease(self, owner: str, now: float, ttl: float) -> bool:
+        """Take or renew the sweep lease until ``now + ttl``; True if ``owner`` holds it.
+
+        One lease for the whole deployment, so exactly one replica (or ``autoreply
+        sweep`` process) sweeps at a time. It is free when nobody holds it or the
+        holder's lease ran out; its holder renews it by calling again before then. A
+        committed row in both databases (an SQLite file can be shared by ``serve`` and a
+        CLI process too), so the sweep code is the same on either.
+        """
+
+    async def release_sweep_lease(self, owner: str) -> bool:
+        """Give the sweep lease back if ``owner`` holds it; True if it did.
+
+        Fenced like job leases: a sweeper whose lease was taken over releases nothing.
+        """
 
     async def claim(self, *, owner: str, now: float, lease: float, limit: int) -> list[Job]:
         """Lease up to ``limit`` due jobs: pending ones, and running ones whose lease ran out."""

@@ -88,6 +88,26 @@ SQLITE: tuple[tuple[int, tuple[str, ...]], ...] = (
                 CHECK (state IN ('reserved', 'sent'))""",
         ),
     ),
+    (
+        4,
+        (
+            # What brought each job in: a webhook delivery or the catch-up sweep. Jobs
+            # written before this version all came from webhooks.
+            """ALTER TABLE jobs ADD COLUMN source TEXT NOT NULL DEFAULT 'webhook'
+                CHECK (source IN ('webhook', 'sweep'))""",
+            # How far the sweep has fully processed each inbox (Unix seconds); it only
+            # moves forward.
+            """CREATE TABLE sweep_marks (
+                inbox_id TEXT PRIMARY KEY,
+                mark REAL NOT NULL,
+                updated_at REAL NOT NULL)""",
+            # Named leases between processes: 'sweep', so one replica sweeps at a time.
+            """CREATE TABLE leases (
+                name TEXT PRIMARY KEY,
+                owner TEXT NOT NULL,
+                lease_until REAL NOT NULL)""",
+        ),
+    ),
 )
 
 #: (version, statements) for PostgreSQL, oldest first: the same tables and columns as
@@ -151,6 +171,22 @@ POSTGRES: tuple[tuple[int, tuple[str, ...]], ...] = (
         (
             """ALTER TABLE replies ADD COLUMN state text NOT NULL DEFAULT 'sent'
                 CHECK (state IN ('reserved', 'sent'))""",
+        ),
+    ),
+    (
+        4,
+        (
+            # A constant default: PostgreSQL 11+ adds the column without rewriting jobs.
+            """ALTER TABLE jobs ADD COLUMN source text NOT NULL DEFAULT 'webhook'
+                CHECK (source IN ('webhook', 'sweep'))""",
+            """CREATE TABLE sweep_marks (
+                inbox_id text PRIMARY KEY,
+                mark double precision NOT NULL,
+                updated_at double precision NOT NULL)""",
+            """CREATE TABLE leases (
+                name text PRIMARY KEY,
+                owner text NOT NULL,
+                lease_until double precision NOT NULL)""",
         ),
     ),
 )

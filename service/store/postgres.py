@@ -54,10 +54,12 @@ from service.store import migrations
 from service.store.base import (
     JOB_COLUMNS,
     SUMMARY_COLUMNS,
+    SWEEP_LEASE,
     Recorded,
     StoreUnavailable,
     job_from_row,
     summary_from_row,
+    sweep_event_id,
 )
 
 T = TypeVar("T")
@@ -85,9 +87,10 @@ WITH d AS (
     RETURNING 1
 ), j AS (
     INSERT INTO jobs (inbox_id, message_id, thread_id, event_id, event_type,
-                      message_json, state, attempts, run_after, created_at, updated_at)
+                      message_json, state, attempts, run_after, created_at, updated_at,
+                      source)
     SELECT %(inbox_id)s, %(message_id)s, %(thread_id)s, %(event_id)s, %(event_type)s,
-           %(message_json)s, 'pending', 0, %(now)s, %(now)s, %(now)s
+           %(message_json)s, 'pending', 0, %(now)s, %(now)s, %(now)s, 'webhook'
     WHERE EXISTS (SELECT FROM e)
     ON CONFLICT (inbox_id, message_id) DO NOTHING
     RETURNING pg_notify('{CHANNEL}', current_schema())
@@ -108,6 +111,49 @@ WITH d AS (
     RETURNING 1
 )
 SELECT EXISTS (SELECT FROM d), EXISTS (SELECT FROM e), false
+"""
+
+#: ``record_swept``: the job alone (no delivery or event row), deduplicated like intake's
+#: by the unique key, and a wake-up for the other replicas' workers when it is new.
+_RECORD_SWEPT = f"""
+WITH j AS (
+    INSERT INTO jobs (inbox_id, message_id, thread_id, event_id, event_type,
+                      message_json, state, attempts, run_after, created_at, updated_at,
+                      source)
+    VALUES (%(inbox_id)s, %(message_id)s, %(thread_id)s, %(event_id)s, %(event_type)s,
+            %(message_json)s, 'pending', 0, %(now)s, %(now)s, %(now)s, 'sweep')
+    ON CONFLICT (inbox_id, message_id) DO NOTHING
+    RETURNING pg_notify('{CHANNEL}', current_schema())
+)
+SELECT EXISTS (SELECT FROM j)
+"""  # noqa: S608 - the channel is a constant
+
+#: ``ensure_mark``: insert ``now`` unless there is a mark; either way return the mark.
+#: The no-op update (not DO NOTHING) makes a replica that lost the race wait for the
+#: winner's row and return it: with DO NOTHING, a read in the same statement would not
+#: see a row committed after the statement began.
+_ENSURE_MARK = """
+INSERT INTO sweep_marks (inbox_id, mark, updated_at) VALUES (%s, %s, %s)
+ON CONFLICT (inbox_id) DO UPDATE SET mark = sweep_marks.mark
+RETURNING mark
+"""
+
+#: ``set_mark``: the greater of the stored mark and the new one.
+_SET_MARK = """
+INSERT INTO sweep_marks (inbox_id, mark, updated_at) VALUES (%s, %s, %s)
+ON CONFLICT (inbox_id) DO UPDATE SET mark = greatest(sweep_marks.mark, excluded.mark),
+    updated_at = excluded.updated_at
+RETURNING mark
+"""
+
+#: ``try_sweep_lease``: take the lease if it is free or ran out, renew it if it is the
+#: caller's; a row comes back only if the caller holds it now. Concurrent callers are
+#: serialised on the row: the loser re-checks the winner's committed row and gets none.
+_TAKE_LEASE = """
+INSERT INTO leases (name, owner, lease_until) VALUES (%(name)s, %(owner)s, %(until)s)
+ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, lease_until = excluded.lease_until
+WHERE leases.owner = excluded.owner OR leases.lease_until <= %(now)s
+RETURNING owner
 """
 
 #: Two locking scans, each walking its partial index in order and stopping after
@@ -406,6 +452,49 @@ class PostgresStore:
         if sql is _RECORD_EVENT:
             return Recorded.IGNORED
         return Recorded.ENQUEUED if new_job else Recorded.DUPLICATE_MESSAGE
+
+    async def record_swept(
+        self,
+        inbox_id: str,
+        message_id: str,
+        thread_id: str,
+        message_json: str,
+        event_type: str,
+        now: float,
+    ) -> bool:
+        params = {
+            "inbox_id": inbox_id,
+            "message_id": message_id,
+            "thread_id": thread_id,
+            "event_id": sweep_event_id(message_id),
+            "event_type": event_type,
+            "message_json": message_json,
+            "now": now,
+        }
+        return bool(await self._one(_RECORD_SWEPT, params))
+
+    async def get_marks(self) -> dict[str, float]:
+        async def marks(conn: Conn) -> dict[str, float]:
+            cursor = await conn.execute("SELECT inbox_id, mark FROM sweep_marks")
+            return {inbox_id: float(mark) for inbox_id, mark in await cursor.fetchall()}
+
+        return await self._run(marks)
+
+    async def ensure_mark(self, inbox_id: str, now: float) -> float:
+        return float(await self._one(_ENSURE_MARK, (inbox_id, now, now)))
+
+    async def set_mark(self, inbox_id: str, at: float, now: float) -> float:
+        return float(await self._one(_SET_MARK, (inbox_id, at, now)))
+
+    async def try_sweep_lease(self, owner: str, now: float, ttl: float) -> bool:
+        params = {"name": SWEEP_LEASE, "owner": owner, "until": now + ttl, "now": now}
+        return await self._one(_TAKE_LEASE, params) is not None
+
+    async def release_sweep_lease(self, owner: str) -> bool:
+        deleted = await self._rowcount(
+            "DELETE FROM leases WHERE name = %s AND owner = %s", (SWEEP_LEASE, owner)
+        )
+        return deleted == 1
 
     async def claim(self, *, owner: str, now: float, lease: float, limit: int) -> list[Job]:
         params = {"owner": owner, "until": now + lease, "now": now, "limit": limit}

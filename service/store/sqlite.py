@@ -26,15 +26,25 @@ from typing import Any, TypeVar
 import structlog
 
 from handlers.policy import Decision, History, PolicyConfig, check_limits
-from service.models import Delivery, Job, JobState, JobSummary, PreparedReply, QueueStats
+from service.models import (
+    Delivery,
+    Job,
+    JobSource,
+    JobState,
+    JobSummary,
+    PreparedReply,
+    QueueStats,
+)
 from service.store import migrations
 from service.store.base import (
     JOB_COLUMNS,
     SUMMARY_COLUMNS,
+    SWEEP_LEASE,
     Recorded,
     StoreUnavailable,
     job_from_row,
     summary_from_row,
+    sweep_event_id,
 )
 
 T = TypeVar("T")
@@ -242,6 +252,62 @@ class SQLiteStore:
     async def record_delivery(self, delivery: Delivery, *, now: float) -> Recorded:
         result: Recorded = await self._call(None, delivery=delivery, now=now)
         return result
+
+    async def record_swept(
+        self,
+        inbox_id: str,
+        message_id: str,
+        thread_id: str,
+        message_json: str,
+        event_type: str,
+        now: float,
+    ) -> bool:
+        params = (
+            inbox_id,
+            message_id,
+            thread_id,
+            sweep_event_id(message_id),
+            event_type,
+            message_json,
+            now,
+            now,
+            now,
+        )
+        # One operation of the single writer: it and any intake batch are serialised,
+        # and the unique key decides which of them creates the job.
+        return await self._call(lambda conn: conn.execute(_INSERT_SWEPT, params).rowcount == 1)
+
+    async def get_marks(self) -> dict[str, float]:
+        def marks(conn: sqlite3.Connection) -> dict[str, float]:
+            rows = conn.execute("SELECT inbox_id, mark FROM sweep_marks").fetchall()
+            return {inbox_id: float(mark) for inbox_id, mark in rows}
+
+        return await self._call(marks)
+
+    async def ensure_mark(self, inbox_id: str, now: float) -> float:
+        return await self._mark(_ENSURE_MARK, (inbox_id, now, now))
+
+    async def set_mark(self, inbox_id: str, at: float, now: float) -> float:
+        return await self._mark(_SET_MARK, (inbox_id, at, now))
+
+    async def _mark(self, sql: str, params: tuple[Any, ...]) -> float:
+        def mark(conn: sqlite3.Connection) -> float:
+            row = conn.execute(sql, params).fetchone()
+            assert row is not None  # an upsert always returns its row
+            return float(row[0])
+
+        return await self._call(mark)
+
+    async def try_sweep_lease(self, owner: str, now: float, ttl: float) -> bool:
+        params = (SWEEP_LEASE, owner, now + ttl, now)
+        return await self._call(
+            lambda conn: conn.execute(_TAKE_LEASE, params).fetchone() is not None
+        )
+
+    async def release_sweep_lease(self, owner: str) -> bool:
+        return await self._update(
+            "DELETE FROM leases WHERE name = ? AND owner = ?", (SWEEP_LEASE, owner)
+        )
 
     async def claim(self, *, owner: str, now: float, lease: float, limit: int) -> list[Job]:
         # Two LIMITed scans, one per index, instead of one scan with an OR: SQLite
@@ -468,6 +534,32 @@ class SQLiteStore:
         return await self._call(lambda conn: conn.execute(sql, params).rowcount == 1)
 
 
+#: ``record_swept``: the job alone (no delivery or event row), deduplicated like intake's.
+_INSERT_SWEPT = """INSERT INTO jobs (inbox_id, message_id, thread_id, event_id, event_type,
+        message_json, state, attempts, run_after, created_at, updated_at, source)
+    VALUES (?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?, ?, 'sweep')
+    ON CONFLICT (inbox_id, message_id) DO NOTHING"""
+
+#: ``ensure_mark``: insert ``now`` unless there is a mark; either way return the mark
+#: (the no-op update makes the upsert return the existing row).
+_ENSURE_MARK = """INSERT INTO sweep_marks (inbox_id, mark, updated_at) VALUES (?, ?, ?)
+    ON CONFLICT (inbox_id) DO UPDATE SET mark = sweep_marks.mark
+    RETURNING mark"""
+
+#: ``set_mark``: the greater of the stored mark and the new one.
+_SET_MARK = """INSERT INTO sweep_marks (inbox_id, mark, updated_at) VALUES (?, ?, ?)
+    ON CONFLICT (inbox_id) DO UPDATE SET mark = max(sweep_marks.mark, excluded.mark),
+        updated_at = excluded.updated_at
+    RETURNING mark"""
+
+#: ``try_sweep_lease``: take the lease if it is free or ran out, renew it if it is the
+#: caller's; a row comes back only if the caller holds it now. Parameters: name, owner,
+#: until, now.
+_TAKE_LEASE = """INSERT INTO leases (name, owner, lease_until) VALUES (?1, ?2, ?3)
+    ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, lease_until = excluded.lease_until
+    WHERE leases.owner = excluded.owner OR leases.lease_until <= ?4
+    RETURNING owner"""
+
 #: ``mark_sent``'s ledger write: the job's reservation becomes its sent reply, timed at
 #: the send; a job without one (reserved before reservations existed) gets its row.
 _CONFIRM = """INSERT INTO replies (job_id, inbox_id, thread_id, sender, sent_at, state)
@@ -596,7 +688,7 @@ _INSERT_EVENTS = (
 )
 _INSERT_JOBS = (
     "INSERT INTO jobs (inbox_id, message_id, thread_id, event_id, event_type, message_json,"
-    " state, attempts, run_after, created_at, updated_at) VALUES {}"
+    " state, attempts, run_after, created_at, updated_at, source) VALUES {}"
     " ON CONFLICT (inbox_id, message_id) DO NOTHING"
 )
 
@@ -626,6 +718,7 @@ def _job_row(op: _Op, d: Delivery) -> tuple[Any, ...]:
         op.now,
         op.now,
         op.now,
+        JobSource.WEBHOOK.value,
     )
 
 

@@ -19,7 +19,7 @@ import psycopg
 import pytest
 
 from handlers.policy import PolicyConfig
-from service.models import Delivery, Job, JobState, MessageRef, PreparedReply
+from service.models import Delivery, Job, JobSource, JobState, MessageRef, PreparedReply
 from service.store import Recorded, Store, StoreUnavailable, migrations, open_store
 from tests.support import postgres
 from tests.support.service_process import free_port
@@ -479,6 +479,21 @@ async def test_purge_deletes_old_dedupe_rows_in_batches_and_keeps_jobs(store: St
     assert history.replies_in_thread == 1
 
 
+def old_job(url: str, message_id: str) -> int:
+    """Insert a finished job of ``delivery()``'s inbox and thread as versions 1 to 3 wrote
+    jobs (no source: the code of today cannot write to an old schema); return its id."""
+    execute(
+        url,
+        "INSERT INTO jobs (inbox_id, message_id, thread_id, event_id, event_type,"  # noqa: S608
+        " message_json, state, run_after, created_at, updated_at)"
+        f" VALUES ('bot@agentmail.to', '{message_id}', 'thd_1', 'evt_1', 'message.received',"
+        f" '{{}}', 'done', {T0}, {T0}, {T0})",
+    )
+    [(job_id,)] = execute(url, f"SELECT id FROM jobs WHERE message_id = '{message_id}'")  # noqa: S608
+    assert isinstance(job_id, int)
+    return job_id
+
+
 def execute(url: str, sql: str) -> list[tuple[object, ...]]:
     """Run one statement straight on the database behind ``url``; return its rows."""
     if url.startswith("sqlite:///"):
@@ -721,20 +736,191 @@ async def test_a_database_from_before_reservations_upgrades_with_its_replies_sen
     monkeypatch.setattr(migrations, "POSTGRES", migrations.POSTGRES[:2])
     old = open_store(url)
     await old.open()
-    job = await claimed(old, 1)
     await old.close()
+    job_id = old_job(url, "<m1@x>")
     execute(
         url,
         "INSERT INTO replies (job_id, inbox_id, thread_id, sender, sent_at)"  # noqa: S608
-        f" VALUES ({job.id}, 'bot@agentmail.to', 'thd_1', '{JANE}', {T0})",
+        f" VALUES ({job_id}, 'bot@agentmail.to', 'thd_1', '{JANE}', {T0})",
     )
     monkeypatch.undo()
     store = open_store(url)
     await store.open()
     try:
         assert (3,) in execute(url, "SELECT version FROM schema_migrations")
-        assert ledger(url) == [(job.id, JANE, "sent", T0)]
+        assert ledger(url) == [(job_id, JANE, "sent", T0)]
         nxt = await claimed(store, 2, thread="t2", owner="b", now=T0 + 1)
         assert await reserve(store, nxt, thread="t2", owner="b", now=T0 + 1) == "sender_cooldown"
+    finally:
+        await store.close()
+
+
+# -- the catch-up sweep: swept jobs, marks, the sweep lease ------------------------------
+
+INBOX = "bot@agentmail.to"
+M1 = "<m1@example.com>"
+
+
+async def swept(store: Store, message_id: str = M1, *, now: float = T0) -> bool:
+    """``record_swept`` for the message ``delivery()`` carries (same inbox, thread, JSON)."""
+    d = delivery(message_id=message_id)
+    assert d.message_json is not None
+    return await store.record_swept(INBOX, message_id, "thd_1", d.message_json, d.event_type, now)
+
+
+async def test_a_swept_message_gets_one_job_marked_as_swept(store: Store, url: str) -> None:
+    """The sweep enqueues a message once, through the job's unique key alone: no delivery
+    or event row is written, and the job says where it came from."""
+    assert await swept(store)
+    assert not await swept(store, now=T0 + 1)
+    job = await store.get_job(INBOX, M1)
+    assert job is not None
+    assert (job.source, job.state, job.event_id) == (
+        JobSource.SWEEP,
+        JobState.PENDING,
+        f"sweep:{M1}",
+    )
+    assert job.event_type == "message.received"
+    assert job.created_at == T0
+    assert execute(url, "SELECT count(*) FROM deliveries") == [(0,)]
+    assert execute(url, "SELECT count(*) FROM events") == [(0,)]
+    [claimed_job] = await store.claim(owner="a", now=T0, lease=60, limit=10)
+    assert (claimed_job.id, claimed_job.source) == (job.id, JobSource.SWEEP)
+    [summary] = await store.list_jobs(states=(JobState.RUNNING,), limit=10)
+    assert summary.source is JobSource.SWEEP
+
+
+async def test_a_webhook_after_the_sweep_is_a_duplicate_message(store: Store) -> None:
+    """The webhook that arrives late for a message the sweep enqueued finds its job."""
+    assert await swept(store)
+    assert await store.record_delivery(delivery(), now=T0 + 1) is Recorded.DUPLICATE_MESSAGE
+    assert await store.record_delivery(delivery(), now=T0 + 2) is Recorded.DUPLICATE_DELIVERY
+    assert (await store.stats()).by_state["pending"] == 1
+
+
+async def test_the_sweep_after_a_webhook_creates_nothing(store: Store) -> None:
+    """A message a webhook already enqueued keeps its one job, recorded as ``webhook``."""
+    assert await store.record_delivery(delivery(), now=T0) is Recorded.ENQUEUED
+    assert not await swept(store, now=T0 + 1)
+    job = await store.get_job(INBOX, M1)
+    assert job is not None
+    assert (job.source, job.event_id) == (JobSource.WEBHOOK, "evt_1")
+    assert (await store.stats()).by_state["pending"] == 1
+
+
+async def test_the_sweep_and_webhooks_racing_through_several_stores_enqueue_once(
+    stores: list[Store],
+) -> None:
+    """Every replica sweeping and receiving the message's deliveries at once: one job."""
+    copies = [delivery("msg_1", "evt_1"), delivery("msg_2", "evt_2")]
+    results = await asyncio.gather(
+        *(s.record_delivery(d, now=T0) for s in stores for d in copies for _ in range(3)),
+        *(swept(s) for s in stores for _ in range(3)),
+    )
+    created = [r for r in results if r is Recorded.ENQUEUED or r is True]
+    assert len(created) == 1
+    assert (await stores[0].stats()).by_state["pending"] == 1
+
+
+async def test_marks_are_set_once_and_only_move_forward(store: Store) -> None:
+    """``ensure_mark`` sets a missing mark to now and keeps an existing one; ``set_mark``
+    moves it forward, never back, and creates it for a new inbox."""
+    assert await store.get_marks() == {}
+    assert await store.ensure_mark(INBOX, T0) == T0
+    assert await store.ensure_mark(INBOX, T0 + 100) == T0
+    assert await store.set_mark(INBOX, T0 + 50, T0 + 100) == T0 + 50
+    assert await store.set_mark(INBOX, T0 + 10, T0 + 200) == T0 + 50
+    assert await store.ensure_mark(INBOX, T0 + 300) == T0 + 50
+    assert await store.set_mark("other@agentmail.to", T0 - 5, T0) == T0 - 5
+    assert await store.get_marks() == {INBOX: T0 + 50, "other@agentmail.to": T0 - 5}
+
+
+async def test_marks_survive_reopen(url: str) -> None:
+    """A mark is a committed row: the next process sweeps on from it."""
+    first = open_store(url)
+    await first.open()
+    await first.ensure_mark(INBOX, T0)
+    await first.set_mark(INBOX, T0 + 5, T0 + 5)
+    await first.close()
+    second = open_store(url)
+    await second.open()
+    try:
+        assert await second.get_marks() == {INBOX: T0 + 5}
+    finally:
+        await second.close()
+
+
+async def test_replicas_racing_on_a_missing_mark_agree_on_one(stores: list[Store]) -> None:
+    """Replicas starting together each try to set the first mark: one wins, all see it."""
+    marks = await asyncio.gather(*(s.ensure_mark(INBOX, T0 + n) for n, s in enumerate(stores * 4)))
+    assert len(set(marks)) == 1
+    assert marks[0] in {T0 + n for n in range(12)}
+    assert await stores[2].get_marks() == {INBOX: marks[0]}
+
+
+async def test_replicas_racing_on_a_mark_keep_the_greatest(stores: list[Store]) -> None:
+    """Sweepers recording progress at once: the mark ends at the furthest, whatever the order."""
+    await stores[0].ensure_mark(INBOX, T0)
+    await asyncio.gather(*(s.set_mark(INBOX, T0 + n, T0) for n, s in enumerate(stores * 4)))
+    assert await stores[1].get_marks() == {INBOX: T0 + 11}
+
+
+async def test_the_sweep_lease_has_one_holder_until_it_runs_out(store: Store) -> None:
+    """Taken, renewed by its holder, refused to others until it runs out; a release by
+    someone who no longer holds it changes nothing."""
+    assert await store.try_sweep_lease("a", T0, 60)
+    assert not await store.try_sweep_lease("b", T0 + 1, 60)
+    assert await store.try_sweep_lease("a", T0 + 30, 60)  # renewed until T0 + 90
+    assert not await store.try_sweep_lease("b", T0 + 89, 60)
+    assert await store.try_sweep_lease("b", T0 + 90, 60)
+    assert not await store.release_sweep_lease("a")
+    assert not await store.try_sweep_lease("a", T0 + 91, 60)
+    assert await store.release_sweep_lease("b")
+    assert not await store.release_sweep_lease("b")
+    assert await store.try_sweep_lease("a", T0 + 92, 60)
+
+
+async def test_one_of_several_stores_holds_the_sweep_lease(stores: list[Store]) -> None:
+    """Replicas trying at once, again and again: exactly one holds the lease each time,
+    the same one while it renews, another once it let go."""
+    owners = [f"replica-{n}" for n in range(len(stores))]
+    first = await asyncio.gather(
+        *(s.try_sweep_lease(o, T0, 60) for s, o in zip(stores, owners, strict=True))
+    )
+    assert first.count(True) == 1
+    holder = owners[first.index(True)]
+    again = await asyncio.gather(
+        *(s.try_sweep_lease(o, T0 + 10, 60) for s, o in zip(stores, owners, strict=True))
+    )
+    assert [o for o, won in zip(owners, again, strict=True) if won] == [holder]
+    assert await stores[0].release_sweep_lease(holder)
+    after = await asyncio.gather(
+        *(s.try_sweep_lease(o, T0 + 11, 60) for s, o in zip(stores, owners, strict=True))
+    )
+    assert after.count(True) == 1
+
+
+async def test_a_database_from_before_the_sweep_upgrades_with_its_jobs_from_webhooks(
+    url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Version 4 adds the job's source, the marks and the leases; the jobs already there
+    came from webhooks, and still deduplicate the sweep after the upgrade."""
+    monkeypatch.setattr(migrations, "SQLITE", migrations.SQLITE[:3])
+    monkeypatch.setattr(migrations, "POSTGRES", migrations.POSTGRES[:3])
+    old = open_store(url)
+    await old.open()
+    await old.close()
+    old_job(url, M1)
+    monkeypatch.undo()
+    store = open_store(url)
+    await store.open()
+    try:
+        assert (4,) in execute(url, "SELECT version FROM schema_migrations")
+        job = await store.get_job(INBOX, M1)
+        assert job is not None
+        assert job.source is JobSource.WEBHOOK
+        assert not await swept(store)
+        assert await store.get_marks() == {}
+        assert await store.try_sweep_lease("a", T0, 60)
     finally:
         await store.close()
