@@ -21,7 +21,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
 from service.sandbox import inboxes, mail, webhooks
-from service.sandbox.errors import ApiError
+from service.sandbox.errors import ApiError, no_route
 from service.sandbox.idempotency import check_key, fingerprint
 from service.sandbox.routing import Pattern, raw_segments, resolve
 from service.sandbox.state import Sandbox
@@ -114,14 +114,16 @@ def _messages_get(call: Call) -> Outcome:
     return 200, mail.get(call.sandbox, call.inbox_id, call.params["message_id"])
 
 
-def _messages_list(call: Call) -> Outcome:
-    q = call.query
+def _list_query(q: QueryParams, *, senders: str, recipients: str) -> mail.ListQuery:
+    """The list parameters shared by messages and threads; the names of the sender and
+    recipient filters differ (``from``/``to`` for messages, ``senders``/``recipients``
+    for threads)."""
     include = frozenset(
         flag
         for flag in ("include_spam", "include_blocked", "include_unauthenticated", "include_trash")
         if query_bool(q, flag)
     )
-    query = mail.ListQuery(
+    return mail.ListQuery(
         limit=query_int(q, "limit"),
         page_token=q.get("page_token"),
         labels=tuple(query_values(q.getlist("labels"), split_commas=True)),
@@ -129,11 +131,21 @@ def _messages_list(call: Call) -> Outcome:
         after=query_datetime(q, "after"),
         ascending=bool(query_bool(q, "ascending")),
         include=include,
-        senders=tuple(query_values(q.getlist("from"), split_commas=False)),
-        recipients=tuple(query_values(q.getlist("to"), split_commas=False)),
+        senders=tuple(query_values(q.getlist(senders), split_commas=False)),
+        recipients=tuple(query_values(q.getlist(recipients), split_commas=False)),
         subjects=tuple(query_values(q.getlist("subject"), split_commas=False)),
     )
+
+
+def _messages_list(call: Call) -> Outcome:
+    query = _list_query(call.query, senders="from", recipients="to")
     return 200, mail.list_(call.sandbox, call.inbox_id, query)
+
+
+def _threads_list(call: Call) -> Outcome:
+    inbox_id = call.inbox_id if "inbox_id" in call.params else None
+    query = _list_query(call.query, senders="senders", recipients="recipients")
+    return 200, mail.list_threads(call.sandbox, inbox_id, query)
 
 
 def _messages_update(call: Call) -> Outcome:
@@ -195,6 +207,8 @@ def _routes() -> list[Pattern[Operation]]:
         ("PATCH", f"{messages}/{{message_id}}", "messages.update", _messages_update),
         ("POST", f"{messages}/{{message_id}}/reply", "messages.reply", _send),
         ("POST", f"{messages}/{{message_id}}/reply-all", "messages.reply_all", _send),
+        ("GET", "v0/inboxes/{inbox_id}/threads", "threads.list", _threads_list),
+        ("GET", "v0/threads", "threads.list", _threads_list),
         ("GET", "v0/inboxes/{inbox_id}/threads/{thread_id}", "threads.get", _threads_get),
         ("GET", "v0/threads/{thread_id}", "threads.get", _threads_get),
     ]
@@ -249,7 +263,7 @@ class RestApi:
                     raise ApiError(
                         405, f"Method {request.method} not allowed", "method_not_allowed"
                     )
-                raise ApiError(404, f"No route for {request.method} /{'/'.join(segments)}")
+                raise no_route(request.method, "/" + "/".join(segments))
             try:
                 raw_body = await request.body()
             except ClientDisconnect:

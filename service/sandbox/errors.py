@@ -56,6 +56,7 @@ class ApiError(Exception):
     code: str | None = None
     errors: list[FieldError] = field(default_factory=list)
     headers: dict[str, str] = field(default_factory=dict)
+    fix: str | None = None
 
     def __post_init__(self) -> None:
         super().__init__(self.message)
@@ -67,6 +68,8 @@ class ApiError(Exception):
         body: dict[str, Any] = {"name": name, "code": code, "message": self.message}
         if self.status == 400:
             body["errors"] = [{"path": e.path, "message": e.message} for e in self.errors]
+        if self.fix is not None:
+            body["fix"] = self.fix
         body["docs"] = f"{DOCS_URL}#{code}"
         return body
 
@@ -85,6 +88,20 @@ def invalid(path: str, message: str) -> ApiError:
 def not_found(what: str) -> ApiError:
     """A 404 ``not_found`` naming the missing resource."""
     return ApiError(404, f"{what} not found", "not_found")
+
+
+def no_route(method: str, path: str) -> ApiError:
+    """A 404 for a path the sandbox does not serve at all (not a missing resource).
+
+    AgentMail's code for it is ``not_found`` too; the message says "No route" and ``fix``
+    says why, so an unimplemented endpoint is not mistaken for a missing message.
+    """
+    return ApiError(
+        404,
+        f"No route for {method} {path}: the sandbox does not implement this endpoint",
+        "not_found",
+        fix="The AgentMail sandbox serves only the endpoints listed in docs/sandbox.md.",
+    )
 
 
 def conflict(message: str) -> ApiError:

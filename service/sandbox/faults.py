@@ -29,6 +29,7 @@ OPERATIONS = (
     "messages.send",
     "messages.reply",
     "messages.reply_all",
+    "threads.list",
     "threads.get",
 )
 ANY_OPERATION = "*"

@@ -295,15 +295,24 @@ class ListQuery:
     subjects: tuple[str, ...] = ()
 
 
+def _hidden(labels: list[str], include: frozenset[str]) -> bool:
+    """Whether a label (spam, blocked, unauthenticated, trash) hides this from lists."""
+    return any(label in labels and flag not in include for label, flag in HIDDEN_LABELS.items())
+
+
+def _in_window(moment: datetime, query: ListQuery) -> bool:
+    """``before`` and ``after`` are both exclusive bounds on the timestamp."""
+    if query.before is not None and not moment < query.before:
+        return False
+    return query.after is None or moment > query.after
+
+
 def _listed(message: MessageRecord, query: ListQuery) -> bool:
     if not all(label in message.labels for label in query.labels):
         return False
-    for label, flag in HIDDEN_LABELS.items():
-        if label in message.labels and flag not in query.include:
-            return False
-    if query.before is not None and not message.timestamp < query.before:
+    if _hidden(message.labels, query.include):
         return False
-    if query.after is not None and not message.timestamp > query.after:
+    if not _in_window(message.timestamp, query):
         return False
     sender = message.from_.lower()
     if not all(value.lower() in sender for value in query.senders):
@@ -586,6 +595,52 @@ def _deliver_internally(sandbox: Sandbox, sender: InboxRecord, draft: Draft) -> 
 
 
 # -- threads ----------------------------------------------------------------------
+
+
+def list_threads(sandbox: Sandbox, inbox_id: str | None, query: ListQuery) -> dict[str, Any]:
+    """``ListThreadsResponse``: threads of one inbox (or of the org), newest first.
+
+    A thread is ordered and filtered by its own ``timestamp`` (its newest message). It is
+    listed when at least one of its messages is not hidden by a spam / blocked /
+    unauthenticated / trash label (see the ``include_*`` flags); the item still describes
+    the whole thread. ``labels`` must all be among the thread's labels (the union of its
+    messages' labels); ``senders`` / ``recipients`` / ``subject`` are substring filters.
+    """
+    if inbox_id is not None:
+        inbox_id = inboxes.find(sandbox, inbox_id).inbox_id
+    found: list[tuple[tuple[datetime, int], dict[str, Any]]] = []
+    for thread in sandbox.threads.values():
+        if inbox_id is not None and thread.inbox_id != inbox_id:
+            continue
+        messages = sandbox.thread_messages(thread)
+        if not messages or all(_hidden(m.labels, query.include) for m in messages):
+            continue
+        newest = messages[-1]
+        if not _in_window(newest.timestamp, query):
+            continue
+        wire = thread_item_wire(thread, messages)
+        if not all(label in wire["labels"] for label in query.labels):
+            continue
+        if not _thread_text_matches(wire, query):
+            continue
+        found.append(((newest.timestamp, newest.seq), wire))
+    found.sort(key=lambda pair: pair[0], reverse=not query.ascending)
+    items, envelope = page(
+        [wire for _, wire in found], limit=query.limit, page_token=query.page_token
+    )
+    envelope["threads"] = items
+    return envelope
+
+
+def _thread_text_matches(wire: dict[str, Any], query: ListQuery) -> bool:
+    senders = " ".join(wire["senders"]).lower()
+    if not all(value.lower() in senders for value in query.senders):
+        return False
+    recipients = " ".join(wire["recipients"]).lower()
+    if not all(value.lower() in recipients for value in query.recipients):
+        return False
+    subject = str(wire.get("subject") or "").lower()
+    return all(value.lower() in subject for value in query.subjects)
 
 
 def get_thread(

@@ -3,7 +3,11 @@
 uvicorn percent-decodes ``scope["path"]``, so a Message-ID holding ``%2F`` would split
 into two segments there. Here each segment of ``scope["raw_path"]`` is decoded on its
 own, so ``%2F`` stays inside its segment. The SDK does not encode ``/`` at all, so a
-``{message_id}`` may also span several raw segments when it starts with ``<``.
+``{message_id}`` may also span several raw segments when it starts with ``<`` and the
+joined value ends with ``>`` (a Message-ID always does), so ``<id>/raw`` is the message
+``<id>`` plus a sub-route, not a message id. A parameter never takes one of the literal
+sub-route names the SDK uses (``search``, ``send``, ...), so ``…/messages/search`` is an
+unknown route rather than "message ``search`` not found".
 """
 
 from __future__ import annotations
@@ -16,6 +20,10 @@ from urllib.parse import unquote
 T = TypeVar("T")
 
 SPANNING_PARAMS = frozenset({"message_id"})
+
+# Literal segments the SDK puts where a path parameter could stand (``v0/inboxes/search``,
+# ``…/messages/batch-update``, ``v0/webhooks/polling``, ...): never an id.
+RESERVED_SEGMENTS = frozenset({"search", "send", "batch-update", "polling", "raw"})
 
 
 def raw_segments(raw_path: bytes) -> list[str]:
@@ -55,11 +63,15 @@ def _match(
             return None
         return _match(parts[1:], segments[1:], found)
     name = head[1:-1]
+    if segments[0] in RESERVED_SEGMENTS:
+        return None
     longest = 1
     if name in SPANNING_PARAMS and segments[0].startswith("<"):
         longest = len(segments) - (len(parts) - 1)
     for span in range(1, max(longest, 1) + 1):
         value = "/".join(segments[:span])
+        if span > 1 and not value.endswith(">"):
+            continue
         result = _match(parts[1:], segments[span:], {**found, name: value})
         if result is not None:
             return result

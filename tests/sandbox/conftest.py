@@ -3,7 +3,8 @@ so each answer can be validated strictly against the SDK's pydantic models."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -65,6 +66,23 @@ class Contract:
 @pytest.fixture
 async def contract(sandbox: SandboxHandle) -> AsyncIterator[Contract]:
     """``AsyncAgentMail`` on the sandbox, recording every raw answer."""
+    async with _contract_on(sandbox) as found:
+        yield found
+
+
+@pytest.fixture
+async def contract_factory() -> AsyncIterator[Callable[[SandboxHandle], Awaitable[Contract]]]:
+    """A recording SDK client for a sandbox made by ``sandbox_factory``."""
+    async with AsyncExitStack() as stack:
+
+        async def make(handle: SandboxHandle) -> Contract:
+            return await stack.enter_async_context(_contract_on(handle))
+
+        yield make
+
+
+@asynccontextmanager
+async def _contract_on(sandbox: SandboxHandle) -> AsyncIterator[Contract]:
     exchanges: list[Exchange] = []
 
     async def record(response: httpx.Response) -> None:

@@ -47,3 +47,29 @@ def test_unknown_and_wrong_method() -> None:
     pattern, _, known = resolve(ROUTES, "PUT", raw_segments(b"/v0/webhooks/ep_1"))
     assert pattern is None
     assert known
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"/v0/inboxes/a@x.to/messages/search",
+        b"/v0/inboxes/a@x.to/messages/%3Cm@x%3E/raw",
+        b"/v0/inboxes/a@x.to/messages/<m@x>/raw",
+        b"/v0/inboxes/search",
+        b"/v0/threads/search",
+    ],
+)
+def test_sub_routes_are_not_ids(raw: bytes) -> None:
+    """``search`` is no message id, and ``<id>/raw`` is no Message-ID spanning a slash."""
+    assert resolve(ROUTES, "GET", raw_segments(raw)) == (None, {}, False)
+
+
+def test_list_routes() -> None:
+    for raw, params in (
+        (b"/v0/threads", {}),
+        (b"/v0/inboxes/a@x.to/threads", {"inbox_id": "a@x.to"}),
+    ):
+        pattern, found, _ = resolve(ROUTES, "GET", raw_segments(raw))
+        assert pattern is not None
+        assert pattern.target.name == "threads.list"
+        assert found == params
