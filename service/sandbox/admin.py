@@ -7,7 +7,10 @@ Endpoints:
 * ``POST /_sandbox/deliveries/{id}/redeliver`` same body again, same or new svix-id/event_id
 * ``GET /_sandbox/sent``, ``GET /_sandbox/label-changes``, ``GET /_sandbox/requests``
 * ``GET|POST|DELETE /_sandbox/faults``
-* ``GET|POST /_sandbox/clock`` (``{"advance_seconds": N}``)
+* ``GET /_sandbox/webhooks``; ``POST /_sandbox/webhooks/{id}/disable``;
+  ``DELETE /_sandbox/webhooks/{id}``; ``POST|DELETE /_sandbox/webhooks/{id}/drop``:
+  the missed-webhook situations (disabled, deleted, deliveries dropped for a while)
+* ``GET|POST /_sandbox/clock`` (``{"advance_seconds": N}`` or ``{"now": ISO-8601}``)
 * ``POST /_sandbox/reset``; ``GET /_sandbox/info``
 """
 
@@ -20,14 +23,15 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from service.sandbox import events, mail
+from service.sandbox import events, mail, webhooks
 from service.sandbox.api import error_response
 from service.sandbox.clock import isoformat
-from service.sandbox.errors import ApiError, invalid, not_found
+from service.sandbox.errors import ApiError, not_found
 from service.sandbox.faults import ANY_OPERATION, OPERATIONS
+from service.sandbox.models import WebhookRecord
 from service.sandbox.reports import InjectResult, RedeliverResult
 from service.sandbox.state import Sandbox
-from service.sandbox.validation import Body, parse_json_body
+from service.sandbox.validation import Body, parse_datetime, parse_json_body
 
 PREFIX = "/_sandbox"
 Endpoint = Callable[[Request], Awaitable[Response]]
@@ -170,6 +174,70 @@ async def faults_clear(request: Request) -> Any:
     return {"faults": []}
 
 
+def _webhook(request: Request) -> WebhookRecord:
+    found = _sandbox(request).webhooks.get(request.path_params["webhook_id"])
+    if found is None:
+        raise not_found("Webhook")
+    return found
+
+
+def _webhook_report(sandbox: Sandbox, webhook: WebhookRecord) -> dict[str, Any]:
+    until = sandbox.drops.get(webhook.webhook_id)
+    dropping = sandbox.dropping(webhook.webhook_id)
+    return {
+        **webhook.to_wire(),
+        "dropping": dropping,
+        "drop_until": isoformat(until) if dropping and until is not None else None,
+    }
+
+
+async def webhooks_list(request: Request) -> list[Any]:
+    """Every webhook, org-level and inbox-scoped, oldest first, with its drop window."""
+    sandbox = _sandbox(request)
+    return [_webhook_report(sandbox, w) for w in sandbox.webhooks.values()]
+
+
+async def webhook_disable(request: Request) -> Any:
+    """Disable a webhook as AgentMail does after repeated failures: ``enabled`` false, its
+    pending deliveries end as ``cancelled`` and later events are not delivered to it (nor
+    redelivered when it is enabled again)."""
+    sandbox = _sandbox(request)
+    webhook = _webhook(request)
+    webhook.enabled = False
+    webhook.updated_at = sandbox.clock.now()
+    await sandbox.deliverer.end_pending(webhook.webhook_id, state="cancelled")
+    return _webhook_report(sandbox, webhook)
+
+
+async def webhook_delete(request: Request) -> Any:
+    """Delete a webhook on whichever route it lives; pending deliveries end ``cancelled``."""
+    sandbox = _sandbox(request)
+    webhook = _webhook(request)
+    webhooks.delete(sandbox, webhook.owner_inbox_id, webhook.webhook_id)
+    sandbox.stop_dropping(webhook.webhook_id)
+    await sandbox.deliverer.end_pending(webhook.webhook_id, state="cancelled")
+    return {"webhook_id": webhook.webhook_id, "deleted": True}
+
+
+async def webhook_drop(request: Request) -> Any:
+    """Drop deliveries to a webhook for ``seconds`` of sandbox time, or until cleared."""
+    sandbox = _sandbox(request)
+    webhook = _webhook(request)
+    body = Body(await _json(request))
+    seconds = body.number("seconds", minimum=0.0)
+    body.finish()
+    await sandbox.drop_deliveries(webhook.webhook_id, seconds)
+    return _webhook_report(sandbox, webhook)
+
+
+async def webhook_undrop(request: Request) -> Any:
+    """End a webhook's drop window now."""
+    sandbox = _sandbox(request)
+    webhook = _webhook(request)
+    sandbox.stop_dropping(webhook.webhook_id)
+    return _webhook_report(sandbox, webhook)
+
+
 async def clock_get(request: Request) -> Any:
     """The sandbox time and how far it was advanced."""
     clock = _sandbox(request).clock
@@ -177,15 +245,21 @@ async def clock_get(request: Request) -> Any:
 
 
 async def clock_advance(request: Request) -> Any:
-    """Move the sandbox clock by ``advance_seconds``."""
+    """Move the sandbox clock by ``advance_seconds`` (may be negative) or to ``now``."""
     body = Body(await _json(request))
     seconds = body.number("advance_seconds")
-    if seconds is None and not body.errors:
-        raise invalid("advance_seconds", "is required")
+    raw_now = body.string("now")
+    moment = parse_datetime(raw_now) if raw_now is not None else None
+    if raw_now is not None and moment is None:
+        body.error("now", "must be an ISO-8601 date-time")
+    if (seconds is None) == (raw_now is None) and not body.errors:
+        body.error("advance_seconds", "give exactly one of advance_seconds and now")
     body.finish()
-    assert seconds is not None
     clock = _sandbox(request).clock
-    clock.advance(seconds)
+    if moment is not None:
+        clock.set(moment)
+    elif seconds is not None:
+        clock.advance(seconds)
     return {"now": isoformat(clock.now()), "offset_seconds": clock.offset_seconds}
 
 
@@ -214,6 +288,17 @@ def admin_routes() -> list[Route]:
         Route(f"{PREFIX}/faults", _endpoint(faults_list), methods=["GET"]),
         Route(f"{PREFIX}/faults", _endpoint(faults_add), methods=["POST"]),
         Route(f"{PREFIX}/faults", _endpoint(faults_clear), methods=["DELETE"]),
+        Route(f"{PREFIX}/webhooks", _endpoint(webhooks_list), methods=["GET"]),
+        Route(f"{PREFIX}/webhooks/{{webhook_id}}", _endpoint(webhook_delete), methods=["DELETE"]),
+        Route(
+            f"{PREFIX}/webhooks/{{webhook_id}}/disable",
+            _endpoint(webhook_disable),
+            methods=["POST"],
+        ),
+        Route(f"{PREFIX}/webhooks/{{webhook_id}}/drop", _endpoint(webhook_drop), methods=["POST"]),
+        Route(
+            f"{PREFIX}/webhooks/{{webhook_id}}/drop", _endpoint(webhook_undrop), methods=["DELETE"]
+        ),
         Route(f"{PREFIX}/clock", _endpoint(clock_get), methods=["GET"]),
         Route(f"{PREFIX}/clock", _endpoint(clock_advance), methods=["POST"]),
         Route(f"{PREFIX}/reset", _endpoint(reset), methods=["POST"]),

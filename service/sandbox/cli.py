@@ -3,7 +3,10 @@
 * ``autoreply sandbox [--host] [--port] [--api-key KEY ...] [--inbox ADDR ...] [--time-scale X]``
   serves it with uvicorn until Ctrl-C;
 * ``autoreply sandbox send --from … --to … --subject … --text …`` injects an inbound email;
-* ``autoreply sandbox sent | deliveries | reset`` read back or reset.
+* ``autoreply sandbox sent | deliveries | webhooks | reset`` read back or reset;
+* ``autoreply sandbox disable-webhook ID | delete-webhook ID | drop ID [--seconds N | --stop]``
+  create the missed-webhook situations, and ``autoreply sandbox clock [--advance S | --set T]``
+  reads or moves the sandbox clock.
 
 The verbs talk to ``--url`` (default: ``$AUTOREPLY_SANDBOX_URL`` or
 ``http://127.0.0.1:9100``). Failures print one line to stderr and exit 1.
@@ -117,6 +120,39 @@ def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
         verb.add_argument("--json", action="store_true", help="print the raw JSON answer")
         _add_url(verb)
         verb.set_defaults(handler=_verb(fn))
+
+    listing = verbs.add_parser("webhooks", help="list every webhook and its drop window")
+    listing.add_argument("--json", action="store_true", help="print the raw JSON answer")
+    _add_url(listing)
+    listing.set_defaults(handler=_verb(_webhooks))
+
+    for name, fn, text in (
+        ("disable-webhook", _disable_webhook, "disable a webhook (as after repeated failures)"),
+        ("delete-webhook", _delete_webhook, "delete a webhook"),
+    ):
+        verb = verbs.add_parser(name, help=text)
+        verb.add_argument("webhook_id", metavar="WEBHOOK_ID")
+        _add_url(verb)
+        verb.set_defaults(handler=_verb(fn))
+
+    drop = verbs.add_parser(
+        "drop", help="drop deliveries to a webhook for a while (they are never sent)"
+    )
+    drop.add_argument("webhook_id", metavar="WEBHOOK_ID")
+    window = drop.add_mutually_exclusive_group()
+    window.add_argument(
+        "--seconds", type=float, help="length of the window in sandbox time (default: until --stop)"
+    )
+    window.add_argument("--stop", action="store_true", help="end the drop window now")
+    _add_url(drop)
+    drop.set_defaults(handler=_verb(_drop))
+
+    clock = verbs.add_parser("clock", help="show or move the sandbox clock")
+    move = clock.add_mutually_exclusive_group()
+    move.add_argument("--advance", type=float, metavar="SECONDS", help="move it (negative: back)")
+    move.add_argument("--set", dest="set_to", metavar="ISO-8601", help="set it to this time")
+    _add_url(clock)
+    clock.set_defaults(handler=_verb(_clock))
 
     reset = verbs.add_parser("reset", help="clear everything but the start-up inboxes")
     _add_url(reset)
@@ -278,4 +314,55 @@ def _deliveries(client: SandboxClient, args: argparse.Namespace) -> int:
 def _reset(client: SandboxClient, _args: argparse.Namespace) -> int:
     client.reset()
     print("sandbox reset")
+    return 0
+
+
+def _webhooks(client: SandboxClient, args: argparse.Namespace) -> int:
+    reports = client.webhooks()
+    if args.json:
+        return _print_json(reports)
+    if not reports:
+        print("no webhooks")
+    for report in reports:
+        state = "enabled" if report.get("enabled") else "disabled"
+        if report.get("dropping"):
+            state += f", dropping until {report.get('drop_until') or 'cleared'}"
+        scope = report.get("inbox_id") or "org"
+        print(f"{report.get('webhook_id')} {scope} {report.get('url')} ({state})")
+    return 0
+
+
+def _disable_webhook(client: SandboxClient, args: argparse.Namespace) -> int:
+    client.disable_webhook(args.webhook_id)
+    print(f"webhook {args.webhook_id} disabled")
+    return 0
+
+
+def _delete_webhook(client: SandboxClient, args: argparse.Namespace) -> int:
+    client.delete_webhook(args.webhook_id)
+    print(f"webhook {args.webhook_id} deleted")
+    return 0
+
+
+def _drop(client: SandboxClient, args: argparse.Namespace) -> int:
+    if args.stop:
+        client.stop_dropping(args.webhook_id)
+        print(f"webhook {args.webhook_id}: deliveries resume")
+        return 0
+    report = client.drop_deliveries(args.webhook_id, seconds=args.seconds)
+    print(
+        f"webhook {args.webhook_id}: dropping deliveries until "
+        f"{report.get('drop_until') or 'cleared with --stop'}"
+    )
+    return 0
+
+
+def _clock(client: SandboxClient, args: argparse.Namespace) -> int:
+    if args.set_to is not None:
+        report = client.set_clock(args.set_to)
+    elif args.advance is not None:
+        report = client.advance_clock(args.advance)
+    else:
+        report = client.clock()
+    print(f"sandbox time {report['now']} (offset {report['offset_seconds']:g} s)")
     return 0

@@ -14,11 +14,13 @@ import functools
 import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, cast
 
 import httpx
 
 from service.sandbox.reports import (
+    ClockReport,
     DeliveryReport,
     FaultReport,
     InjectResult,
@@ -26,6 +28,7 @@ from service.sandbox.reports import (
     RedeliverResult,
     RequestsReport,
     SentEmail,
+    WebhookReport,
 )
 
 DEFAULT_URL = "http://127.0.0.1:9100"
@@ -185,9 +188,51 @@ class _Requests:
         return _Request("DELETE", "/_sandbox/faults")
 
     @staticmethod
-    def advance_clock(seconds: float) -> _Request[dict[str, Any]]:
-        """Move the sandbox clock forward by ``seconds``."""
+    def webhooks() -> _Request[list[WebhookReport]]:
+        """Every webhook (org-level and inbox-scoped) with its drop window."""
+        return _Request("GET", "/_sandbox/webhooks")
+
+    @staticmethod
+    def disable_webhook(webhook_id: str) -> _Request[WebhookReport]:
+        """Disable a webhook as AgentMail does after repeated failures (``enabled`` false,
+        pending deliveries cancelled, no deliveries until re-enabled, none replayed)."""
+        return _Request("POST", f"/_sandbox/webhooks/{webhook_id}/disable")
+
+    @staticmethod
+    def delete_webhook(webhook_id: str) -> _Request[dict[str, Any]]:
+        """Delete a webhook, whichever route it was created on."""
+        return _Request("DELETE", f"/_sandbox/webhooks/{webhook_id}")
+
+    @staticmethod
+    def drop_deliveries(webhook_id: str, seconds: float | None = None) -> _Request[WebhookReport]:
+        """Drop every delivery to a webhook for ``seconds`` of sandbox time (None: until
+        :meth:`stop_dropping`): pending and new deliveries end ``dropped``, never sent."""
+        return _Request(
+            "POST", f"/_sandbox/webhooks/{webhook_id}/drop", json=_clean({"seconds": seconds})
+        )
+
+    @staticmethod
+    def stop_dropping(webhook_id: str) -> _Request[WebhookReport]:
+        """End a webhook's drop window now (what was dropped stays dropped)."""
+        return _Request("DELETE", f"/_sandbox/webhooks/{webhook_id}/drop")
+
+    @staticmethod
+    def clock() -> _Request[ClockReport]:
+        """The sandbox time and its offset from the wall clock."""
+        return _Request("GET", "/_sandbox/clock")
+
+    @staticmethod
+    def advance_clock(seconds: float) -> _Request[ClockReport]:
+        """Move the sandbox clock by ``seconds`` (negative moves it back)."""
         return _Request("POST", "/_sandbox/clock", json={"advance_seconds": seconds})
+
+    @staticmethod
+    def set_clock(now: datetime | str) -> _Request[ClockReport]:
+        """Set the sandbox clock to ``now`` (a datetime, naive = UTC, or ISO-8601); it runs on."""
+        if isinstance(now, datetime):
+            moment = now if now.tzinfo is not None else now.replace(tzinfo=UTC)
+            now = moment.isoformat()
+        return _Request("POST", "/_sandbox/clock", json={"now": now})
 
     @staticmethod
     def reset() -> _Request[None]:
@@ -279,7 +324,14 @@ class SandboxClient:
     add_fault = _sync(_Requests.add_fault)
     faults = _sync(_Requests.faults)
     clear_faults = _sync(_Requests.clear_faults)
+    webhooks = _sync(_Requests.webhooks)
+    disable_webhook = _sync(_Requests.disable_webhook)
+    delete_webhook = _sync(_Requests.delete_webhook)
+    drop_deliveries = _sync(_Requests.drop_deliveries)
+    stop_dropping = _sync(_Requests.stop_dropping)
+    clock = _sync(_Requests.clock)
     advance_clock = _sync(_Requests.advance_clock)
+    set_clock = _sync(_Requests.set_clock)
     reset = _sync(_Requests.reset)
 
     def wait_for_deliveries(self, timeout: float = 10.0) -> list[DeliveryReport]:
@@ -342,7 +394,14 @@ class AsyncSandboxClient:
     add_fault = _async(_Requests.add_fault)
     faults = _async(_Requests.faults)
     clear_faults = _async(_Requests.clear_faults)
+    webhooks = _async(_Requests.webhooks)
+    disable_webhook = _async(_Requests.disable_webhook)
+    delete_webhook = _async(_Requests.delete_webhook)
+    drop_deliveries = _async(_Requests.drop_deliveries)
+    stop_dropping = _async(_Requests.stop_dropping)
+    clock = _async(_Requests.clock)
     advance_clock = _async(_Requests.advance_clock)
+    set_clock = _async(_Requests.set_clock)
     reset = _async(_Requests.reset)
 
     async def wait_for_deliveries(

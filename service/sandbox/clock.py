@@ -36,6 +36,17 @@ class Clock:
         self._offset += timedelta(seconds=seconds)
         return self.now()
 
+    def set(self, moment: datetime) -> datetime:
+        """Move the clock so that it reads ``moment`` now (it keeps running from there)."""
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        self._offset = moment - self._source_utc()
+        return self.now()
+
+    def _source_utc(self) -> datetime:
+        moment = self._source()
+        return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+
     def reset(self) -> None:
         """Drop any advance made so far."""
         self._offset = timedelta(0)

@@ -130,6 +130,28 @@ class Deliverer:
         self._tasks[delivery.delivery_id] = task
         task.add_done_callback(lambda _t: self._tasks.pop(delivery.delivery_id, None))
 
+    def record(self, delivery: Delivery, *, state: str) -> None:
+        """Record a delivery that is never attempted (e.g. ``dropped``), in its final state."""
+        delivery.state = state
+        self.deliveries[delivery.delivery_id] = delivery
+
+    async def end_pending(self, webhook_id: str, *, state: str) -> int:
+        """Stop every pending delivery to one webhook, marking it ``state``; how many."""
+        pending = [
+            d
+            for d in self.deliveries.values()
+            if d.webhook_id == webhook_id and d.state == "pending"
+        ]
+        tasks = [self._tasks[d.delivery_id] for d in pending if d.delivery_id in self._tasks]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for delivery in pending:
+            delivery.state = state
+        return len(pending)
+
     async def cancel_all(self) -> None:
         """Stop every pending delivery (marked ``cancelled``) and wait for the tasks to end."""
         tasks = list(self._tasks.values())

@@ -64,6 +64,15 @@ def sent_event(message: MessageRecord, event_id: str) -> str:
     )
 
 
+def start(sandbox: Sandbox, delivery: Delivery) -> None:
+    """Hand a delivery to the sender, or record it as ``dropped`` without any attempt
+    while its webhook is in a drop window (see :meth:`Sandbox.dropping`)."""
+    if sandbox.dropping(delivery.webhook_id):
+        sandbox.deliverer.record(delivery, state="dropped")
+    else:
+        sandbox.deliverer.submit(delivery)
+
+
 def fan_out(
     sandbox: Sandbox,
     *,
@@ -96,7 +105,7 @@ def fan_out(
                 message_id=message_id,
                 extra_headers=dict(webhook.headers),
             )
-            sandbox.deliverer.submit(delivery)
+            start(sandbox, delivery)
             refs.append(delivery.ref())
     return refs
 
@@ -142,6 +151,6 @@ def redeliver(
             message_id=original.message_id,
             extra_headers=dict(webhook.headers) if webhook else dict(original.extra_headers),
         )
-        sandbox.deliverer.submit(delivery)
+        start(sandbox, delivery)
         refs.append(delivery.ref())
     return event_id, refs

@@ -114,3 +114,29 @@ class RequestsReport(TypedDict):
 
     operations: dict[str, dict[str, int]]
     in_flight: dict[str, int]
+
+
+class ClockReport(TypedDict):
+    """The sandbox clock: its time now and how far it is from the wall clock."""
+
+    now: str
+    offset_seconds: float
+
+
+class WebhookReport(TypedDict, total=False):
+    """A webhook as ``GET /_sandbox/webhooks`` shows it: the SDK ``Webhook`` fields plus
+    ``dropping`` and ``drop_until`` (None while dropping means until cleared)."""
+
+    webhook_id: str
+    url: str
+    event_types: list[str]
+    inbox_ids: list[str]
+    pod_ids: list[str]
+    inbox_id: str
+    secret: str
+    enabled: bool
+    client_id: str
+    created_at: str
+    updated_at: str
+    dropping: bool
+    drop_until: str | None

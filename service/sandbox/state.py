@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 from collections import Counter, defaultdict
 from collections.abc import Iterable
+from datetime import datetime, timedelta
 from typing import Any
 
 from service.sandbox.clock import Clock
@@ -70,6 +71,8 @@ class Sandbox:
         self.label_changes: list[LabelChange] = []
         self.request_counts: defaultdict[str, Counter[str]] = defaultdict(Counter)
         self.in_flight: Counter[str] = Counter()
+        # webhook_id -> end of its drop window (sandbox clock), None: until cleared.
+        self.drops: dict[str, datetime | None] = {}
         self._sequence = 0
         self._background: set[asyncio.Task[Any]] = set()
         self._initial_inboxes: list[InboxRecord] = [
@@ -119,6 +122,7 @@ class Sandbox:
         self.faults.clear()
         self.idempotency.clear()
         self.clock.reset()
+        self.drops.clear()
         self._install_initial_inboxes()
 
     async def _cancel_background(self) -> None:
@@ -151,6 +155,30 @@ class Sandbox:
         """A thread's messages, oldest first."""
         found = [self.messages[(thread.inbox_id, mid)] for mid in thread.message_ids]
         return sorted(found, key=lambda m: (m.timestamp, m.seq))
+
+    def dropping(self, webhook_id: str) -> bool:
+        """Whether deliveries to this webhook are dropped now (an expired window is removed)."""
+        if webhook_id not in self.drops:
+            return False
+        until = self.drops[webhook_id]
+        if until is None or self.clock.now() < until:
+            return True
+        del self.drops[webhook_id]
+        return False
+
+    async def drop_deliveries(self, webhook_id: str, seconds: float | None) -> datetime | None:
+        """Start dropping deliveries to a webhook for ``seconds`` of sandbox time (None:
+        until :meth:`stop_dropping`). Its pending deliveries end as ``dropped`` now, and
+        events during the window are recorded as ``dropped`` with no attempt, never sent
+        later: like an endpoint the sender has given up on. Returns the window's end."""
+        until = None if seconds is None else self.clock.now() + timedelta(seconds=seconds)
+        self.drops[webhook_id] = until
+        await self.deliverer.end_pending(webhook_id, state="dropped")
+        return until
+
+    def stop_dropping(self, webhook_id: str) -> None:
+        """End a drop window early; later events are delivered again (earlier ones are not)."""
+        self.drops.pop(webhook_id, None)
 
     def _still_wanted(self, delivery: Delivery) -> bool:
         webhook = self.webhooks.get(delivery.webhook_id)

@@ -189,3 +189,43 @@ def test_verbs_fail_cleanly(sandbox: Any, capsys: pytest.CaptureFixture[str]) ->
     )  # fmt: skip
     assert code == 1
     assert "--header" in capsys.readouterr().err
+
+
+def test_missed_webhook_verbs(
+    sandbox: Any, raw: httpx.Client, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = ["--url", sandbox.url]
+    assert main(["sandbox", "webhooks", *url]) == 0
+    assert capsys.readouterr().out.strip() == "no webhooks"
+    first = create_webhook(raw, "http://127.0.0.1:9/a")["webhook_id"]
+    second = create_webhook(raw, "http://127.0.0.1:9/b", inbox=sandbox.inbox)["webhook_id"]
+
+    assert main(["sandbox", "drop", first, "--seconds", "60", *url]) == 0
+    assert capsys.readouterr().out.startswith(f"webhook {first}: dropping deliveries until 20")
+    assert main(["sandbox", "webhooks", *url]) == 0
+    out = capsys.readouterr().out
+    assert f"{first} org http://127.0.0.1:9/a (enabled, dropping until 20" in out
+    assert f"{second} {sandbox.inbox} http://127.0.0.1:9/b (enabled)" in out
+    assert main(["sandbox", "drop", first, "--stop", *url]) == 0
+    assert capsys.readouterr().out.strip() == f"webhook {first}: deliveries resume"
+    assert main(["sandbox", "drop", first, *url]) == 0
+    assert "until cleared with --stop" in capsys.readouterr().out
+
+    assert main(["sandbox", "disable-webhook", second, *url]) == 0
+    assert capsys.readouterr().out.strip() == f"webhook {second} disabled"
+    assert main(["sandbox", "webhooks", "--json", *url]) == 0
+    listed = {w["webhook_id"]: w for w in json.loads(capsys.readouterr().out)}
+    assert listed[second]["enabled"] is False
+    assert listed[first]["dropping"] is True
+    assert main(["sandbox", "delete-webhook", second, *url]) == 0
+    assert capsys.readouterr().out.strip() == f"webhook {second} deleted"
+    assert [w["webhook_id"] for w in sandbox.admin.webhooks()] == [first]
+    assert main(["sandbox", "delete-webhook", second, *url]) == 1
+    assert capsys.readouterr().err.startswith("error: HTTP 404")
+
+    assert main(["sandbox", "clock", "--set", "2030-01-01T00:00:00Z", *url]) == 0
+    assert capsys.readouterr().out.startswith("sandbox time 2030-01-01T00:00:0")
+    assert main(["sandbox", "clock", "--advance", "-86400", *url]) == 0
+    assert capsys.readouterr().out.startswith("sandbox time 2029-12-31T00:00:0")
+    assert main(["sandbox", "clock", *url]) == 0
+    assert capsys.readouterr().out.startswith("sandbox time 2029-12-31T")
