@@ -26,7 +26,7 @@ from service.sandbox.models import (
     ThreadRecord,
     thread_item_wire,
 )
-from service.sandbox.paging import page
+from service.sandbox.paging import keyset_page, page
 from service.sandbox.reports import DeliveryRef
 from service.sandbox.validation import Body, email_of
 
@@ -324,6 +324,11 @@ def _listed(message: MessageRecord, query: ListQuery) -> bool:
     return all(value.lower() in subject for value in query.subjects)
 
 
+def _message_key(message: MessageRecord) -> tuple[datetime, int]:
+    """The list order: timestamp, then arrival (``seq``) among equal timestamps."""
+    return (message.timestamp, message.seq)
+
+
 def list_(sandbox: Sandbox, inbox_id: str, query: ListQuery) -> dict[str, Any]:
     """``ListMessagesResponse``: matching messages, newest first unless ``ascending``."""
     inbox = inboxes.find(sandbox, inbox_id)
@@ -332,8 +337,14 @@ def list_(sandbox: Sandbox, inbox_id: str, query: ListQuery) -> dict[str, Any]:
         for (owner, _), m in sandbox.messages.items()
         if owner == inbox.inbox_id and _listed(m, query)
     ]
-    found.sort(key=lambda m: (m.timestamp, m.seq), reverse=not query.ascending)
-    items, wire = page(found, limit=query.limit, page_token=query.page_token)
+    found.sort(key=_message_key, reverse=not query.ascending)
+    items, wire = keyset_page(
+        found,
+        key=_message_key,
+        ascending=query.ascending,
+        limit=query.limit,
+        page_token=query.page_token,
+    )
     wire["messages"] = [m.to_item_wire() for m in items]
     return wire
 
@@ -625,10 +636,14 @@ def list_threads(sandbox: Sandbox, inbox_id: str | None, query: ListQuery) -> di
             continue
         found.append(((newest.timestamp, newest.seq), wire))
     found.sort(key=lambda pair: pair[0], reverse=not query.ascending)
-    items, envelope = page(
-        [wire for _, wire in found], limit=query.limit, page_token=query.page_token
+    items, envelope = keyset_page(
+        found,
+        key=lambda pair: pair[0],
+        ascending=query.ascending,
+        limit=query.limit,
+        page_token=query.page_token,
     )
-    envelope["threads"] = items
+    envelope["threads"] = [wire for _, wire in items]
     return envelope
 
 

@@ -181,6 +181,56 @@ async def test_messages_labels_and_include_flags(
     assert await ids(include_spam=False, labels=["replied"]) == [handled]
 
 
+async def test_pages_hold_while_the_list_changes(
+    sandbox_factory: Any, contract_factory: Any
+) -> None:
+    """Tokens name the last item served, not an offset: a sweep that marks what it handled
+    while paging through ``labels=["unread"]`` sees every message once, and mail that
+    arrives during a newest-first walk does not repeat items."""
+    sandbox = frozen_sandbox(sandbox_factory)
+    contract = await contract_factory(sandbox)
+    sdk = contract.client.inboxes.messages
+    injected = []
+    for index in range(30):
+        if index % 4 == 0:
+            sandbox.admin.advance_clock(1)
+        injected.append(inject(sandbox, subject=f"n{index}")["message_id"])
+
+    seen: list[str] = []
+    token: str | None = None
+    while True:
+        answer = await sdk.list(
+            sandbox.inbox, labels=["unread"], ascending=True, limit=7, page_token=token
+        )
+        for item in answer.messages:
+            seen.append(item.message_id)
+            await sdk.update(sandbox.inbox, item.message_id, remove_labels=["unread"])
+        token = answer.next_page_token
+        if token is None:
+            break
+    assert seen == injected
+    assert (await sdk.list(sandbox.inbox, labels=["unread"])).messages == []
+
+    walked: list[str] = []
+    token = None
+    while True:
+        answer = await sdk.list(sandbox.inbox, limit=7, page_token=token)
+        walked.extend(m.message_id for m in answer.messages)
+        inject(sandbox, subject="late")  # newer than everything: never on a later page
+        token = answer.next_page_token
+        if token is None:
+            break
+    assert walked == list(reversed(injected))
+
+    ascending = await sdk.list(sandbox.inbox, ascending=True, limit=2)
+    assert ascending.next_page_token
+    with pytest.raises(ApiError) as caught:
+        await sdk.list(
+            sandbox.inbox, page_token=ascending.next_page_token, request_options=NO_RETRY
+        )
+    assert caught.value.status_code == 400
+
+
 async def test_bad_page_tokens_are_400(contract: Contract, sandbox: Any) -> None:
     calls: list[Callable[[], Awaitable[Any]]] = [
         lambda: contract.client.inboxes.messages.list(
