@@ -5,6 +5,11 @@ earlier replies (``History``) and the current time, and returns a ``Decision`` w
 machine-readable reason. The checks run cheapest and most certain first, in the spirit
 of Dovecot Pigeonhole's ``act_vacation_commit``, so the reason names the strongest
 signal. Every rule only ever turns a reply into a skip; none can force a reply.
+
+The message's age (``too_old``) is checked after every rule about the message itself and
+before the thread cap and the sender cooldown: a message the other rules would skip
+anyway keeps their reason, so ``too_old`` counts exactly the messages that would have
+been answered had they come in time, and a message too old never reserves a reply.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ REASONS: tuple[str, ...] = (
     "too_many_recipients",
     "denied",
     "not_allowed",
+    "too_old",
     "thread_cap",
     "sender_cooldown",
 )
@@ -105,12 +111,18 @@ class PolicyConfig:
     allow: tuple[str, ...] = ()
     #: Address or domain patterns that are never answered; wins over ``allow``.
     deny: tuple[str, ...] = ()
+    #: A message older than this when it is decided is not answered (``too_old``),
+    #: whatever brought it in: a catch-up sweep, a late webhook retry, a requeue. An
+    #: auto-reply days late surprises more than it helps. 0 disables.
+    max_age: timedelta = timedelta(days=3)
 
     def __post_init__(self) -> None:
         if self.thread_cap < 0:
             raise ValueError("thread_cap must be 0 (no cap) or more")
         if self.sender_cooldown < timedelta(0):
             raise ValueError("sender_cooldown must not be negative")
+        if self.max_age < timedelta(0):
+            raise ValueError("max_age must not be negative")
         for pattern in (*self.allow, *self.deny):
             check_pattern(pattern)
 
@@ -147,6 +159,7 @@ class _Case:
     history: History
     now: datetime
     replied_label: str
+    enqueued_at: datetime | None
 
 
 def decide(
@@ -156,11 +169,17 @@ def decide(
     *,
     now: datetime,
     replied_label: str = "replied",
+    enqueued_at: datetime | None = None,
 ) -> Decision:
-    """Decide whether ``message`` gets an automatic reply; the first failing rule wins."""
+    """Decide whether ``message`` gets an automatic reply; the first failing rule wins.
+
+    ``enqueued_at`` is when the service first knew of the message (its job's creation):
+    the message is at least that old, so it dates the message for the age check when the
+    message carries no ``timestamp`` (see ``check_age``).
+    """
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware")
-    case = _Case(message, config, history, now, replied_label)
+    case = _Case(message, config, history, now, replied_label, enqueued_at)
     for check in _CHECKS:
         decision = check(case)
         if decision is not None:
@@ -180,6 +199,23 @@ def check_limits(config: PolicyConfig, history: History, *, now: datetime) -> De
         raise ValueError("now must be timezone-aware")
     skip = _thread_cap(config, history) or _cooldown(config, history, now)
     return skip or Decision(reply=True, reason="ok")
+
+
+def check_age(
+    config: PolicyConfig, received_at: datetime | None, *, now: datetime
+) -> Decision | None:
+    """Skip with ``too_old`` when the message was received more than ``max_age`` before
+    ``now``; None when it is young enough, the check is off (0), or its age is unknown.
+
+    ``received_at`` is the message's ``timestamp``, or failing that when its job was
+    created (the message cannot be younger). With neither, the message is not held to be
+    too old: nothing says it is, and the sweep's mark already keeps old mail out.
+    """
+    if not config.max_age or received_at is None:
+        return None
+    if now - received_at > config.max_age:
+        return _skip("too_old", f"received {received_at.isoformat()}, max age {config.max_age}")
+    return None
 
 
 def _skip(reason: str, detail: str = "") -> Decision:
@@ -287,6 +323,11 @@ def _check_allow_deny(case: _Case) -> Decision | None:
     return None
 
 
+def _check_age(case: _Case) -> Decision | None:
+    received_at = case.message.timestamp or case.enqueued_at
+    return check_age(case.config, received_at, now=case.now)
+
+
 def _check_thread(case: _Case) -> Decision | None:
     return _thread_cap(case.config, case.history)
 
@@ -321,6 +362,7 @@ _CHECKS: tuple[Callable[[_Case], Decision | None], ...] = (
     _check_system,
     _check_recipient,
     _check_allow_deny,
+    _check_age,
     _check_thread,
     _check_cooldown,
 )

@@ -203,6 +203,7 @@ def policy_config(settings: Settings) -> PolicyConfig:
         sender_cooldown=settings.sender_cooldown,
         allow=settings.allow,
         deny=settings.deny,
+        max_age=settings.max_age,
     )
 
 

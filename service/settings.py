@@ -73,6 +73,11 @@ class Settings:
     allow: tuple[str, ...] = ()
     deny: tuple[str, ...] = ()
     retention: timedelta = timedelta(days=7)
+    #: ``AUTOREPLY_MAX_AGE``: older messages are skipped ``too_old`` (0: no limit).
+    max_age: timedelta = timedelta(days=3)
+    #: ``AUTOREPLY_SWEEP_INTERVAL``: how often the catch-up sweep runs (0: never). Parsed
+    #: and checked now; nothing reads it until the sweep loop lands.
+    sweep_interval: timedelta = timedelta(minutes=10)
 
     @property
     def webhook_url(self) -> str | None:
@@ -173,7 +178,22 @@ def _parse(r: _Reader) -> Settings:
         allow=r.get("AUTOREPLY_ALLOW", parse_patterns, ()),
         deny=r.get("AUTOREPLY_DENY", parse_patterns, ()),
         retention=r.get("AUTOREPLY_RETENTION", parse_duration, timedelta(days=7)),
+        max_age=r.get("AUTOREPLY_MAX_AGE", parse_duration, timedelta(days=3)),
+        sweep_interval=r.get("AUTOREPLY_SWEEP_INTERVAL", _sweep_interval, timedelta(minutes=10)),
     )
+
+
+#: The shortest sweep interval: each sweep lists every inbox in scope at AgentMail, so a
+#: shorter one would spend the API's rate limit on finding nothing.
+MIN_SWEEP_INTERVAL = timedelta(minutes=1)
+
+
+def _sweep_interval(value: str) -> timedelta:
+    """A duration as ``parse_duration`` reads it: 0 (no sweep) or at least a minute."""
+    interval = parse_duration(value)
+    if interval and interval < MIN_SWEEP_INTERVAL:
+        raise ValueError(f"must be 0 (no sweep) or at least 1m, got {value!r}")
+    return interval
 
 
 def _default_format() -> str:

@@ -293,6 +293,10 @@ class Worker:
     async def _decide(self, job: Job, message: InboundMessage) -> tuple[Decision, InboundMessage]:
         """Apply the policy, first fetching the message when the payload omitted parts.
 
+        The policy is applied to every job that has no stored reply, whatever brought it
+        in (a webhook, a late retry, the sweep, a requeue), so its age is judged now: a
+        message older than ``max_age`` is skipped ``too_old`` before anything is reserved.
+
         The job's own reservation (from an earlier attempt) is left out of the history:
         it is this job's place, not an earlier reply.
         """
@@ -311,6 +315,9 @@ class Worker:
             history,
             now=datetime.fromtimestamp(self.clock(), UTC),
             replied_label=self.config.replied_label,
+            # Dates a message without a timestamp for the max age: it is at least as
+            # old as its job (a requeue, a sweep or a late retry may come days later).
+            enqueued_at=datetime.fromtimestamp(job.created_at, UTC),
         )
         return decision, message
 

@@ -207,6 +207,24 @@ row(
     "denied",
     config=PolicyConfig(allow=("example.com",), deny=("jane@example.com",)),
 )
+# Age (AUTOREPLY_MAX_AGE, default 3 days)
+row("older than the max age", "too_old", message(timestamp=NOW - timedelta(days=3, seconds=1)))
+row("exactly the max age", "ok", message(timestamp=NOW - timedelta(days=3)))
+row("two days old", "ok", message(timestamp=NOW - timedelta(days=2)))
+row("from the future (clock skew)", "ok", message(timestamp=NOW + timedelta(hours=1)))
+row("without a timestamp", "ok", message(timestamp=None))
+row(
+    "max age disabled",
+    "ok",
+    message(timestamp=NOW - timedelta(days=365)),
+    config=PolicyConfig(max_age=timedelta(0)),
+)
+row(
+    "a shorter max age",
+    "too_old",
+    message(timestamp=NOW - timedelta(hours=2)),
+    config=PolicyConfig(max_age=timedelta(hours=1)),
+)
 # Per-thread cap
 row("thread cap reached", "thread_cap", history=History(replies_in_thread=1))
 row(
@@ -297,6 +315,44 @@ def test_the_first_rule_in_order_names_the_reason() -> None:
     )
 
 
+def test_the_age_comes_after_the_message_rules_and_before_the_limits() -> None:
+    """An old mailing-list message keeps its list reason; an old message in a thread
+    that got its reply is too old, so it never reaches the ledger."""
+    old = message(timestamp=NOW - timedelta(days=4))
+    listed = replace(old, headers=Headers.parse({"List-Id": "<x.example.com>"}))
+    assert decide(listed, PolicyConfig(), History(), now=NOW).reason == "list_header"
+    capped = History(replies_in_thread=1, last_reply_to_sender_at=NOW)
+    assert decide(old, PolicyConfig(), capped, now=NOW).reason == "too_old"
+
+
+@pytest.mark.parametrize(
+    ("timestamp", "enqueued_at", "reason"),
+    [
+        (None, NOW - timedelta(days=4), "too_old"),
+        (None, NOW - timedelta(days=1), "ok"),
+        (None, None, "ok"),
+        (NOW - timedelta(days=4), NOW - timedelta(hours=1), "too_old"),
+        (NOW - timedelta(days=1), NOW - timedelta(hours=1), "ok"),
+    ],
+    ids=[
+        "no timestamp, job older than max age",
+        "no timestamp, recent job",
+        "no timestamp, no job time",
+        "old message found lately (a sweep)",
+        "recent message",
+    ],
+)
+def test_the_age_falls_back_to_when_the_job_was_enqueued(
+    timestamp: datetime | None, enqueued_at: datetime | None, reason: str
+) -> None:
+    """Without a ``timestamp`` the message is at least as old as its job: a requeued job
+    that waited past the max age is too old even when its message carries no time."""
+    msg = message(timestamp=timestamp)
+    assert decide(msg, PolicyConfig(), History(), now=NOW, enqueued_at=enqueued_at).reason == (
+        reason
+    )
+
+
 def test_skip_detail_names_what_matched() -> None:
     """The detail tells an operator which header or entry caused the skip."""
     msg = message(headers=[("list-unsubscribe", "<mailto:x@y>")])
@@ -350,7 +406,14 @@ def test_bad_patterns_are_refused(bad: str) -> None:
         PolicyConfig(deny=(bad,))
 
 
-@pytest.mark.parametrize("fields", [{"thread_cap": -1}, {"sender_cooldown": timedelta(seconds=-1)}])
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"thread_cap": -1},
+        {"sender_cooldown": timedelta(seconds=-1)},
+        {"max_age": timedelta(seconds=-1)},
+    ],
+)
 def test_bad_limits_are_refused(fields: dict[str, Any]) -> None:
     """Negative limits are configuration mistakes."""
     with pytest.raises(ValueError, match="must"):

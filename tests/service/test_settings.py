@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from service.runtime import policy_config
 from service.settings import Secret, Settings, SettingsError, redact_url
 from tests.support.service_process import run_autoreply
 
@@ -22,6 +23,8 @@ def test_defaults() -> None:
     assert settings.unreplied_label == "unreplied"
     assert settings.replied_label == "replied"
     assert settings.sender_cooldown == timedelta(days=1)
+    assert settings.max_age == timedelta(days=3)
+    assert settings.sweep_interval == timedelta(minutes=10)
     assert settings.webhook_url is None
     assert not settings.dry_run
 
@@ -77,6 +80,10 @@ def test_dotenv_file_is_read_and_environment_wins(tmp_path: Path) -> None:
         ("AUTOREPLY_LOG_FORMAT", "xml"),
         ("AUTOREPLY_LOG_LEVEL", "LOUD"),
         ("AUTOREPLY_SENDER_COOLDOWN", "a while"),
+        ("AUTOREPLY_MAX_AGE", "3"),
+        ("AUTOREPLY_MAX_AGE", "-1d"),
+        ("AUTOREPLY_SWEEP_INTERVAL", "soon"),
+        ("AUTOREPLY_SWEEP_INTERVAL", "30s"),
         ("AUTOREPLY_TIMEZONE", "Mars/Olympus"),
         ("AUTOREPLY_TEMPLATES_DIR", "/nonexistent/templates"),
         ("AUTOREPLY_OWN_ADDRESSES", "not-an-address"),
@@ -87,6 +94,31 @@ def test_bad_value_names_the_variable(name: str, value: str) -> None:
     with pytest.raises(SettingsError) as caught:
         Settings.from_environ({**BASE, name: value}, dotenv=None)
     assert caught.value.name == name
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "field", "expected"),
+    [
+        ("AUTOREPLY_MAX_AGE", "12h", "max_age", timedelta(hours=12)),
+        ("AUTOREPLY_MAX_AGE", "0", "max_age", timedelta(0)),
+        ("AUTOREPLY_SWEEP_INTERVAL", "1m", "sweep_interval", timedelta(minutes=1)),
+        ("AUTOREPLY_SWEEP_INTERVAL", "2h", "sweep_interval", timedelta(hours=2)),
+        ("AUTOREPLY_SWEEP_INTERVAL", "0", "sweep_interval", timedelta(0)),
+    ],
+)
+def test_durations_of_the_sweep_and_the_max_age(
+    name: str, value: str, field: str, expected: timedelta
+) -> None:
+    """Durations are read like the cooldown's; 0 turns the check or the sweep off."""
+    settings = Settings.from_environ({**BASE, name: value}, dotenv=None)
+    assert getattr(settings, field) == expected
+
+
+def test_the_max_age_reaches_the_policy() -> None:
+    """The worker's policy skips by the configured age (0: no limit)."""
+    settings = Settings.from_environ({**BASE, "AUTOREPLY_MAX_AGE": "0"}, dotenv=None)
+    assert policy_config(settings).max_age == timedelta(0)
+    assert policy_config(Settings.from_environ(BASE, dotenv=None)).max_age == timedelta(days=3)
 
 
 def test_secret_required_without_public_url() -> None:

@@ -31,7 +31,8 @@ INBOX = "support@example.agentmail.to"
 MESSAGE_ID = "<question-1@example.com>"
 THREAD_ID = "thread-1"
 LEASE = 30.0
-#: 2026-11-30 09:00 UTC: a fixed start, so every run sees the same times.
+#: 2026-11-29 09:00 UTC (a day before ``payload()``'s timestamp): a fixed start, so every
+#: run sees the same times.
 START = 1_795_942_800.0
 #: The store methods the journal records: every write an attempt makes, and its read.
 STORE_STEPS = ("history", "reserve", "save_reply", "mark_sent", "finish", "retry")
