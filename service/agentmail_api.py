@@ -1,7 +1,8 @@
 """The AgentMail API as the service uses it, through the official ``agentmail`` SDK.
 
 The only module that imports ``agentmail``. ``AgentMailApi`` is the adapter behind
-``service.agentmail_port.AgentMailPort`` (the worker's calls) and also makes the
+``service.agentmail_port.AgentMailPort`` (the worker's calls) and ``SweepPort`` (the
+catch-up sweep's listings), and also makes the
 webhook calls of registration and the operators' commands. It turns every SDK or
 transport failure into ``ApiFailure`` (defined in the port, re-exported here) with a
 transient/permanent verdict, so the worker decides on that and never on exception
@@ -15,6 +16,7 @@ import email.utils
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -24,8 +26,8 @@ from agentmail.core.api_error import ApiError
 from agentmail.core.request_options import RequestOptions
 from agentmail.environment import AgentMailEnvironment
 
+from service.agentmail_port import RECEIVED_LABEL, MessagePage, is_transient
 from service.agentmail_port import ApiFailure as ApiFailure
-from service.agentmail_port import is_transient
 from service.models import PreparedReply
 
 _NO_RETRIES: RequestOptions = {"max_retries": 0}
@@ -108,6 +110,47 @@ class AgentMailApi:
                 request_options=_NO_RETRIES,
             )
         return str(response.message_id)
+
+    async def list_inbox_ids(self) -> list[str]:
+        """Every inbox of the account, all pages (the sweep's scope without
+        ``AUTOREPLY_INBOX_IDS``)."""
+        inbox_ids: list[str] = []
+        page_token: str | None = None
+        while True:
+            async with _as_api_failure("list inboxes"):
+                page = await self._client.inboxes.list(
+                    limit=100, page_token=page_token, request_options=_NO_RETRIES
+                )
+            inbox_ids.extend(str(inbox.inbox_id) for inbox in page.inboxes)
+            page_token = page.next_page_token
+            if not page_token or not page.inboxes:
+                return inbox_ids
+
+    async def list_received(
+        self, inbox_id: str, *, after: datetime, limit: int, page_token: str | None = None
+    ) -> MessagePage:
+        """One page of the inbox's received messages after ``after``, oldest first.
+
+        Spam, blocked and unauthenticated messages stay hidden (the list's default): the
+        service never answers them, so the sweep need not see them.
+        """
+        async with _as_api_failure("list messages"):
+            page = await self._client.inboxes.messages.list(
+                _path(inbox_id),
+                limit=limit,
+                page_token=page_token,
+                labels=[RECEIVED_LABEL],
+                after=after,
+                ascending=True,
+                request_options=_NO_RETRIES,
+            )
+        messages = [
+            item.model_dump(mode="json", by_alias=True, exclude_unset=True)
+            for item in page.messages
+        ]
+        return MessagePage(
+            messages=messages, next_page_token=page.next_page_token if messages else None
+        )
 
     async def create_webhook(
         self, *, url: str, event_types: Sequence[str], inbox_ids: Sequence[str], client_id: str

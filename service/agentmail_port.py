@@ -1,6 +1,8 @@
 """What the worker needs from AgentMail: the ``AgentMailPort`` protocol and ``ApiFailure``.
 
 The worker's steps are decided here in the service; AgentMail only answers three calls.
+The catch-up sweep (``service.sweep``) needs two more, listing calls, named apart in
+``SweepPort`` so the worker's port stays its three calls.
 Naming those calls as a protocol lets the worker run against anything that answers
 them: ``service.agentmail_api.AgentMailApi`` (the SDK adapter) in the service, and a
 recording fake in the worker's unit tests. This module imports no SDK, so neither the
@@ -10,6 +12,8 @@ worker nor those tests load it.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Protocol
 
 from service.models import PreparedReply
@@ -65,4 +69,37 @@ class AgentMailPort(Protocol):
     async def reply(self, inbox_id: str, message_id: str, reply: PreparedReply) -> str:
         """Send ``reply`` to the sender only, under ``reply.idempotency_key``; return the
         sent message's id (the original one when the key was used before)."""
+        ...
+
+
+#: The label AgentMail puts on every inbound message (sent ones carry ``sent``): the
+#: sweep lists only these.
+RECEIVED_LABEL = "received"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class MessagePage:
+    """One page of an inbox's received messages, oldest first.
+
+    ``messages`` are the list's items in the webhook payload's JSON shape (``from``,
+    ``timestamp`` as ISO-8601, ``labels``...), without the body: the worker fetches the
+    full message before deciding. ``next_page_token`` is None on the last page.
+    """
+
+    messages: list[dict[str, Any]]
+    next_page_token: str | None
+
+
+class SweepPort(Protocol):
+    """The AgentMail calls the catch-up sweep makes. Every failure is ``ApiFailure``."""
+
+    async def list_inbox_ids(self) -> list[str]:
+        """Every inbox of the account (all pages)."""
+        ...
+
+    async def list_received(
+        self, inbox_id: str, *, after: datetime, limit: int, page_token: str | None = None
+    ) -> MessagePage:
+        """One page of ``inbox_id``'s received messages with a timestamp after ``after``
+        (exclusive), oldest first, at most ``limit``; ``page_token`` continues a listing."""
         ...

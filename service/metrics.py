@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 
-from prometheus_client import REGISTRY, Counter, Histogram
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -44,6 +44,25 @@ REPLY_LATENCY = Histogram(
     "autoreply_delivery_to_reply_seconds",
     "From recording the delivery to the reply being sent.",
     buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800, 3600, 21600, 86400),
+)
+
+#: The catch-up sweep (``service.sweep``). Outcomes: ``completed`` (every inbox in scope
+#: listed to the end), ``failed`` (an inbox or the inbox list could not be read, or the
+#: store failed), ``interrupted`` (shutdown, or the sweep lease was taken over).
+SWEEP_RUNS = Counter("autoreply_sweep_runs_total", "Catch-up sweep passes by outcome.", ["outcome"])
+SWEEP_SCANNED = Counter(
+    "autoreply_sweep_messages_scanned_total", "Received messages listed by the catch-up sweep."
+)
+SWEEP_ENQUEUED = Counter(
+    "autoreply_sweep_jobs_enqueued_total",
+    "Jobs the catch-up sweep created: messages no webhook delivered (normally 0).",
+)
+#: Labelled by inbox id: configuration (``AUTOREPLY_INBOX_IDS``) or the account's own
+#: inboxes, never a value from a request.
+SWEEP_LAST_SUCCESS = Gauge(
+    "autoreply_sweep_last_success_timestamp_seconds",
+    "When this process last swept the inbox to the end (Unix time).",
+    ["inbox_id"],
 )
 
 
