@@ -2,7 +2,9 @@
 
 ``Runtime`` is the composition root: it owns the store, the AgentMail client, the
 templates, the worker and the registration task, and it knows what ``/readyz`` must
-report. The Starlette app only holds one.
+report. The Starlette app only holds one. Its background tasks (registration, template
+watching, wake-ups, purging, the catch-up sweep) start after the store opens and are
+cancelled first on stop.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from service.burst import WebhookBurst
 from service.models import RegistrationState
 from service.settings import Settings, SettingsError, redact_url
 from service.store import Store, StoreUnavailable, open_store
+from service.sweep import Sweeper, SweepLoop
 from service.templates import LiveTemplates
 from service.webhooks import Verifier
 from service.worker import Worker, WorkerConfig
@@ -78,6 +81,21 @@ class Runtime:
             ),
             claim_limit=self.burst.claim_limit,
         )
+        #: The catch-up sweep (``AUTOREPLY_SWEEP_INTERVAL``; None when it is 0).
+        self.sweep_loop: SweepLoop | None = None
+        if settings.sweep_interval:
+            sweeper = Sweeper(
+                store=self.store,
+                api=self.api,
+                inbox_ids=tuple(settings.inbox_ids),
+                replied_label=settings.replied_label,
+                wake=self.wake_worker,
+            )
+            self.sweep_loop = SweepLoop(
+                sweeper,
+                interval=settings.sweep_interval.total_seconds(),
+                busy=lambda: self.burst.active,
+            )
         self._background: list[asyncio.Task[None]] = []
         if settings.webhook_secrets:
             self.verifier = _verifier(settings.webhook_secrets)
@@ -103,6 +121,10 @@ class Runtime:
         if self.settings.retention:
             self._background.append(asyncio.create_task(self._purge_periodically()))
         self._background.append(asyncio.create_task(self.burst.measure()))
+        if self.sweep_loop is not None:
+            # A pass at once (catching up on what arrived while the service was down),
+            # then one every interval; one replica at a time, under the sweep lease.
+            self._background.append(asyncio.create_task(self.sweep_loop.run()))
         self._watch_sighup()
         await self.worker.start()
         _tune_gc()

@@ -2,6 +2,7 @@
 
 * ``serve``: ``serve``, ``register``, ``migrate`` (the service itself)
 * ``ops``: ``status``, ``requeue`` (operating it)
+* ``sweep``: ``sweep --since`` (answering mail no webhook delivered)
 * ``templates``: ``templates check|preview`` (tuning replies)
 * ``demo``: ``demo``, ``dev`` (the service and the sandbox in one process, see ``dev``)
 * the sandbox's own verbs come from ``service.sandbox.cli``
@@ -25,7 +26,7 @@ Command = Callable[[argparse.Namespace], int]
 
 def build_parser() -> argparse.ArgumentParser:
     """Build the parser with every verb registered."""
-    from service.cli import demo, ops, serve, templates
+    from service.cli import demo, ops, serve, sweep, templates
     from service.sandbox import cli as sandbox_cli
 
     parser = argparse.ArgumentParser(
@@ -39,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     sandbox_cli.add_commands(subparsers)
     templates.add_commands(subparsers)
     ops.add_commands(subparsers)
+    sweep.add_commands(subparsers)
     return parser
 
 

@@ -1,0 +1,160 @@
+"""The catch-up sweep end to end: ``autoreply serve`` processes and ``autoreply sweep``
+against the sandbox over HTTP, on SQLite. Each test ends with every message in scope
+answered exactly once (the sandbox's sent record) and relabelled."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import httpx
+
+from tests.conftest import SandboxHandle
+from tests.support.deployment import Deployment, replies_to
+from tests.support.service_process import ServiceProcess
+
+
+def inject(sandbox: SandboxHandle, count: int, tag: str) -> list[str]:
+    return [
+        sandbox.admin.inject(
+            inbox_id=sandbox.inbox,
+            from_=f"{tag}{i}@example.com",
+            to=sandbox.inbox,
+            subject=f"{tag} {i}",
+            text="Hello",
+        )["message_id"]
+        for i in range(count)
+    ]
+
+
+def metric(process: ServiceProcess, line_start: str) -> float | None:
+    """The value of the first sample whose line starts with ``line_start``."""
+    for line in httpx.get(f"{process.url}/metrics", timeout=10).text.splitlines():
+        if line.startswith(line_start + " "):
+            return float(line.split()[-1])
+    return None
+
+
+def wait_for_sweep(deployment: Deployment, process: ServiceProcess) -> None:
+    """Until the process completed a sweep pass."""
+    deployment.wait_until(
+        lambda: (metric(process, 'autoreply_sweep_runs_total{outcome="completed"}') or 0) >= 1,
+        what="a completed sweep",
+    )
+
+
+def answered_once(deployment: Deployment, sandbox: SandboxHandle, ids: list[str]) -> None:
+    """Every message has exactly one reply and carries the replied label."""
+    sent = sandbox.admin.sent()
+    for message_id in ids:
+        assert len(replies_to(sent, message_id)) == 1, (message_id, deployment.logs())
+        labels = sandbox.app_state.messages[(sandbox.inbox, message_id)].labels
+        assert "replied" in labels
+        assert "unreplied" not in labels
+
+
+def restart(deployment: Deployment) -> ServiceProcess:
+    for process in deployment.processes:
+        process.stop()
+    return deployment.start()
+
+
+def test_a_healthy_deployment_sweeps_and_enqueues_nothing(
+    sandbox: SandboxHandle, deployment: Deployment
+) -> None:
+    """Webhooks deliver everything: the sweep at the next start lists the messages and
+    finds each with its job, so it enqueues 0 and its metric says so."""
+    deployment.start()
+    ids = inject(sandbox, 3, "healthy")
+    deployment.wait_final(3)
+
+    process = restart(deployment)
+    wait_for_sweep(deployment, process)
+
+    assert metric(process, "autoreply_sweep_jobs_enqueued_total") == 0
+    assert metric(process, "autoreply_sweep_messages_scanned_total") == 3
+    assert (
+        metric(
+            process,
+            f'autoreply_sweep_last_success_timestamp_seconds{{inbox_id="{sandbox.inbox}"}}',
+        )
+        or 0
+    ) > 0
+    assert {row[0] for row in deployment.query("SELECT source FROM jobs")} == {"webhook"}
+    answered_once(deployment, sandbox, ids)
+
+
+def test_mail_that_arrived_while_the_webhook_was_deleted_is_answered_once(
+    sandbox: SandboxHandle, deployment: Deployment
+) -> None:
+    """The webhook is deleted at AgentMail while mail arrives: at the next start
+    registration re-creates it and the sweep answers what arrived meanwhile; mail
+    delivered before and after is answered by its webhook; each exactly once."""
+    deployment.start()
+    before = inject(sandbox, 2, "before")
+    deployment.wait_final(2)
+    (webhook,) = sandbox.admin.webhooks()
+    sandbox.admin.delete_webhook(webhook["webhook_id"])
+    missed = inject(sandbox, 3, "missed")
+
+    process = restart(deployment)
+    wait_for_sweep(deployment, process)
+    after = inject(sandbox, 1, "after")
+    jobs = deployment.wait_final(6)
+
+    assert all(state == "done" for state, _ in jobs.values()), jobs
+    sources = dict(deployment.query("SELECT message_id, source FROM jobs"))
+    assert {sources[m] for m in missed} == {"sweep"}
+    assert {sources[m] for m in before + after} == {"webhook"}
+    assert metric(process, "autoreply_sweep_jobs_enqueued_total") == 3
+    answered_once(deployment, sandbox, before + missed + after)
+
+
+def test_sweep_since_after_a_lost_database(sandbox: SandboxHandle, deployment: Deployment) -> None:
+    """The database is lost while AgentMail keeps its labels: ``autoreply sweep --since``
+    on the fresh database answers the unanswered and skips what is labelled replied;
+    messages older than the max age are skipped too_old."""
+    deployment.start()
+    answered = inject(sandbox, 2, "answered")
+    deployment.wait_final(2)
+    (webhook,) = sandbox.admin.webhooks()
+    sandbox.admin.drop_deliveries(webhook["webhook_id"])
+    unanswered = inject(sandbox, 2, "unanswered")
+    sandbox.admin.advance_clock(-4 * 86_400)
+    stale = inject(sandbox, 1, "stale")
+    sandbox.admin.advance_clock(4 * 86_400)
+    sandbox.admin.stop_dropping(webhook["webhook_id"])
+    for process in deployment.processes:
+        process.stop()
+    for suffix in ("", "-wal", "-shm"):
+        deployment.db.with_name(deployment.db.name + suffix).unlink(missing_ok=True)
+
+    process = deployment.start()
+    wait_for_sweep(deployment, process)
+    assert deployment.jobs() == {}  # the first look does not reach into the past
+
+    since = (datetime.now(UTC) - timedelta(days=5)).strftime("%Y-%m-%dT%H:%MZ")
+    dry = deployment.run("sweep", "--since", since, "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert "already handled 2, would enqueue 3" in dry.stdout
+    assert deployment.jobs() == {}
+
+    result = deployment.run("sweep", "--since", since)
+    assert result.returncode == 0, result.stderr
+    assert "scanned 5, already handled 2, enqueued 3, skipped 0" in result.stdout
+    jobs = deployment.wait_final(3)
+
+    assert jobs[stale[0]] == ("skipped", "too_old")
+    assert {jobs[m][0] for m in unanswered} == {"done"}
+    assert set(jobs) == {*unanswered, *stale}
+    answered_once(deployment, sandbox, answered + unanswered)
+    assert replies_to(sandbox.admin.sent(), stale[0]) == []
+
+    again = deployment.run("sweep", "--since", "5d", "--inbox", sandbox.inbox)
+    assert "scanned 5, already handled 4, enqueued 0, skipped 1" in again.stdout
+
+
+def test_sweep_refuses_an_unreadable_since(deployment: Deployment) -> None:
+    """One line, exit 2."""
+    result = deployment.run("sweep", "--since", "last tuesday")
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith("autoreply: invalid --since 'last tuesday'")
