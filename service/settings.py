@@ -75,8 +75,8 @@ class Settings:
     retention: timedelta = timedelta(days=7)
     #: ``AUTOREPLY_MAX_AGE``: older messages are skipped ``too_old`` (0: no limit).
     max_age: timedelta = timedelta(days=3)
-    #: ``AUTOREPLY_SWEEP_INTERVAL``: how often the catch-up sweep runs (0: never). Parsed
-    #: and checked now; nothing reads it until the sweep loop lands.
+    #: ``AUTOREPLY_SWEEP_INTERVAL``: how often the catch-up sweep runs (0: never); see
+    #: ``service.sweep``.
     sweep_interval: timedelta = timedelta(minutes=10)
 
     @property

@@ -5,8 +5,9 @@ the store directly, so they work while the service runs (SQLite in WAL mode allo
 second process; PostgreSQL any number) and while it is down.
 
 ``status`` shows the queue, the dead letters with their reasons, the last errors of
-jobs still being retried, and whether AgentMail's webhook matches the configuration
-(one read-only call; ``--no-api`` skips it). It never prints a secret.
+jobs still being retried, the catch-up sweep's marks per inbox, and whether AgentMail's
+webhook matches the configuration (one read-only call; ``--no-api`` skips it). It
+never prints a secret.
 
 ``requeue`` moves dead jobs back to pending under the rule that makes retries safe:
 a job keeps its stored reply and Idempotency-Key, and a job whose first send attempt
@@ -84,9 +85,7 @@ def _status(args: argparse.Namespace) -> int:
     try:
         report = _run(
             settings,
-            lambda store: _queue_report(
-                store, database=settings.database_url, now=now, limit=args.limit
-            ),
+            lambda store: _store_report(store, settings=settings, now=now, limit=args.limit),
         )
     except StoreUnavailable as exc:
         print(f"autoreply: store unavailable: {exc}", file=sys.stderr)
@@ -131,6 +130,26 @@ async def _queue_report(store: Store, *, database: str, now: float, limit: int) 
             if job.last_error
         ][: max(limit, 0)],
     }
+
+
+async def _store_report(
+    store: Store, *, settings: Settings, now: float, limit: int
+) -> dict[str, Any]:
+    """The queue, the dead letters, the last errors and the sweep, from one store."""
+    report = await _queue_report(store, database=settings.database_url, now=now, limit=limit)
+    report["sweep"] = await _sweep_report(store, settings)
+    return report
+
+
+async def _sweep_report(store: Store, settings: Settings) -> dict[str, Any]:
+    """The catch-up sweep: its interval and each inbox's mark (how far it has swept).
+
+    A mark moves when a sweep fully processed a page, to the last message on it, so it
+    says how recent the last mail found by a sweep is. A mark ahead of now is the first
+    look's (``handlers.sweep.first_mark``): no mail since the first sweep of that inbox.
+    """
+    interval = settings.sweep_interval.total_seconds()
+    return {"interval_seconds": interval, "marks": await store.get_marks()}
 
 
 def _job_fields(job: JobSummary) -> dict[str, Any]:
@@ -258,6 +277,9 @@ def _format_status(report: dict[str, Any], *, now: float) -> str:
             )
             lines.append(f"      error: {job['error']}")
 
+    lines.append("")
+    lines.extend(_format_sweep(report["sweep"], now=now))
+
     webhook = report["webhook"]
     lines.append("")
     lines.append("Webhook")
@@ -272,6 +294,20 @@ def _format_status(report: dict[str, Any], *, now: float) -> str:
         lines.append(f"  AgentMail: {found['webhook_id']} ({state})")
     lines.append(f"  {webhook['check']}: {webhook['detail']}")
     return "\n".join(lines)
+
+
+def _format_sweep(sweep: dict[str, Any], *, now: float) -> list[str]:
+    interval = sweep["interval_seconds"]
+    every = f"every {_duration(interval)}" if interval else "off (AUTOREPLY_SWEEP_INTERVAL=0)"
+    lines = [f"Catch-up sweep: {every}"]
+    marks: dict[str, float] = sweep["marks"]
+    if not marks:
+        lines.append("  marks: none yet (no inbox swept)")
+    for inbox_id, mark in sorted(marks.items()):
+        moment = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(mark))
+        detail = "first look, no mail since" if mark > now else f"{_duration(now - mark)} ago"
+        lines.append(f"  {inbox_id}: swept up to {moment} ({detail})")
+    return lines
 
 
 # -- requeue -----------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ answered exactly once (the sandbox's sent record) and relabelled."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -158,3 +159,17 @@ def test_sweep_refuses_an_unreadable_since(deployment: Deployment) -> None:
     result = deployment.run("sweep", "--since", "last tuesday")
     assert result.returncode == 2
     assert result.stderr.strip().startswith("autoreply: invalid --since 'last tuesday'")
+
+
+def test_status_shows_the_sweep_marks(sandbox: SandboxHandle, deployment: Deployment) -> None:
+    """``autoreply status`` names the interval and each inbox's mark."""
+    process = deployment.start()
+    wait_for_sweep(deployment, process)
+
+    result = deployment.run("status", "--no-api")
+    assert result.returncode == 0, result.stderr
+    assert "Catch-up sweep: every 10m 0s" in result.stdout
+    assert f"  {sandbox.inbox}: swept up to " in result.stdout
+    report = json.loads(deployment.run("status", "--no-api", "--json").stdout)
+    assert report["sweep"]["interval_seconds"] == 600
+    assert set(report["sweep"]["marks"]) == {sandbox.inbox}
