@@ -1,4 +1,4 @@
-"""The catch-up sweep against the real sandbox over HTTP, on a real SQLite store.
+"""The catch-up sweep against the real sandbox over HTTP, on real SQLite and PostgreSQL.
 
 One ``Sweeper`` pass at a time, driven directly: first look, marks, overlap, labels,
 pages with injected 429s and 500s, ``since``, dry runs, the lease, cancellation, and the
@@ -8,6 +8,7 @@ periodic loop (its interval given in the constructor: the setting's minimum is 1
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from datetime import datetime
 from pathlib import Path
@@ -24,6 +25,7 @@ from service.models import JobSource
 from service.store import Store, open_store
 from service.sweep import Sweeper, SweepLoop
 from tests.conftest import SandboxFactory, SandboxHandle
+from tests.support import postgres
 from tests.support.waiting import until_awaited
 
 
@@ -38,12 +40,24 @@ class Sleeps:
         await asyncio.sleep(0)
 
 
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    opened = open_store(f"sqlite:///{tmp_path / 'sweep.db'}")
-    await opened.open()
-    yield opened
-    await opened.close()
+@pytest.fixture(
+    params=[
+        pytest.param("sqlite", id="sqlite"),
+        pytest.param("postgres", id="postgres", marks=pytest.mark.postgres),
+    ]
+)
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+    """A fresh store of each kind: the sweep's marks and lease live in either."""
+    with contextlib.ExitStack() as stack:
+        if request.param == "sqlite":
+            url = f"sqlite:///{tmp_path / 'sweep.db'}"
+        else:
+            postgres.require_server()
+            url = stack.enter_context(postgres.temporary_schema(prefix="sweep"))
+        opened = open_store(url)
+        await opened.open()
+        yield opened
+        await opened.close()
 
 
 @pytest.fixture
@@ -304,6 +318,33 @@ async def test_the_loop_sweeps_every_interval_and_wakes_the_worker(
 
         await until_awaited(enqueued, what="a later pass")
         assert woken
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_the_loop_waits_while_intake_is_busy(
+    sandbox: SandboxHandle, store: Store, api: AgentMailApi
+) -> None:
+    """A webhook burst has the worker stepped back: the loop sweeps only after it."""
+    busy = [True]
+    sleeps: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+        busy[0] = len(sleeps) < 3
+        # The burst's rechecks return at once; the interval after the pass really waits.
+        await asyncio.sleep(0 if seconds <= 5 else seconds)
+
+    sweep = sweeper(store, api, (sandbox.inbox,), sleep=sleep)
+    task = asyncio.create_task(SweepLoop(sweep, interval=3600, busy=lambda: busy[0]).run())
+    try:
+
+        async def marked() -> bool:
+            return sandbox.inbox in await store.get_marks()
+
+        await until_awaited(marked, what="the pass after the burst")
+        assert sleeps[:3] == [5.0, 5.0, 5.0]
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
