@@ -14,7 +14,9 @@ itself, in :class:`LimitedHttpToolsProtocol`, a subclass of uvicorn's protocol t
 - a response sent before its request's body was read (a refusal, a 404) closes the
   connection, so a body that never ends is not read forever;
 - past :data:`MAX_CONNECTIONS` open connections a new one is closed at once, and
-  ``GET /healthz`` is exempt from uvicorn's ``limit_concurrency`` 503 (see below).
+  ``GET /healthz`` is exempt from uvicorn's ``limit_concurrency`` 503 (see below);
+- a connection that queues more than :data:`MAX_PIPELINED` requests behind the one being
+  answered, or sends chunked trailer fields, is closed (no answer could come in order).
 
 The webhook endpoint bounds the time to receive its body itself
 (:data:`BODY_TIMEOUT_SECONDS`, ``service.intake``), and the body's size (1 MiB).
@@ -67,6 +69,11 @@ LINGER_SECONDS = 2.0
 #: How often the open connections are checked against the head deadline. One timer for
 #: all of them: a timer per request cost more than all the other bounds together.
 SWEEP_SECONDS = 1.0
+#: Requests a connection may queue behind the one being answered (HTTP/1.1 pipelining;
+#: Svix never pipelines). uvicorn queues every pipelined request with no bound: 16 MiB of
+#: back-to-back ``GET /healthz`` took the process to 1.1 GiB.
+MAX_PIPELINED = 8
+
 #: Paths answered even past ``limit_concurrency``: the liveness probe must not restart
 #: a process that is merely busy. They read no body and touch no store.
 UNLIMITED_PATHS = frozenset({b"/healthz"})
@@ -111,6 +118,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._head_since: float | None = None
         self._refusal: tuple[int, str] | None = None
         self._discarding = False
+        # Header fields of the request being read, to notice chunked trailer fields.
+        self._head_fields = 0
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         """Count the connection; close it at once past :data:`MAX_CONNECTIONS`."""
@@ -136,6 +145,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError:
+            if self._discarding:  # closed from a callback (see _drop)
+                return
             if self._refusal is not None:
                 self._refuse(*self._refusal)
                 return
@@ -152,14 +163,24 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         # Still inside a head after this chunk: everything received since it began is
         # head, including the partial header httptools holds. (A head completed within
         # the chunk was measured exactly in on_headers_complete.)
-        if self._awaiting_head and self._head_received > MAX_HEAD_BYTES:
-            self._refuse(431, f"request head over {MAX_HEAD_BYTES} bytes")
+        if self._awaiting_head:
+            if self._head_received > MAX_HEAD_BYTES:
+                self._refuse(431, f"request head over {MAX_HEAD_BYTES} bytes")
+        elif len(self.headers) > self._head_fields:
+            # httptools hands chunked trailer fields to on_header after the head, where
+            # no limit counts them (70 MiB of them took 1.6 GiB); no endpoint needs any.
+            self._drop("chunked trailer fields")
 
     def on_headers_complete(self) -> None:
         """Check the head's size and header count, then start the request as uvicorn does."""
         self._awaiting_head = False
         self._head_since = None
         headers = self.headers
+        self._head_fields = len(headers)
+        # Only a request arriving while an earlier one is being answered is queued.
+        if len(self.pipeline) >= MAX_PIPELINED:
+            self._drop(f"over {MAX_PIPELINED} pipelined requests")
+            raise _Refused
         if len(headers) > MAX_HEADERS:
             self._refusal = (431, f"over {MAX_HEADERS} header fields")
             raise _Refused
@@ -214,6 +235,14 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             self._refuse(408, f"request head not received within {HEAD_TIMEOUT_SECONDS:g} s")
         else:
             self.transport.close()  # an idle connection: nothing to answer
+
+    def _drop(self, reason: str) -> None:
+        """Close the connection without an answer: one now would come out of order, ahead
+        of the answers still owed to earlier requests on it."""
+        log.info("http_refused", extra={"reason": reason})
+        self._discarding = True
+        self._head_since = None
+        self.transport.close()
 
     def _refuse(self, status: int, reason: str) -> None:
         """Answer ``status`` with ``reason`` as text; close once the client had time to read it.

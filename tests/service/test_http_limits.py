@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import resource
 import time
 from collections.abc import Iterator
@@ -121,6 +122,79 @@ async def test_a_request_head_over_the_limits_is_refused_431(
     # The service goes on answering.
     async with httpx.AsyncClient(timeout=5) as client:
         assert (await client.get(service.url + "/healthz")).status_code == 200
+
+
+async def flood(port: int, prefix: bytes, unit: bytes, total: int) -> bool:
+    """Send ``prefix``, then ``unit`` over and over up to ``total`` bytes, reading nothing;
+    True if the service closed the connection before all of it went out."""
+    _, writer = await asyncio.open_connection("127.0.0.1", port)
+    batch = unit * (65536 // len(unit))
+    try:
+        writer.write(prefix)
+        sent = 0
+        async with asyncio.timeout(60):
+            while sent < total:
+                writer.write(batch)
+                await writer.drain()
+                sent += len(batch)
+    except (ConnectionError, TimeoutError):
+        return True
+    finally:
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+    return False
+
+
+@pytest.mark.parametrize(
+    ("prefix", "unit"),
+    [
+        pytest.param(b"", b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n", id="pipelined requests"),
+        pytest.param(
+            b"POST " + PATH.encode() + b" HTTP/1.1\r\nhost: x\r\n"
+            b"transfer-encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n",
+            b"a:b\r\n",
+            id="chunked trailer fields",
+        ),
+    ],
+)
+async def test_one_connection_cannot_make_the_service_hold_what_it_sends(
+    tmp_path: Path, prefix: bytes, unit: bytes
+) -> None:
+    """The security review's two floods: 16 MiB of back-to-back requests took the process
+    to 1.1 GiB (uvicorn queues every pipelined request), and 70 MiB of chunked trailer
+    fields to 1.6 GiB (no head limit counts them). Now the connection is closed early and
+    the process stays small."""
+    service = start_service(tmp_path)
+    assert service.process is not None
+    try:
+        before = rss_bytes(service.process.pid)
+        closed = await flood(service.port, prefix, unit, 32 * 1024 * 1024)
+        assert closed
+        assert rss_bytes(service.process.pid, "VmHWM") - before < 64 * 1024 * 1024
+        async with httpx.AsyncClient(timeout=5) as client:
+            assert (await client.get(service.url + "/healthz")).status_code == 200
+    finally:
+        service.stop()
+
+
+async def test_a_few_pipelined_requests_are_all_answered_in_order(service: ServiceProcess) -> None:
+    requests = b"".join(
+        f"GET {path} HTTP/1.1\r\nhost: x\r\n\r\n".encode()
+        for path in ("/healthz", "/nowhere", "/healthz")
+    )
+    reader, writer = await asyncio.open_connection("127.0.0.1", service.port)
+    try:
+        writer.write(requests)
+        await writer.drain()
+        received = b""
+        async with asyncio.timeout(10):
+            while received.count(b"HTTP/1.1 ") < 3:
+                received += await reader.read(65536)
+        statuses = [int(code) for code in re.findall(rb"HTTP/1\.1 (\d{3}) ", received)]
+        assert statuses == [200, 404, 200]
+    finally:
+        writer.close()
 
 
 def test_a_head_within_the_limits_is_served(service: ServiceProcess) -> None:
