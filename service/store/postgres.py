@@ -558,13 +558,18 @@ class PostgresStore:
         in a statement of its own, whose snapshot includes every reservation committed
         before the locks were granted, and the reservation inserted before the commit
         releases them. Nothing else waits on these locks: intake, claims and the rest
-        of the job never take them.
+        of the job never take them. The transaction is READ COMMITTED whatever the
+        database's default: under REPEATABLE READ its snapshot would be taken before
+        the wait, and two jobs of one sender could both reserve.
         """
         sender = sender.lower()
         params = {"id": job_id, "owner": owner, "thread_id": thread_id, "sender": sender}
 
         async def reserve(conn: Conn) -> Decision | None:
             async with conn.transaction():
+                # The read after the locks must see what committed while they were
+                # awaited: READ COMMITTED, whatever the server's or the URL's default.
+                await conn.execute("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
                 for key in sorted(
                     {_ledger_key("sender", sender), _ledger_key("thread", thread_id)}
                 ):

@@ -21,8 +21,10 @@ import pytest
 from handlers.policy import PolicyConfig
 from service.models import Delivery, Job, JobSource, JobState, MessageRef, PreparedReply
 from service.store import Recorded, Store, StoreUnavailable, migrations, open_store
+from service.store import postgres as pg_store
 from tests.support import postgres
 from tests.support.service_process import free_port
+from tests.support.waiting import until
 
 T0 = 1_800_000_000.0
 
@@ -725,6 +727,48 @@ async def test_concurrent_reservations_in_one_thread_through_several_stores_fill
     )
     assert sorted(results, key=str) == ["ok"] * cap + ["thread_cap"] * (24 - cap)
     assert len(ledger(url)) == cap
+
+
+async def test_reservations_hold_on_a_database_that_defaults_to_repeatable_read() -> None:
+    """The reservation reads the ledger after its locks are granted; under REPEATABLE READ
+    (a server, database or URL default) that read would see the snapshot taken before
+    the wait, and two jobs blocked behind the sender's lock both reserved (the security
+    review's repro). ``reserve`` sets READ COMMITTED for its own transaction."""
+    postgres.require_server()
+    with postgres.temporary_schema(prefix="rr") as schema_url:
+        url = schema_url + "%20-cdefault_transaction_isolation%3Drepeatable%5C%20read"
+        stores = [open_store(url) for _ in range(2)]
+        for store in stores:
+            await store.open()
+        try:
+            first = await claimed(stores[0], 0, thread="t0")
+            second = await claimed(stores[0], 1, thread="t1")
+            key = pg_store._ledger_key("sender", JANE)
+            with psycopg.connect(url, autocommit=True) as holder:
+                assert holder.execute("SHOW transaction_isolation").fetchone() == (
+                    "repeatable read",
+                )
+                holder.execute("SELECT pg_advisory_lock(%s)", (key,))
+                racing = [
+                    asyncio.create_task(reserve(store, job, thread=f"t{i}"))
+                    for i, (store, job) in enumerate(zip(stores, (first, second), strict=True))
+                ]
+
+                def both_waiting() -> bool:
+                    row = holder.execute(
+                        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+                    ).fetchone()
+                    return row is not None and row[0] == 2
+
+                await until(both_waiting, within=10, what="both reservations to wait")
+                assert not any(task.done() for task in racing)
+                holder.execute("SELECT pg_advisory_unlock(%s)", (key,))
+            results = await asyncio.gather(*racing)
+        finally:
+            for store in stores:
+                await store.close()
+        assert sorted(results, key=str) == ["ok", "sender_cooldown"]
+        assert len(ledger(url)) == 1
 
 
 async def test_a_database_from_before_reservations_upgrades_with_its_replies_sent(
