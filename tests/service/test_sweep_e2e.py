@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import httpx
 
-from tests.conftest import SandboxHandle
+from tests.conftest import SandboxFactory, SandboxHandle
 from tests.support.deployment import Deployment, replies_to
 from tests.support.service_process import ServiceProcess
 
@@ -173,3 +174,37 @@ def test_status_shows_the_sweep_marks(sandbox: SandboxHandle, deployment: Deploy
     report = json.loads(deployment.run("status", "--no-api", "--json").stdout)
     assert report["sweep"]["interval_seconds"] == 600
     assert set(report["sweep"]["marks"]) == {sandbox.inbox}
+
+
+def test_an_outage_longer_than_svix_retries(
+    sandbox_factory: SandboxFactory, tmp_path: Path
+) -> None:
+    """The service is down past Svix's last retry (its ~29 h schedule at a 1:50,000 time
+    scale: about 2 s): after the restart the sweep answers the mail of the outage;
+    nothing from before is answered again."""
+    sandbox = sandbox_factory(time_scale=0.00002)
+    deployment = Deployment(sandbox, tmp_path)
+    try:
+        deployment.start()
+        before = inject(sandbox, 2, "before")
+        deployment.wait_final(2)
+        for process in deployment.processes:
+            process.stop()
+        during = inject(sandbox, 3, "during")
+
+        def given_up() -> bool:
+            states = [d["state"] for d in sandbox.admin.deliveries() if d["message_id"] in during]
+            return states == ["failed"] * 3
+
+        deployment.wait_until(given_up, what="Svix giving up on the outage's deliveries")
+
+        process = deployment.start()
+        wait_for_sweep(deployment, process)
+        jobs = deployment.wait_final(5)
+
+        assert {jobs[m][0] for m in before + during} == {"done"}
+        sources = dict(deployment.query("SELECT message_id, source FROM jobs"))
+        assert {sources[m] for m in during} == {"sweep"}
+        answered_once(deployment, sandbox, before + during)
+    finally:
+        deployment.stop()
