@@ -71,6 +71,11 @@ def _sweep(args: argparse.Namespace) -> int:
     except ValueError as exc:
         fail(str(exc), 2)
     inboxes = tuple(dict.fromkeys(args.inbox)) or tuple(settings.inbox_ids)
+    outside = [inbox for inbox in inboxes if settings.inbox_ids and inbox not in settings.inbox_ids]
+    if outside:
+        # The service ignores these inboxes' events: their jobs would answer mail it
+        # is configured to leave alone.
+        fail(f"--inbox {outside[0]} is not in AUTOREPLY_INBOX_IDS", 2)
     try:
         report = asyncio.run(_run(settings, inboxes, since=since, dry_run=args.dry_run))
     except StoreUnavailable as exc:

@@ -156,10 +156,18 @@ def test_sweep_since_after_a_lost_database(sandbox: SandboxHandle, deployment: D
 
 
 def test_sweep_refuses_an_unreadable_since(deployment: Deployment) -> None:
-    """One line, exit 2."""
+    """An unreadable ``--since`` or an inbox outside the configured scope: one line, exit 2."""
     result = deployment.run("sweep", "--since", "last tuesday")
     assert result.returncode == 2
     assert result.stderr.strip().startswith("autoreply: invalid --since 'last tuesday'")
+    scoped = deployment.run(
+        "sweep", "--since", "1d", "--inbox", "other@agentmail.to",
+        AUTOREPLY_INBOX_IDS="demo@agentmail.to",
+    )  # fmt: skip
+    assert scoped.returncode == 2
+    assert scoped.stderr == (
+        "autoreply: --inbox other@agentmail.to is not in AUTOREPLY_INBOX_IDS\n"
+    )
 
 
 def test_status_shows_the_sweep_marks(sandbox: SandboxHandle, deployment: Deployment) -> None:
