@@ -23,6 +23,13 @@ MAX_SENDER_LENGTH = 2048
 #: Parentheses (RFC 5322 comments) nest at most this deep in an address field. The
 #: standard library's parser recurses once per level and fails near 500 levels.
 MAX_COMMENT_NESTING = 32
+#: Characters of address fields parsed at once at most (``addresses_of``): parsing
+#: costs about a second a megabyte on the event loop. The policy skips recipient lists
+#: longer than this as mass mail before it parses them.
+MAX_ADDRESS_CHARS = 16 * 1024
+#: Colons in one address field at most: the parser also recurses once per ``:`` (group
+#: syntax, ``Team: a@x, b@y;``) and fails near 1,000 of them. Real fields hold a few.
+MAX_COLONS = 64
 
 
 class PayloadError(ValueError):
@@ -94,20 +101,30 @@ class Headers:
 def addresses_of(values: Iterable[str]) -> tuple[str, ...]:
     """Bare, lower-cased addresses of every entry; entries may list several.
 
-    ``PayloadError`` for an entry nested too deeply to parse (see ``check_nesting``).
+    ``PayloadError`` for entries longer than ``MAX_ADDRESS_CHARS`` together, or nested
+    too deeply to parse (see ``check_nesting``).
     """
     entries = list(values)
+    if sum(map(len, entries)) > MAX_ADDRESS_CHARS:
+        raise PayloadError(f"address: over {MAX_ADDRESS_CHARS} characters")
     for entry in entries:
         check_nesting(entry)
-    return tuple(addr.lower() for _, addr in getaddresses(entries) if addr)
+    try:
+        parsed = getaddresses(entries)
+    except RecursionError:  # a shape the checks above do not foresee
+        raise PayloadError("address: nested too deep to parse") from None
+    return tuple(addr.lower() for _, addr in parsed if addr)
 
 
 def check_nesting(value: str, *, field_name: str = "address") -> None:
-    """Raise ``PayloadError`` when ``value`` nests comments deeper than the parser can go.
+    """Raise ``PayloadError`` when ``value`` nests deeper than the parser can go: comments
+    nested over ``MAX_COMMENT_NESTING`` deep, or more than ``MAX_COLONS`` colons.
 
     Counting is enough: quoted strings and escapes can only make the real nesting
     shallower than this count says, and no real address comes near the limit.
     """
+    if value.count(":") > MAX_COLONS:
+        raise PayloadError(f"{field_name}: over {MAX_COLONS} colons")
     if value.count("(") <= MAX_COMMENT_NESTING:
         return
     depth = 0
@@ -163,7 +180,10 @@ class InboundMessage:
         if len(self.sender) > MAX_SENDER_LENGTH:
             raise PayloadError(f"message.from is over {MAX_SENDER_LENGTH} characters")
         check_nesting(self.sender, field_name="message.from")
-        name, addr = parseaddr(self.sender)
+        try:
+            name, addr = parseaddr(self.sender)
+        except RecursionError:  # a shape check_nesting does not foresee
+            raise PayloadError("message.from: nested too deep to parse") from None
         object.__setattr__(self, "sender_address", addr.strip().lower())
         object.__setattr__(self, "sender_name", name.strip() or addr)
 

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from handlers.message import MESSAGE_RECEIVED, InboundMessage, addresses_of
+from handlers.message import MAX_ADDRESS_CHARS, MESSAGE_RECEIVED, InboundMessage, addresses_of
 
 #: Every reason ``decide`` can return, for metrics and logs.
 REASONS: tuple[str, ...] = (
@@ -64,7 +64,7 @@ RECIPIENT_HEADERS = ("To", "Cc", "Bcc", "Resent-To", "Resent-Cc", "Resent-Bcc")
 #: Recipient lists longer than this, in characters all together (a few hundred
 #: addresses), are mass mail: skipped unparsed, since parsing costs about a second
 #: per megabyte on the event loop.
-MAX_RECIPIENT_CHARS = 16 * 1024
+MAX_RECIPIENT_CHARS = MAX_ADDRESS_CHARS
 
 _BULK_PRECEDENCE = frozenset({"bulk", "junk", "list"})
 _SUPPRESS_VALUES = frozenset({"all", "autoreply", "oof"})

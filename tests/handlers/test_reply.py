@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from handlers.message import InboundMessage
-from handlers.reply import preview_of, reply_headers, reply_recipient
+from handlers.reply import html_to_text, preview_of, reply_headers, reply_recipient
 
 
 def message(**fields: Any) -> InboundMessage:
@@ -65,3 +65,18 @@ def test_preview_is_short_and_cut_at_a_word() -> None:
     preview = preview_of(message(text="lorem ipsum " * 100))
     assert len(preview) <= 200
     assert preview.endswith(("ipsum…", "lorem…"))
+
+
+@pytest.mark.parametrize(
+    ("html", "expected"),
+    [
+        ("<p>Hi</p><![ x", "Hi<![ x"),  # html.parser raised AssertionError (_markupbase)
+        ("<a b='" * 3000, "<a b='" * 3000),  # html.parser took seconds (CVE-2025-6069)
+        ("<<<<>>>> words", "<<<<>>>> words"),
+        ("x < y and y > z", "x < y and y > z"),
+        ("<P>Caps</P><SCRIPT>no()</SCRIPT> yes", "Caps yes"),
+        ("<!-- a comment --><p>text &amp; more</p>", "text & more"),
+    ],
+)
+def test_html_to_text_reads_malformed_html_without_failing(html: str, expected: str) -> None:
+    assert " ".join(html_to_text(html).split()) == expected

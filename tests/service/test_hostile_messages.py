@@ -96,6 +96,14 @@ async def store(tmp_path: Path) -> Any:
             "address: comments nested over 32 deep",
         ),
         ({"to": ["(" * 600 + INBOX]}, "address: comments nested over 32 deep"),
+        # The security review: the parser recurses once per ":" too (group syntax).
+        ({"from": ":" * 1000 + "jane@example.com"}, "message.from: over 64 colons"),
+        ({"from": "a:" * 600 + "jane@example.com"}, "message.from: over 64 colons"),
+        ({"to": ["@:" * 600 + INBOX]}, "address: over 64 colons"),
+        (
+            {"headers": {"Return-Path": "<" + "@" * 20_000 + "jane@example.com>"}},
+            "address: over 16384 characters",
+        ),
     ],
 )
 async def test_unparseable_message_is_dead_lettered_on_the_first_attempt(
