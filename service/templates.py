@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import operator
+import os
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -292,6 +293,24 @@ def _repeated_length(left: Any, right: Any) -> int:
     return 0
 
 
+def read_confined(path: Path, root: Path) -> str | None:
+    """The text of ``path`` if the file actually opened lies inside ``root``, else None.
+
+    The resolved-path check before opening leaves a window: a symlink swapped between
+    the check and the open would be followed. So the file is opened first and where it
+    really is is read from ``/proc/self/fd``; where that is unavailable (not Linux), the
+    check before opening is all there is.
+    """
+    with path.open("rb") as handle:
+        try:
+            opened = Path(os.readlink(f"/proc/self/fd/{handle.fileno()}"))
+        except OSError:
+            opened = None
+        if opened is not None and not opened.is_relative_to(root):
+            return None
+        return handle.read().decode("utf-8")
+
+
 def _environment(folders: Mapping[str, _Folder]) -> _Environment:
     """One sandboxed environment; ``name/file`` resolves in the folder that won the name.
 
@@ -313,7 +332,10 @@ def _environment(folders: Mapping[str, _Folder]) -> _Environment:
             raise RefusedTemplatePath(name, "leads outside the templates folder")
         if not path.is_file():
             return None
-        return path.read_text(encoding="utf-8"), f"{folder.shown}/{file}", lambda: True
+        text = read_confined(path, folder.root)
+        if text is None:
+            raise RefusedTemplatePath(name, "leads outside the templates folder")
+        return text, f"{folder.shown}/{file}", lambda: True
 
     return _Environment(
         loader=jinja2.FunctionLoader(load),

@@ -17,7 +17,7 @@ import pytest
 
 from handlers.message import InboundMessage
 from service.cli import main
-from service.templates import TemplateError, TemplateSet, check, path_problem
+from service.templates import TemplateError, TemplateSet, check, path_problem, read_confined
 from tests.support.deployment import Deployment, replies_to
 from tests.templates.conftest import Files
 
@@ -108,6 +108,21 @@ def test_a_template_folder_or_rules_file_symlinked_outside_is_refused(
     assert f"{root / 'evil'}: leads outside the templates folder" in problems
     assert f"{root / 'rules.toml'}: leads outside the templates folder" in problems
     assert not any(SECRET in problem for problem in problems)
+
+
+def test_the_file_opened_is_checked_not_only_the_path_before(
+    tmp_path: Path, secret_file: Path
+) -> None:
+    """The security review swapped a symlink between the path check and the open (191
+    leaks in 2,000 renders). What is read is checked after opening: a link that leads
+    out when it is opened is refused, whatever was checked before."""
+    root = tmp_path / "templates"
+    (root / "_p").mkdir(parents=True)
+    (root / "_p" / "real.txt").write_text("inside\n")
+    link = root / "_p" / "swapped.txt"
+    link.symlink_to(secret_file)  # as the swap left it at the moment of opening
+    assert read_confined(root / "_p" / "real.txt", root.resolve()) == "inside\n"
+    assert read_confined(link, root.resolve()) is None
 
 
 def test_symlinks_inside_the_folder_still_work(folder: Files) -> None:
