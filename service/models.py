@@ -218,3 +218,16 @@ class QueueStats:
 
     by_state: dict[str, int]
     oldest_pending_created_at: float | None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class InboxSweep:
+    """How far the catch-up sweep has come in one inbox, for ``autoreply status``."""
+
+    inbox_id: str
+    #: Received messages up to here are fully processed (Unix seconds).
+    mark: float
+    #: When a sweep last went through the whole inbox (None: none has yet).
+    swept_at: float | None
+    #: What that sweep found: ``scanned``, ``already_handled``, ``enqueued``, ``skipped``.
+    findings: dict[str, int] | None

@@ -234,6 +234,8 @@ class Sweeper:
                 self.progress(counts)
             page_token = page.next_page_token
             if not page_token:
+                if keep_mark:
+                    await self.store.note_sweep(inbox_id, at=self.clock(), findings=_counts(counts))
                 return
 
     async def _consider(self, counts: InboxCounts, item: dict[str, Any], *, dry_run: bool) -> int:
@@ -363,3 +365,13 @@ class SweepLoop:
             except Exception:  # a bug must not end sweeping for good: log it, go on
                 log.exception("sweep_crashed")
             await self.sweeper.sleep(self.interval)
+
+
+def _counts(counts: InboxCounts) -> dict[str, int]:
+    """What ``autoreply status`` shows of one inbox's last full sweep."""
+    return {
+        "scanned": counts.scanned,
+        "already_handled": counts.already_handled,
+        "enqueued": counts.enqueued,
+        "skipped": counts.skipped,
+    }

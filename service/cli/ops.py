@@ -149,7 +149,16 @@ async def _sweep_report(store: Store, settings: Settings) -> dict[str, Any]:
     look's (``handlers.sweep.first_mark``): no mail since the first sweep of that inbox.
     """
     interval = settings.sweep_interval.total_seconds()
-    return {"interval_seconds": interval, "marks": await store.get_marks()}
+    states = await store.sweep_states()
+    return {
+        "interval_seconds": interval,
+        "marks": {state.inbox_id: state.mark for state in states},
+        "last_sweeps": {
+            state.inbox_id: {"at": state.swept_at, "findings": state.findings}
+            for state in states
+            if state.swept_at is not None
+        },
+    }
 
 
 def _job_fields(job: JobSummary) -> dict[str, Any]:
@@ -296,6 +305,10 @@ def _format_status(report: dict[str, Any], *, now: float) -> str:
     return "\n".join(lines)
 
 
+#: What a full sweep of an inbox found, in the order ``status`` shows it.
+_FINDINGS = ("scanned", "already_handled", "enqueued", "skipped")
+
+
 def _format_sweep(sweep: dict[str, Any], *, now: float) -> list[str]:
     interval = sweep["interval_seconds"]
     every = f"every {_duration(interval)}" if interval else "off (AUTOREPLY_SWEEP_INTERVAL=0)"
@@ -303,10 +316,18 @@ def _format_sweep(sweep: dict[str, Any], *, now: float) -> list[str]:
     marks: dict[str, float] = sweep["marks"]
     if not marks:
         lines.append("  marks: none yet (no inbox swept)")
+    last_sweeps: dict[str, Any] = sweep.get("last_sweeps", {})
     for inbox_id, mark in sorted(marks.items()):
         moment = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(mark))
         detail = "first look, no mail since" if mark > now else f"{_duration(now - mark)} ago"
         lines.append(f"  {inbox_id}: swept up to {moment} ({detail})")
+        last = last_sweeps.get(inbox_id)
+        if last is not None:
+            findings = last["findings"]
+            found = ", ".join(
+                f"{findings.get(name, 0)} {name.replace('_', ' ')}" for name in _FINDINGS
+            )
+            lines.append(f"    last full sweep {_duration(now - last['at'])} ago: {found}")
     return lines
 
 

@@ -9,12 +9,14 @@ supplied by the caller, so tests control them.
 from __future__ import annotations
 
 import enum
+import json
 from collections.abc import Callable
 from typing import Any, Protocol
 
 from handlers.policy import Decision, History, PolicyConfig
 from service.models import (
     Delivery,
+    InboxSweep,
     Job,
     JobSource,
     JobState,
@@ -69,6 +71,21 @@ SUMMARY_COLUMNS = (
     "inbox_id, message_id, state, attempts, reason, last_error,"
     " created_at, updated_at, first_send_at, sent_message_id, source"
 )
+
+
+#: Every inbox's sweep state, in the columns ``inbox_sweep`` reads (both stores).
+SWEEP_STATES = "SELECT inbox_id, mark, swept_at, findings FROM sweep_marks ORDER BY inbox_id"
+
+
+def inbox_sweep(row: tuple[Any, ...]) -> InboxSweep:
+    """An ``InboxSweep`` from a row of ``SWEEP_STATES``."""
+    findings = None if row[3] is None else {k: int(v) for k, v in json.loads(row[3]).items()}
+    return InboxSweep(
+        inbox_id=row[0],
+        mark=float(row[1]),
+        swept_at=None if row[2] is None else float(row[2]),
+        findings=findings,
+    )
 
 
 def job_from_row(row: tuple[Any, ...]) -> Job:
@@ -181,6 +198,16 @@ class Store(Protocol):
         starting point instead of moving the mark back. Sets the mark if the inbox had
         none. ``now`` is recorded as when a sweep last set it.
         """
+
+    async def note_sweep(self, inbox_id: str, *, at: float, findings: dict[str, int]) -> None:
+        """Record that a sweep went through the whole inbox at ``at``, and its counts.
+
+        Only an inbox that has a mark is noted (every sweep that may move marks sets
+        one first); ``autoreply status`` shows the last note beside the mark.
+        """
+
+    async def sweep_states(self) -> list[InboxSweep]:
+        """Every inbox's mark with its last full sweep and findings, by inbox id."""
 
     async def try_sweep_lease(self, owner: str, now: float, ttl: float) -> bool:
         """Take or renew the sweep lease until ``now + ttl``; True if ``owner`` holds it.

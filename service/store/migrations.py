@@ -108,6 +108,15 @@ SQLITE: tuple[tuple[int, tuple[str, ...]], ...] = (
                 lease_until REAL NOT NULL)""",
         ),
     ),
+    (
+        5,
+        (
+            # The last sweep through each inbox and what it found (a JSON object of
+            # counts), for ``autoreply status``.
+            "ALTER TABLE sweep_marks ADD COLUMN swept_at REAL",
+            "ALTER TABLE sweep_marks ADD COLUMN findings TEXT",
+        ),
+    ),
 )
 
 #: (version, statements) for PostgreSQL, oldest first: the same tables and columns as
@@ -187,6 +196,13 @@ POSTGRES: tuple[tuple[int, tuple[str, ...]], ...] = (
                 name text PRIMARY KEY,
                 owner text NOT NULL,
                 lease_until double precision NOT NULL)""",
+        ),
+    ),
+    (
+        5,
+        (
+            "ALTER TABLE sweep_marks ADD COLUMN swept_at double precision",
+            "ALTER TABLE sweep_marks ADD COLUMN findings text",
         ),
     ),
 )

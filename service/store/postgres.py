@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import random
 import time
 import weakref
@@ -49,14 +50,24 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import AsyncConnectionPool
 
 from handlers.policy import Decision, History, PolicyConfig, check_limits
-from service.models import Delivery, Job, JobState, JobSummary, PreparedReply, QueueStats
+from service.models import (
+    Delivery,
+    InboxSweep,
+    Job,
+    JobState,
+    JobSummary,
+    PreparedReply,
+    QueueStats,
+)
 from service.store import migrations
 from service.store.base import (
     JOB_COLUMNS,
     SUMMARY_COLUMNS,
     SWEEP_LEASE,
+    SWEEP_STATES,
     Recorded,
     StoreUnavailable,
+    inbox_sweep,
     job_from_row,
     summary_from_row,
     sweep_event_id,
@@ -482,6 +493,19 @@ class PostgresStore:
 
     async def ensure_mark(self, inbox_id: str, now: float) -> float:
         return float(await self._one(_ENSURE_MARK, (inbox_id, now, now)))
+
+    async def note_sweep(self, inbox_id: str, *, at: float, findings: dict[str, int]) -> None:
+        await self._rowcount(
+            "UPDATE sweep_marks SET swept_at = %s, findings = %s WHERE inbox_id = %s",
+            (at, json.dumps(findings, sort_keys=True), inbox_id),
+        )
+
+    async def sweep_states(self) -> list[InboxSweep]:
+        async def states(conn: Conn) -> list[InboxSweep]:
+            cursor = await conn.execute(SWEEP_STATES)
+            return [inbox_sweep(row) for row in await cursor.fetchall()]
+
+        return await self._run(states)
 
     async def set_mark(self, inbox_id: str, at: float, now: float) -> float:
         return float(await self._one(_SET_MARK, (inbox_id, at, now)))

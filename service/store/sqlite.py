@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import sqlite3
 import time
 from collections.abc import Callable
@@ -28,6 +29,7 @@ import structlog
 from handlers.policy import Decision, History, PolicyConfig, check_limits
 from service.models import (
     Delivery,
+    InboxSweep,
     Job,
     JobSource,
     JobState,
@@ -40,8 +42,10 @@ from service.store.base import (
     JOB_COLUMNS,
     SUMMARY_COLUMNS,
     SWEEP_LEASE,
+    SWEEP_STATES,
     Recorded,
     StoreUnavailable,
+    inbox_sweep,
     job_from_row,
     summary_from_row,
     sweep_event_id,
@@ -286,6 +290,21 @@ class SQLiteStore:
 
     async def ensure_mark(self, inbox_id: str, now: float) -> float:
         return await self._mark(_ENSURE_MARK, (inbox_id, now, now))
+
+    async def note_sweep(self, inbox_id: str, *, at: float, findings: dict[str, int]) -> None:
+        params = (at, json.dumps(findings, sort_keys=True), inbox_id)
+        await self._call(
+            lambda conn: conn.execute(
+                "UPDATE sweep_marks SET swept_at = ?, findings = ? WHERE inbox_id = ?", params
+            )
+        )
+
+    async def sweep_states(self) -> list[InboxSweep]:
+        def states(conn: sqlite3.Connection) -> list[InboxSweep]:
+            rows = conn.execute(SWEEP_STATES).fetchall()
+            return [inbox_sweep(row) for row in rows]
+
+        return await self._call(states)
 
     async def set_mark(self, inbox_id: str, at: float, now: float) -> float:
         return await self._mark(_SET_MARK, (inbox_id, at, now))

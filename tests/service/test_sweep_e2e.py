@@ -179,9 +179,13 @@ def test_status_shows_the_sweep_marks(sandbox: SandboxHandle, deployment: Deploy
     assert result.returncode == 0, result.stderr
     assert "Catch-up sweep: every 10m 0s" in result.stdout
     assert f"  {sandbox.inbox}: swept up to " in result.stdout
+    assert "last full sweep " in result.stdout
+    assert "0 scanned, 0 already handled, 0 enqueued, 0 skipped" in result.stdout
     report = json.loads(deployment.run("status", "--no-api", "--json").stdout)
     assert report["sweep"]["interval_seconds"] == 600
     assert set(report["sweep"]["marks"]) == {sandbox.inbox}
+    last = report["sweep"]["last_sweeps"][sandbox.inbox]
+    assert last["findings"] == {"scanned": 0, "already_handled": 0, "enqueued": 0, "skipped": 0}
 
 
 def test_an_outage_longer_than_svix_retries(

@@ -866,6 +866,25 @@ async def test_the_sweep_and_webhooks_racing_through_several_stores_enqueue_once
     assert (await stores[0].stats()).by_state["pending"] == 1
 
 
+async def test_a_full_sweep_is_noted_beside_the_mark(store: Store) -> None:
+    """``autoreply status`` shows each inbox's mark with its last full sweep and what it
+    found; a note for an inbox without a mark creates nothing."""
+    await store.ensure_mark(INBOX, T0)
+    assert [(s.inbox_id, s.mark, s.swept_at, s.findings) for s in await store.sweep_states()] == [
+        (INBOX, T0, None, None)
+    ]
+    found = {"scanned": 12, "already_handled": 3, "enqueued": 2, "skipped": 7}
+    await store.note_sweep(INBOX, at=T0 + 60, findings=found)
+    await store.note_sweep("other@agentmail.to", at=T0 + 60, findings=found)
+    [state] = await store.sweep_states()
+    assert (state.inbox_id, state.mark, state.swept_at, state.findings) == (
+        INBOX,
+        T0,
+        T0 + 60,
+        found,
+    )
+
+
 async def test_marks_are_set_once_and_only_move_forward(store: Store) -> None:
     """``ensure_mark`` sets a missing mark to now and keeps an existing one; ``set_mark``
     moves it forward, never back, and creates it for a new inbox."""
