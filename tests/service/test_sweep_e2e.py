@@ -85,29 +85,31 @@ def test_a_healthy_deployment_sweeps_and_enqueues_nothing(
     answered_once(deployment, sandbox, ids)
 
 
-def test_mail_that_arrived_while_the_webhook_was_deleted_is_answered_once(
+def test_mail_that_arrived_while_the_webhook_was_disabled_then_deleted_is_answered_once(
     sandbox: SandboxHandle, deployment: Deployment
 ) -> None:
-    """The webhook is deleted at AgentMail while mail arrives: at the next start
-    registration re-creates it and the sweep answers what arrived meanwhile; mail
-    delivered before and after is answered by its webhook; each exactly once."""
+    """The webhook is disabled, then deleted, at AgentMail while mail arrives: at the
+    next start registration re-creates it and the sweep answers what arrived meanwhile;
+    mail delivered before and after is answered by its webhook; each exactly once."""
     deployment.start()
     before = inject(sandbox, 2, "before")
     deployment.wait_final(2)
     (webhook,) = sandbox.admin.webhooks()
+    sandbox.admin.disable_webhook(webhook["webhook_id"])
+    missed = inject(sandbox, 2, "disabled")
     sandbox.admin.delete_webhook(webhook["webhook_id"])
-    missed = inject(sandbox, 3, "missed")
+    missed += inject(sandbox, 3, "deleted")
 
     process = restart(deployment)
     wait_for_sweep(deployment, process)
     after = inject(sandbox, 1, "after")
-    jobs = deployment.wait_final(6)
+    jobs = deployment.wait_final(8)
 
     assert all(state == "done" for state, _ in jobs.values()), jobs
     sources = dict(deployment.query("SELECT message_id, source FROM jobs"))
     assert {sources[m] for m in missed} == {"sweep"}
     assert {sources[m] for m in before + after} == {"webhook"}
-    assert metric(process, "autoreply_sweep_jobs_enqueued_total") == 3
+    assert metric(process, "autoreply_sweep_jobs_enqueued_total") == 5
     answered_once(deployment, sandbox, before + missed + after)
 
 
