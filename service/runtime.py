@@ -90,6 +90,10 @@ class Runtime:
                 inbox_ids=tuple(settings.inbox_ids),
                 replied_label=settings.replied_label,
                 wake=self.wake_worker,
+                # The worker's token: ``leases.owner`` names the replica sweeping, as
+                # ``jobs.lease_owner`` names the one working a job.
+                owner=self.worker.owner,
+                lease_seconds=settings.sweep_lease_seconds,
             )
             self.sweep_loop = SweepLoop(
                 sweeper,

@@ -78,6 +78,9 @@ class Settings:
     #: ``AUTOREPLY_SWEEP_INTERVAL``: how often the catch-up sweep runs (0: never); see
     #: ``service.sweep``.
     sweep_interval: timedelta = timedelta(minutes=10)
+    #: ``AUTOREPLY_SWEEP_LEASE_SECONDS``: how long a replica that died mid-sweep keeps the
+    #: sweep before another takes it over; see ``service.sweep``.
+    sweep_lease_seconds: float = 120.0
 
     @property
     def webhook_url(self) -> str | None:
@@ -180,19 +183,21 @@ def _parse(r: _Reader) -> Settings:
         retention=r.get("AUTOREPLY_RETENTION", parse_duration, timedelta(days=7)),
         max_age=r.get("AUTOREPLY_MAX_AGE", parse_duration, timedelta(days=3)),
         sweep_interval=r.get("AUTOREPLY_SWEEP_INTERVAL", _sweep_interval, timedelta(minutes=10)),
+        sweep_lease_seconds=r.get("AUTOREPLY_SWEEP_LEASE_SECONDS", _seconds(10, 3600), 120.0),
     )
 
 
-#: The shortest sweep interval: each sweep lists every inbox in scope at AgentMail, so a
-#: shorter one would spend the API's rate limit on finding nothing.
-MIN_SWEEP_INTERVAL = timedelta(minutes=1)
+#: The shortest sweep interval. Each sweep lists every inbox in scope at AgentMail (from
+#: its mark minus ten minutes), so a short interval spends API calls, and the rate limit,
+#: mostly on finding nothing; ten seconds is the floor (tests, a demo), not a suggestion.
+MIN_SWEEP_INTERVAL = timedelta(seconds=10)
 
 
 def _sweep_interval(value: str) -> timedelta:
-    """A duration as ``parse_duration`` reads it: 0 (no sweep) or at least a minute."""
+    """A duration as ``parse_duration`` reads it: 0 (no sweep) or at least 10 seconds."""
     interval = parse_duration(value)
     if interval and interval < MIN_SWEEP_INTERVAL:
-        raise ValueError(f"must be 0 (no sweep) or at least 1m, got {value!r}")
+        raise ValueError(f"must be 0 (no sweep) or at least 10s, got {value!r}")
     return interval
 
 

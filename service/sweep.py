@@ -43,8 +43,9 @@ log = structlog.get_logger("autoreply.sweep")
 
 T = TypeVar("T")
 
-#: How long the sweep lease lasts; the sweeper renews it before every list call and
-#: while it backs off, so it runs out only when the sweeper is gone (killed, hung).
+#: How long the sweep lease lasts by default (``AUTOREPLY_SWEEP_LEASE_SECONDS``); the
+#: sweeper renews it before every list call and while it backs off, so it runs out only
+#: when the sweeper is gone (killed, hung): then another replica takes the sweep over.
 LEASE_TTL = 120.0
 #: Tries of one list call before the pass gives up on that inbox (transient failures).
 MAX_TRIES = 8
@@ -125,6 +126,7 @@ class Sweeper:
         page_size: int = PAGE_SIZE,
         max_backoff: float = MAX_BACKOFF,
         owner: str | None = None,
+        lease_seconds: float = LEASE_TTL,
     ) -> None:
         self.store = store
         self.api = api
@@ -135,7 +137,11 @@ class Sweeper:
         self.clock = clock
         self.sleep = sleep
         self.page_size = page_size
-        self.max_backoff = max_backoff
+        #: How long the lease lasts from each renewal (``AUTOREPLY_SWEEP_LEASE_SECONDS``).
+        self.lease_seconds = lease_seconds
+        # At most half the lease, so one wait between tries never nears the lease's end
+        # (the wait renews it every third of the lease anyway).
+        self.max_backoff = min(max_backoff, lease_seconds / 2)
         #: The sweep lease's owner token (``worker-...`` style, for ``leases.owner``).
         self.owner = owner or f"sweep-{uuid.uuid4().hex[:12]}"
         #: Whether the pass holds the lease and must renew it (``run_leased``).
@@ -147,7 +153,9 @@ class Sweeper:
 
     async def acquire(self) -> bool:
         """Take the sweep lease; False if another sweeper holds it."""
-        self._leased = await self.store.try_sweep_lease(self.owner, self.clock(), LEASE_TTL)
+        self._leased = await self.store.try_sweep_lease(
+            self.owner, self.clock(), self.lease_seconds
+        )
         return self._leased
 
     async def release(self) -> None:
@@ -161,7 +169,7 @@ class Sweeper:
 
     async def _renew(self) -> None:
         if self._leased and not await self.store.try_sweep_lease(
-            self.owner, self.clock(), LEASE_TTL
+            self.owner, self.clock(), self.lease_seconds
         ):
             self._leased = False
             raise SweepInterrupted("the sweep lease was taken over")
@@ -290,7 +298,7 @@ class Sweeper:
     async def _wait(self, seconds: float) -> None:
         """Sleep, renewing the lease at least every third of its time."""
         while seconds > 0:
-            step = min(seconds, LEASE_TTL / 3)
+            step = min(seconds, self.lease_seconds / 3)
             await self.sleep(step)
             seconds -= step
             await self._renew()
@@ -307,6 +315,8 @@ class Sweeper:
         """
         if not await self.acquire():
             return None
+        # Which sweeper (``leases.owner``) holds the sweep from here to its ``sweep`` line.
+        log.info("sweep_started", owner=self.owner)
         started = time.perf_counter()
         outcome = "failed"
         report: SweepReport | None = None
@@ -321,8 +331,10 @@ class Sweeper:
             log.warning("sweep_failed", error=str(exc))
             return report
         finally:
-            await self.release()
+            # The line first: a sweep's ``sweep_started`` and ``sweep`` lines bracket its
+            # hold of the lease, so the lines of successive sweeps never interleave.
             record(report, outcome=outcome, now=self.clock(), started=started)
+            await self.release()
 
 
 def record(report: SweepReport | None, *, outcome: str, now: float, started: float) -> None:

@@ -28,7 +28,7 @@ from service.agentmail_api import AgentMailApi
 from service.cli import fail, load_settings
 from service.settings import Settings
 from service.store import StoreUnavailable, open_store
-from service.sweep import LEASE_TTL, InboxCounts, Sweeper, SweepReport
+from service.sweep import InboxCounts, Sweeper, SweepReport
 
 #: How often a sweep waiting for the lease asks again.
 LEASE_POLL = 1.0
@@ -104,7 +104,11 @@ async def _run(
     )
     try:
         sweeper = Sweeper(
-            store=store, api=api, inbox_ids=inboxes, replied_label=settings.replied_label
+            store=store,
+            api=api,
+            inbox_ids=inboxes,
+            replied_label=settings.replied_label,
+            lease_seconds=settings.sweep_lease_seconds,
         )
         if sys.stderr.isatty():
             sweeper.progress = _progress
@@ -112,8 +116,8 @@ async def _run(
         while not await sweeper.acquire():
             if not waited:
                 print(
-                    f"waiting for the sweep in progress (at most {LEASE_TTL:.0f} s after "
-                    "its sweeper stops)...",
+                    "waiting for the sweep in progress (at most "
+                    f"{sweeper.lease_seconds:.0f} s after its sweeper stops)...",
                     file=sys.stderr,
                 )
                 waited = True

@@ -25,6 +25,7 @@ def test_defaults() -> None:
     assert settings.sender_cooldown == timedelta(days=1)
     assert settings.max_age == timedelta(days=3)
     assert settings.sweep_interval == timedelta(minutes=10)
+    assert settings.sweep_lease_seconds == 120.0
     assert settings.webhook_url is None
     assert not settings.dry_run
 
@@ -83,7 +84,9 @@ def test_dotenv_file_is_read_and_environment_wins(tmp_path: Path) -> None:
         ("AUTOREPLY_MAX_AGE", "3"),
         ("AUTOREPLY_MAX_AGE", "-1d"),
         ("AUTOREPLY_SWEEP_INTERVAL", "soon"),
-        ("AUTOREPLY_SWEEP_INTERVAL", "30s"),
+        ("AUTOREPLY_SWEEP_INTERVAL", "9s"),
+        ("AUTOREPLY_SWEEP_LEASE_SECONDS", "9"),
+        ("AUTOREPLY_SWEEP_LEASE_SECONDS", "a minute"),
         ("AUTOREPLY_TIMEZONE", "Mars/Olympus"),
         ("AUTOREPLY_TEMPLATES_DIR", "/nonexistent/templates"),
         ("AUTOREPLY_OWN_ADDRESSES", "not-an-address"),
@@ -104,10 +107,13 @@ def test_bad_value_names_the_variable(name: str, value: str) -> None:
         ("AUTOREPLY_SWEEP_INTERVAL", "1m", "sweep_interval", timedelta(minutes=1)),
         ("AUTOREPLY_SWEEP_INTERVAL", "2h", "sweep_interval", timedelta(hours=2)),
         ("AUTOREPLY_SWEEP_INTERVAL", "0", "sweep_interval", timedelta(0)),
+        ("AUTOREPLY_SWEEP_INTERVAL", "10s", "sweep_interval", timedelta(seconds=10)),
+        ("AUTOREPLY_SWEEP_LEASE_SECONDS", "10", "sweep_lease_seconds", 10.0),
+        ("AUTOREPLY_SWEEP_LEASE_SECONDS", "300", "sweep_lease_seconds", 300.0),
     ],
 )
 def test_durations_of_the_sweep_and_the_max_age(
-    name: str, value: str, field: str, expected: timedelta
+    name: str, value: str, field: str, expected: timedelta | float
 ) -> None:
     """Durations are read like the cooldown's; 0 turns the check or the sweep off."""
     settings = Settings.from_environ({**BASE, name: value}, dotenv=None)
