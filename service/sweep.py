@@ -59,6 +59,10 @@ class SweepInterrupted(Exception):
     """The sweep lease was taken over: another sweeper goes on from the marks."""
 
 
+#: What one pass counts in an inbox, in the order logs and ``autoreply status`` show it.
+FINDINGS = ("scanned", "already_handled", "enqueued", "skipped")
+
+
 @dataclass(slots=True)
 class InboxCounts:
     """What one pass found in one inbox."""
@@ -78,15 +82,13 @@ class InboxCounts:
     #: Why the inbox was not swept to the end, if it was not.
     error: str | None = None
 
+    def findings(self) -> dict[str, int]:
+        """The counts, by the names of ``FINDINGS`` (what ``autoreply status`` shows)."""
+        return {name: getattr(self, name) for name in FINDINGS}
+
     def fields(self) -> dict[str, Any]:
-        """The counts as log or JSON fields."""
-        return {
-            "scanned": self.scanned,
-            "already_handled": self.already_handled,
-            "enqueued": self.enqueued,
-            "skipped": self.skipped,
-            **({"error": self.error} if self.error else {}),
-        }
+        """The counts as log or JSON fields, with the error if there was one."""
+        return {**self.findings(), **({"error": self.error} if self.error else {})}
 
 
 @dataclass(slots=True)
@@ -104,10 +106,7 @@ class SweepReport:
 
     def totals(self) -> dict[str, int]:
         """The counts summed over the inboxes."""
-        return {
-            name: sum(getattr(c, name) for c in self.inboxes)
-            for name in ("scanned", "already_handled", "enqueued", "skipped")
-        }
+        return {name: sum(getattr(c, name) for c in self.inboxes) for name in FINDINGS}
 
 
 class Sweeper:
@@ -243,7 +242,9 @@ class Sweeper:
             page_token = page.next_page_token
             if not page_token:
                 if keep_mark:
-                    await self.store.note_sweep(inbox_id, at=self.clock(), findings=_counts(counts))
+                    await self.store.note_sweep(
+                        inbox_id, at=self.clock(), findings=counts.findings()
+                    )
                 return
 
     async def _consider(self, counts: InboxCounts, item: dict[str, Any], *, dry_run: bool) -> int:
@@ -377,13 +378,3 @@ class SweepLoop:
             except Exception:  # a bug must not end sweeping for good: log it, go on
                 log.exception("sweep_crashed")
             await self.sweeper.sleep(self.interval)
-
-
-def _counts(counts: InboxCounts) -> dict[str, int]:
-    """What ``autoreply status`` shows of one inbox's last full sweep."""
-    return {
-        "scanned": counts.scanned,
-        "already_handled": counts.already_handled,
-        "enqueued": counts.enqueued,
-        "skipped": counts.skipped,
-    }

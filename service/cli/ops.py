@@ -35,6 +35,7 @@ from service.cli import load_settings
 from service.models import JobState, JobSummary, QueueStats
 from service.settings import Settings, redact_url
 from service.store import Store, StoreUnavailable, open_store
+from service.sweep import FINDINGS
 
 T = TypeVar("T")
 
@@ -305,10 +306,6 @@ def _format_status(report: dict[str, Any], *, now: float) -> str:
     return "\n".join(lines)
 
 
-#: What a full sweep of an inbox found, in the order ``status`` shows it.
-_FINDINGS = ("scanned", "already_handled", "enqueued", "skipped")
-
-
 def _format_sweep(sweep: dict[str, Any], *, now: float) -> list[str]:
     interval = sweep["interval_seconds"]
     every = f"every {_duration(interval)}" if interval else "off (AUTOREPLY_SWEEP_INTERVAL=0)"
@@ -325,7 +322,7 @@ def _format_sweep(sweep: dict[str, Any], *, now: float) -> list[str]:
         if last is not None:
             findings = last["findings"]
             found = ", ".join(
-                f"{findings.get(name, 0)} {name.replace('_', ' ')}" for name in _FINDINGS
+                f"{findings.get(name, 0)} {name.replace('_', ' ')}" for name in FINDINGS
             )
             lines.append(f"    last full sweep {_duration(now - last['at'])} ago: {found}")
     return lines
