@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -56,36 +56,44 @@ def post(service: ServiceProcess, body: bytes, headers: dict[str, str]) -> httpx
 GOOD = json.dumps(event()).encode()
 
 
-def _without(name: str) -> dict[str, str]:
-    headers = signed(GOOD)
-    del headers[name]
-    return headers
+Headers = Callable[[], dict[str, str]]
 
 
-def _with(name: str, value: str) -> dict[str, str]:
-    return {**signed(GOOD), name: value}
+def _without(name: str) -> Headers:
+    def build() -> dict[str, str]:
+        headers = signed(GOOD)
+        del headers[name]
+        return headers
+
+    return build
 
 
-CASES: list[tuple[str, bytes, dict[str, str], int]] = [
+def _with(name: str, value: str) -> Headers:
+    return lambda: {**signed(GOOD), name: value}
+
+
+def _signed_at(minutes: int, body: bytes = GOOD, secret: str = SECRET) -> Headers:
+    return lambda: signed(body, secret=secret, at=datetime.now(UTC) + timedelta(minutes=minutes))
+
+
+#: Headers are built when the test runs, never at collection: in a long suite a
+#: timestamp taken at import is minutes stale by the time the request is sent.
+CASES: list[tuple[str, bytes, Headers, int]] = [
     ("missing svix-id", GOOD, _without("svix-id"), 401),
     ("missing svix-timestamp", GOOD, _without("svix-timestamp"), 401),
     ("missing svix-signature", GOOD, _without("svix-signature"), 401),
-    ("wrong secret", GOOD, signed(GOOD, secret=OTHER_SECRET), 401),
-    ("tampered body", GOOD.replace(b"Hello", b"Hellp"), signed(GOOD), 401),
-    ("10 min old", GOOD, signed(GOOD, at=datetime.now(UTC) - timedelta(minutes=10)), 401),
-    ("10 min ahead", GOOD, signed(GOOD, at=datetime.now(UTC) + timedelta(minutes=10)), 401),
+    ("wrong secret", GOOD, _signed_at(0, secret=OTHER_SECRET), 401),
+    ("tampered body", GOOD.replace(b"Hello", b"Hellp"), _signed_at(0), 401),
+    ("10 min old", GOOD, _signed_at(-10), 401),
+    ("10 min ahead", GOOD, _signed_at(10), 401),
     ("signature garbage", GOOD, _with("svix-signature", "garbage"), 401),
     ("signature v1,", GOOD, _with("svix-signature", "v1,"), 401),
     ("signature v1,!!!", GOOD, _with("svix-signature", "v1,!!!"), 401),
     ("signature bad base64", GOOD, _with("svix-signature", "v1,abc"), 401),
     ("signature empty", GOOD, _with("svix-signature", ""), 401),
     ("timestamp not a number", GOOD, _with("svix-timestamp", "soon"), 401),
-    ("non-UTF-8 body", b"\xff\xfe{}", signed(b"{}"), 400),
+    ("non-UTF-8 body", b"\xff\xfe{}", _signed_at(0, body=b"{}"), 400),
 ]
-
-
-def _signed_body(body: bytes) -> tuple[bytes, dict[str, str]]:
-    return body, signed(body)
 
 
 SIGNED_CASES: list[tuple[str, bytes, int]] = [
@@ -109,10 +117,10 @@ SIGNED_CASES: list[tuple[str, bytes, int]] = [
 
 @pytest.mark.parametrize(("name", "body", "headers", "status"), CASES, ids=[c[0] for c in CASES])
 def test_unverifiable_deliveries_are_refused(
-    service: ServiceProcess, name: str, body: bytes, headers: dict[str, str], status: int
+    service: ServiceProcess, name: str, body: bytes, headers: Headers, status: int
 ) -> None:
     """Forged, stale, malformed or undecodable deliveries: 401/400 and nothing recorded."""
-    response = post(service, body, headers)
+    response = post(service, body, headers())
     assert response.status_code == status, response.text
     reason = response.json()["reason"]
     assert reason
