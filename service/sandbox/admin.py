@@ -10,6 +10,8 @@ Endpoints:
 * ``GET /_sandbox/webhooks``; ``POST /_sandbox/webhooks/{id}/disable``;
   ``DELETE /_sandbox/webhooks/{id}``; ``POST|DELETE /_sandbox/webhooks/{id}/drop``:
   the missed-webhook situations (disabled, deleted, deliveries dropped for a while)
+* ``GET /_sandbox/drafts``; ``POST /_sandbox/drafts/{id}/send``; ``DELETE /_sandbox/drafts/{id}``:
+  what a person does in AgentMail's console (review, approve, discard a draft)
 * ``GET|POST /_sandbox/clock`` (``{"advance_seconds": N}`` or ``{"now": ISO-8601}``)
 * ``POST /_sandbox/reset``; ``GET /_sandbox/info``
 """
@@ -23,7 +25,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from service.sandbox import events, mail, webhooks
+from service.sandbox import drafts, events, mail, webhooks
 from service.sandbox.api import error_response
 from service.sandbox.clock import isoformat
 from service.sandbox.errors import ApiError, not_found
@@ -238,6 +240,28 @@ async def webhook_undrop(request: Request) -> Any:
     return _webhook_report(sandbox, webhook)
 
 
+async def drafts_list(request: Request) -> list[Any]:
+    """Every draft of every inbox (the full ``Draft`` shape), oldest first."""
+    found = sorted(_sandbox(request).drafts.values(), key=lambda d: (d.created_at, d.seq))
+    return [d.to_wire() for d in found]
+
+
+async def draft_send(request: Request) -> Any:
+    """Send a draft as a person would from the console: ``{message_id, thread_id}``,
+    ``message.sent`` fires, the draft is deleted (404 if it is gone already)."""
+    sandbox = _sandbox(request)
+    draft = drafts.find(sandbox, None, request.path_params["draft_id"])
+    return drafts.send(sandbox, draft.inbox_id, draft.draft_id, {}, idempotency_key=None)
+
+
+async def draft_delete(request: Request) -> Any:
+    """Discard a draft as a person would from the console (404 if it is gone already)."""
+    sandbox = _sandbox(request)
+    draft = drafts.find(sandbox, None, request.path_params["draft_id"])
+    drafts.delete(sandbox, draft.inbox_id, draft.draft_id)
+    return {"draft_id": draft.draft_id, "deleted": True}
+
+
 async def clock_get(request: Request) -> Any:
     """The sandbox time and how far it was advanced."""
     clock = _sandbox(request).clock
@@ -299,6 +323,9 @@ def admin_routes() -> list[Route]:
         Route(
             f"{PREFIX}/webhooks/{{webhook_id}}/drop", _endpoint(webhook_undrop), methods=["DELETE"]
         ),
+        Route(f"{PREFIX}/drafts", _endpoint(drafts_list), methods=["GET"]),
+        Route(f"{PREFIX}/drafts/{{draft_id}}/send", _endpoint(draft_send), methods=["POST"]),
+        Route(f"{PREFIX}/drafts/{{draft_id}}", _endpoint(draft_delete), methods=["DELETE"]),
         Route(f"{PREFIX}/clock", _endpoint(clock_get), methods=["GET"]),
         Route(f"{PREFIX}/clock", _endpoint(clock_advance), methods=["POST"]),
         Route(f"{PREFIX}/reset", _endpoint(reset), methods=["POST"]),

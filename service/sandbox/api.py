@@ -20,7 +20,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
-from service.sandbox import inboxes, mail, webhooks
+from service.sandbox import drafts, inboxes, mail, webhooks
 from service.sandbox.errors import ApiError, no_route
 from service.sandbox.idempotency import check_key, fingerprint
 from service.sandbox.routing import Pattern, raw_segments, resolve
@@ -35,7 +35,9 @@ from service.sandbox.validation import (
 
 log = logging.getLogger(__name__)
 
-SEND_OPERATIONS = frozenset({"messages.send", "messages.reply", "messages.reply_all"})
+SEND_OPERATIONS = frozenset(
+    {"messages.send", "messages.reply", "messages.reply_all", "drafts.send"}
+)
 UNMATCHED = "unmatched"
 
 
@@ -178,6 +180,48 @@ def _threads_get(call: Call) -> Outcome:
     )
 
 
+def _drafts_create(call: Call) -> Outcome:
+    return 200, drafts.create(call.sandbox, call.inbox_id, call.body)
+
+
+def _drafts_get(call: Call) -> Outcome:
+    inbox_id = call.inbox_id if "inbox_id" in call.params else None
+    return 200, drafts.get(call.sandbox, inbox_id, call.params["draft_id"])
+
+
+def _drafts_list(call: Call) -> Outcome:
+    inbox_id = call.inbox_id if "inbox_id" in call.params else None
+    q = call.query
+    query = drafts.DraftQuery(
+        limit=query_int(q, "limit"),
+        page_token=q.get("page_token"),
+        labels=tuple(query_values(q.getlist("labels"), split_commas=True)),
+        before=query_datetime(q, "before"),
+        after=query_datetime(q, "after"),
+        ascending=bool(query_bool(q, "ascending")),
+    )
+    return 200, drafts.list_(call.sandbox, inbox_id, query)
+
+
+def _drafts_update(call: Call) -> Outcome:
+    return 200, drafts.update(call.sandbox, call.inbox_id, call.params["draft_id"], call.body)
+
+
+def _drafts_delete(call: Call) -> Outcome:
+    drafts.delete(call.sandbox, call.inbox_id, call.params["draft_id"])
+    return 204, None
+
+
+def _drafts_send(call: Call) -> Outcome:
+    return 200, drafts.send(
+        call.sandbox,
+        call.inbox_id,
+        call.params["draft_id"],
+        call.body,
+        idempotency_key=call.idempotency_key,
+    )
+
+
 @dataclass(frozen=True)
 class Operation:
     """A named API operation and its handler."""
@@ -197,6 +241,7 @@ def _routes() -> list[Pattern[Operation]]:
             ("DELETE", f"{base}/{{webhook_id}}", "webhooks.delete", _webhooks_delete),
         ]
     messages = "v0/inboxes/{inbox_id}/messages"
+    drafts_path = "v0/inboxes/{inbox_id}/drafts"
     table += [
         ("GET", "v0/inboxes", "inboxes.list", _inboxes_list),
         ("POST", "v0/inboxes", "inboxes.create", _inboxes_create),
@@ -211,6 +256,14 @@ def _routes() -> list[Pattern[Operation]]:
         ("GET", "v0/threads", "threads.list", _threads_list),
         ("GET", "v0/inboxes/{inbox_id}/threads/{thread_id}", "threads.get", _threads_get),
         ("GET", "v0/threads/{thread_id}", "threads.get", _threads_get),
+        ("GET", f"{drafts_path}", "drafts.list", _drafts_list),
+        ("POST", f"{drafts_path}", "drafts.create", _drafts_create),
+        ("GET", f"{drafts_path}/{{draft_id}}", "drafts.get", _drafts_get),
+        ("PATCH", f"{drafts_path}/{{draft_id}}", "drafts.update", _drafts_update),
+        ("DELETE", f"{drafts_path}/{{draft_id}}", "drafts.delete", _drafts_delete),
+        ("POST", f"{drafts_path}/{{draft_id}}/send", "drafts.send", _drafts_send),
+        ("GET", "v0/drafts", "drafts.list", _drafts_list),
+        ("GET", "v0/drafts/{draft_id}", "drafts.get", _drafts_get),
     ]
     return [Pattern(method, path, Operation(name, fn)) for method, path, name, fn in table]
 
@@ -323,9 +376,8 @@ class RestApi:
         replay: dict[str, str] | None = None
         holding = False
         if key is not None:
-            digest = fingerprint(
-                operation.name, call.inbox_id, call.params.get("message_id"), call.body
-            )
+            target = call.params.get("message_id") or call.params.get("draft_id")
+            digest = fingerprint(operation.name, call.inbox_id, target, call.body)
             replay = sandbox.idempotency.begin(key, digest)
             holding = replay is None
         try:

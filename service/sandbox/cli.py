@@ -4,6 +4,8 @@
   serves it with uvicorn until Ctrl-C;
 * ``autoreply sandbox send --from … --to … --subject … --text …`` injects an inbound email;
 * ``autoreply sandbox sent | deliveries | webhooks | reset`` read back or reset;
+* ``autoreply sandbox drafts | send-draft ID | delete-draft ID`` list the drafts, and send
+  or discard one as a person would from AgentMail's console;
 * ``autoreply sandbox disable-webhook ID | delete-webhook ID | drop ID [--seconds N | --stop]``
   create the missed-webhook situations, and ``autoreply sandbox clock [--advance S | --set T]``
   reads or moves the sandbox clock.
@@ -125,6 +127,20 @@ def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
     listing.add_argument("--json", action="store_true", help="print the raw JSON answer")
     _add_url(listing)
     listing.set_defaults(handler=_verb(_webhooks))
+
+    drafts = verbs.add_parser("drafts", help="list the drafts of every inbox")
+    drafts.add_argument("--json", action="store_true", help="print the raw JSON answer")
+    _add_url(drafts)
+    drafts.set_defaults(handler=_verb(_drafts))
+
+    for name, fn, text in (
+        ("send-draft", _send_draft, "send a draft as a person would from the console"),
+        ("delete-draft", _delete_draft, "discard a draft as a person would from the console"),
+    ):
+        verb = verbs.add_parser(name, help=text)
+        verb.add_argument("draft_id", metavar="DRAFT_ID")
+        _add_url(verb)
+        verb.set_defaults(handler=_verb(fn))
 
     for name, fn, text in (
         ("disable-webhook", _disable_webhook, "disable a webhook (as after repeated failures)"),
@@ -329,6 +345,31 @@ def _webhooks(client: SandboxClient, args: argparse.Namespace) -> int:
             state += f", dropping until {report.get('drop_until') or 'cleared'}"
         scope = report.get("inbox_id") or "org"
         print(f"{report.get('webhook_id')} {scope} {report.get('url')} ({state})")
+    return 0
+
+
+def _drafts(client: SandboxClient, args: argparse.Namespace) -> int:
+    found = client.drafts()
+    if args.json:
+        return _print_json(found)
+    if not found:
+        print("no drafts")
+    for draft in found:
+        to = ", ".join(draft.get("to") or [])
+        reply = f" in reply to {draft['in_reply_to']}" if draft.get("in_reply_to") else ""
+        print(f"{draft['draft_id']} {draft['inbox_id']} -> {to} {draft.get('subject')!r}{reply}")
+    return 0
+
+
+def _send_draft(client: SandboxClient, args: argparse.Namespace) -> int:
+    result = client.send_draft(args.draft_id)
+    print(f"draft {args.draft_id} sent as {result['message_id']} (thread {result['thread_id']})")
+    return 0
+
+
+def _delete_draft(client: SandboxClient, args: argparse.Namespace) -> int:
+    client.delete_draft(args.draft_id)
+    print(f"draft {args.draft_id} deleted")
     return 0
 
 

@@ -235,6 +235,21 @@ class _Requests:
         return _Request("POST", "/_sandbox/clock", json={"now": now})
 
     @staticmethod
+    def drafts() -> _Request[list[dict[str, Any]]]:
+        """Every draft of every inbox (SDK ``Draft`` shape), oldest first."""
+        return _Request("GET", "/_sandbox/drafts")
+
+    @staticmethod
+    def send_draft(draft_id: str) -> _Request[dict[str, str]]:
+        """Send a draft as a person would from the console; ``{message_id, thread_id}``."""
+        return _Request("POST", f"/_sandbox/drafts/{draft_id}/send")
+
+    @staticmethod
+    def delete_draft(draft_id: str) -> _Request[dict[str, Any]]:
+        """Discard a draft as a person would from the console."""
+        return _Request("DELETE", f"/_sandbox/drafts/{draft_id}")
+
+    @staticmethod
     def reset() -> _Request[None]:
         """Back to the initial state."""
         return _Request("POST", "/_sandbox/reset")
@@ -332,6 +347,9 @@ class SandboxClient:
     clock = _sync(_Requests.clock)
     advance_clock = _sync(_Requests.advance_clock)
     set_clock = _sync(_Requests.set_clock)
+    drafts = _sync(_Requests.drafts)
+    send_draft = _sync(_Requests.send_draft)
+    delete_draft = _sync(_Requests.delete_draft)
     reset = _sync(_Requests.reset)
 
     def wait_for_deliveries(self, timeout: float = 10.0) -> list[DeliveryReport]:
@@ -402,6 +420,9 @@ class AsyncSandboxClient:
     clock = _async(_Requests.clock)
     advance_clock = _async(_Requests.advance_clock)
     set_clock = _async(_Requests.set_clock)
+    drafts = _async(_Requests.drafts)
+    send_draft = _async(_Requests.send_draft)
+    delete_draft = _async(_Requests.delete_draft)
     reset = _async(_Requests.reset)
 
     async def wait_for_deliveries(

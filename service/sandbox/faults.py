@@ -31,6 +31,12 @@ OPERATIONS = (
     "messages.reply_all",
     "threads.list",
     "threads.get",
+    "drafts.create",
+    "drafts.get",
+    "drafts.list",
+    "drafts.update",
+    "drafts.delete",
+    "drafts.send",
 )
 ANY_OPERATION = "*"
 

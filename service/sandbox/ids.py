@@ -16,7 +16,7 @@ _SVIX_ALPHABET = string.ascii_letters + string.digits
 
 
 class IdFactory:
-    """Makes ``thd_…``, ``ep_…``, ``evt_…``, ``msg_…``, ``dlv_…`` ids and Message-IDs."""
+    """Makes ``thd_…``, ``ep_…``, ``evt_…``, ``msg_…``, ``dlv_…``, ``drf_…`` ids and Message-IDs."""
 
     def __init__(self, seed: int | None = None) -> None:
         self._rng = random.Random(seed)
@@ -43,6 +43,10 @@ class IdFactory:
     def delivery_id(self) -> str:
         """The sandbox's own handle on one delivery (not visible to receivers)."""
         return "dlv_" + self._token(16)
+
+    def draft_id(self) -> str:
+        """A draft id such as ``drf_k3j9…`` (the real format is undocumented)."""
+        return "drf_" + self._token(24)
 
     def attachment_id(self) -> str:
         """An attachment id."""

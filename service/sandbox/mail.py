@@ -404,7 +404,7 @@ class Outgoing:
     reply_all: bool
 
 
-def _attachments(sandbox: Sandbox, body: Body) -> list[dict[str, Any]] | None:
+def attachments_of(sandbox: Sandbox, body: Body) -> list[dict[str, Any]] | None:
     raw = body.data.get("attachments")
     if raw is None:
         return None
@@ -459,7 +459,7 @@ def parse_outgoing(sandbox: Sandbox, data: Any, *, operation: str) -> Outgoing:
         if label.lower() in SYSTEM_LABELS:
             body.error(f"labels[{index}]", f"{label!r} is a system label")
     headers = body.string_map("headers", header_names=True)
-    attachments = _attachments(sandbox, body)
+    attachments = attachments_of(sandbox, body)
     body.boolean("track_opens")
     reply_all = bool(body.boolean("reply_all")) if operation == "messages.reply" else False
     body.finish()
@@ -478,7 +478,7 @@ def parse_outgoing(sandbox: Sandbox, data: Any, *, operation: str) -> Outgoing:
     )
 
 
-def _without(addresses: list[str], *excluded: str) -> list[str]:
+def without(addresses: list[str], *excluded: str) -> list[str]:
     """Addresses minus the excluded e-mails and duplicates, keeping the first spelling."""
     seen = {email_of(e) or e.lower() for e in excluded}
     kept: list[str] = []
@@ -490,7 +490,7 @@ def _without(addresses: list[str], *excluded: str) -> list[str]:
     return kept
 
 
-def _reply_subject(subject: str | None) -> str:
+def reply_subject(subject: str | None) -> str:
     original = (subject or "").strip()
     if original.lower().startswith("re:"):
         return original
@@ -521,12 +521,12 @@ def send(
         senders = list(original.to) if original.is_sent else (original.reply_to or [original.from_])
         if outgoing.reply_all:
             if to is None:
-                to = _without([*senders, *original.to], inbox.inbox_id)
+                to = without([*senders, *original.to], inbox.inbox_id)
             if cc is None:
-                cc = _without(list(original.cc or []), inbox.inbox_id, *to)
+                cc = without(list(original.cc or []), inbox.inbox_id, *to)
         elif to is None:
             to = senders
-        subject = _reply_subject(original.subject)
+        subject = reply_subject(original.subject)
         in_reply_to = original.message_id
         references = [*(original.references or []), original.message_id]
         thread = sandbox.threads[original.thread_id]
@@ -549,9 +549,32 @@ def send(
         references=references,
         attachments=outgoing.attachments,
     )
-    message = store(
-        sandbox, inbox, draft, ["sent", *outgoing.labels], thread=thread, include_bcc=True
+    return dispatch(
+        sandbox,
+        inbox,
+        draft,
+        ["sent", *outgoing.labels],
+        thread=thread,
+        operation=operation,
+        idempotency_key=idempotency_key,
     )
+
+
+def dispatch(
+    sandbox: Sandbox,
+    inbox: InboxRecord,
+    draft: Draft,
+    labels: list[str],
+    *,
+    thread: ThreadRecord | None,
+    operation: str,
+    idempotency_key: str | None,
+    draft_id: str | None = None,
+) -> MessageRecord:
+    """Send a built message: store it as sent, log it, fire ``message.sent``, and store
+    it as inbound in every other sandbox inbox it is addressed to. Shared by send,
+    reply, reply-all and the sending of a draft."""
+    message = store(sandbox, inbox, draft, labels, thread=thread, include_bcc=True)
     sandbox.sent.append(
         {
             "operation": operation,
@@ -566,11 +589,12 @@ def send(
             "subject": message.subject,
             "text": message.text,
             "html": message.html,
-            "headers": dict(outgoing.headers or {}),
+            "headers": dict(draft.headers or {}),
             "labels": list(message.labels),
             "in_reply_to": message.in_reply_to,
             "references": list(message.references or []),
             "idempotency_key": idempotency_key,
+            "draft_id": draft_id,
             "at": isoformat(message.timestamp),
         }
     )

@@ -256,3 +256,92 @@ def thread_item_wire(thread: ThreadRecord, messages: list[MessageRecord]) -> dic
     wire["updated_at"] = isoformat(max(m.updated_at for m in messages))
     wire["created_at"] = isoformat(thread.created_at)
     return wire
+
+
+@dataclass
+class DraftRecord:
+    """An unsent message in one inbox: plain, a reply (``in_reply_to``) or a forward.
+
+    ``labels`` are the caller's own; ``scheduled`` is added on the wire while ``send_at``
+    is set (docs: drafts). ``seq`` orders drafts updated in the same millisecond.
+    """
+
+    inbox_id: str
+    draft_id: str
+    labels: list[str]
+    created_at: datetime
+    updated_at: datetime
+    client_id: str | None = None
+    reply_to: list[str] | None = None
+    to: list[str] | None = None
+    cc: list[str] | None = None
+    bcc: list[str] | None = None
+    subject: str | None = None
+    text: str | None = None
+    html: str | None = None
+    attachments: list[dict[str, Any]] | None = None
+    in_reply_to: str | None = None
+    forward_of: str | None = None
+    references: list[str] | None = None
+    send_at: datetime | None = None
+    send_status: str | None = None
+    seq: int = 0
+
+    @property
+    def wire_labels(self) -> list[str]:
+        """The labels as the API shows them: the caller's, plus ``scheduled`` when due later."""
+        extra = ["scheduled"] if self.send_at is not None else []
+        return list(dict.fromkeys([*self.labels, *extra]))
+
+    @property
+    def preview(self) -> str | None:
+        """The first 200 characters of the text body, whitespace collapsed."""
+        if not self.text:
+            return None
+        return " ".join(self.text.split())[:200] or None
+
+    def to_item_wire(self) -> dict[str, Any]:
+        """The SDK ``DraftItem`` shape (list results: no bodies, reply_to or client_id)."""
+        wire: dict[str, Any] = {
+            "inbox_id": self.inbox_id,
+            "draft_id": self.draft_id,
+            "labels": self.wire_labels,
+        }
+        _put(wire, "to", list(self.to) if self.to else None)
+        _put(wire, "cc", list(self.cc) if self.cc else None)
+        _put(wire, "bcc", list(self.bcc) if self.bcc else None)
+        _put(wire, "subject", self.subject)
+        _put(wire, "preview", self.preview)
+        _put(wire, "attachments", self.attachments)
+        _put(wire, "in_reply_to", self.in_reply_to)
+        _put(wire, "forward_of", self.forward_of)
+        _put(wire, "send_status", self.send_status)
+        _put(wire, "send_at", isoformat(self.send_at) if self.send_at else None)
+        wire["updated_at"] = isoformat(self.updated_at)
+        return wire
+
+    def to_wire(self) -> dict[str, Any]:
+        """The SDK ``Draft`` shape."""
+        wire: dict[str, Any] = {
+            "inbox_id": self.inbox_id,
+            "draft_id": self.draft_id,
+        }
+        _put(wire, "client_id", self.client_id)
+        wire["labels"] = self.wire_labels
+        _put(wire, "reply_to", list(self.reply_to) if self.reply_to else None)
+        _put(wire, "to", list(self.to) if self.to else None)
+        _put(wire, "cc", list(self.cc) if self.cc else None)
+        _put(wire, "bcc", list(self.bcc) if self.bcc else None)
+        _put(wire, "subject", self.subject)
+        _put(wire, "preview", self.preview)
+        _put(wire, "text", self.text)
+        _put(wire, "html", self.html)
+        _put(wire, "attachments", self.attachments)
+        _put(wire, "in_reply_to", self.in_reply_to)
+        _put(wire, "forward_of", self.forward_of)
+        _put(wire, "references", list(self.references) if self.references else None)
+        _put(wire, "send_status", self.send_status)
+        _put(wire, "send_at", isoformat(self.send_at) if self.send_at else None)
+        wire["updated_at"] = isoformat(self.updated_at)
+        wire["created_at"] = isoformat(self.created_at)
+        return wire

@@ -24,10 +24,12 @@ SentEmail = TypedDict(
         "in_reply_to": str | None,
         "references": list[str],
         "idempotency_key": str | None,
+        "draft_id": str | None,
         "at": str,
     },
 )
-"""One email the sandbox actually sent (an Idempotency-Key replay is not a send)."""
+"""One email the sandbox actually sent (an Idempotency-Key replay is not a send);
+``draft_id`` names the draft it was sent from, if any."""
 
 
 class LabelChange(TypedDict):

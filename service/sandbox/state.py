@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
+from service.sandbox import drafts
 from service.sandbox.clock import Clock
 from service.sandbox.delivery import DEFAULT_ATTEMPT_TIMEOUT, Deliverer, Delivery
 from service.sandbox.faults import FaultSet
@@ -23,6 +24,7 @@ from service.sandbox.idempotency import IdempotencyStore
 from service.sandbox.ids import IdFactory
 from service.sandbox.models import (
     DEFAULT_POD_ID,
+    DraftRecord,
     InboxRecord,
     MessageRecord,
     ThreadRecord,
@@ -65,6 +67,9 @@ class Sandbox:
         self.webhooks: dict[str, WebhookRecord] = {}
         self.messages: dict[tuple[str, str], MessageRecord] = {}
         self.threads: dict[str, ThreadRecord] = {}
+        self.drafts: dict[str, DraftRecord] = {}
+        # (inbox_id, client_id) -> draft_id, while that draft exists.
+        self.draft_client_ids: dict[tuple[str, str], str] = {}
         self.inbox_client_ids: dict[str, str] = {}
         self.webhook_client_ids: dict[tuple[str, str], str] = {}
         self.sent: list[SentEmail] = []
@@ -75,6 +80,7 @@ class Sandbox:
         self.drops: dict[str, datetime | None] = {}
         self._sequence = 0
         self._background: set[asyncio.Task[Any]] = set()
+        self._scheduler: asyncio.Task[None] | None = None
         self._initial_inboxes: list[InboxRecord] = [
             self._initial_inbox(address) for address in inboxes
         ]
@@ -98,13 +104,28 @@ class Sandbox:
         return [inbox.inbox_id for inbox in self._initial_inboxes]
 
     async def start(self) -> None:
-        """Start the webhook sender (app lifespan startup)."""
+        """Start the webhook sender and the scheduled-draft sender (app lifespan startup)."""
         await self.deliverer.start()
+        self._scheduler = asyncio.get_running_loop().create_task(
+            self._send_scheduled_drafts(), name="sandbox-draft-scheduler"
+        )
 
     async def stop(self) -> None:
         """Cancel deliveries and in-flight work, close the sender (app lifespan shutdown)."""
+        if self._scheduler is not None:
+            self._scheduler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._scheduler
+            self._scheduler = None
         await self._cancel_background()
         await self.deliverer.stop()
+
+    async def _send_scheduled_drafts(self) -> None:
+        """Send drafts whose ``send_at`` the sandbox clock has reached, every 100 ms (real
+        time), so moving the clock sends them without waiting."""
+        while True:
+            await asyncio.sleep(drafts.SCHEDULER_INTERVAL_S)
+            drafts.send_due(self)
 
     async def reset(self) -> None:
         """Back to the initial state: constructor inboxes kept, all else cleared."""
@@ -113,6 +134,8 @@ class Sandbox:
         self.webhooks.clear()
         self.messages.clear()
         self.threads.clear()
+        self.drafts.clear()
+        self.draft_client_ids.clear()
         self.inbox_client_ids.clear()
         self.webhook_client_ids.clear()
         self.sent.clear()

@@ -229,3 +229,36 @@ def test_missed_webhook_verbs(
     assert capsys.readouterr().out.startswith("sandbox time 2029-12-31T00:00:0")
     assert main(["sandbox", "clock", *url]) == 0
     assert capsys.readouterr().out.startswith("sandbox time 2029-12-31T")
+
+
+def test_draft_verbs_send_and_discard_as_a_person(
+    sandbox: Any, receiver: Any, raw: httpx.Client, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = ["--url", sandbox.url]
+    create_webhook(raw, receiver.url, ["message.sent"])
+    original = sandbox.admin.inject(from_="jane@example.com", to=sandbox.inbox, subject="Q")
+    base = f"/v0/inboxes/{sandbox.inbox}/drafts"
+    keep = raw.post(base, json={"in_reply_to": original["message_id"], "text": "A"}).json()
+    drop = raw.post(base, json={"to": ["b@example.com"], "text": "B"}).json()
+    capsys.readouterr()
+
+    assert main(["sandbox", "drafts", *url]) == 0
+    listing = capsys.readouterr().out
+    assert f"{keep['draft_id']} {sandbox.inbox} -> jane@example.com 'Re: Q'" in listing
+    assert f"in reply to {original['message_id']}" in listing
+    assert drop["draft_id"] in listing
+
+    assert main(["sandbox", "send-draft", keep["draft_id"], *url]) == 0
+    [sent] = sandbox.admin.sent()
+    assert sent["draft_id"] == keep["draft_id"]
+    assert f"sent as {sent['message_id']}" in capsys.readouterr().out
+    [event] = receiver.wait_for(1)
+    assert event.json()["send"]["message_id"] == sent["message_id"]
+    # A second send of the same draft sends nothing: it was deleted.
+    assert main(["sandbox", "send-draft", keep["draft_id"], *url]) == 1
+    assert "404" in capsys.readouterr().err
+
+    assert main(["sandbox", "delete-draft", drop["draft_id"], *url]) == 0
+    assert main(["sandbox", "drafts", "--json", *url]) == 0
+    assert json.loads(capsys.readouterr().out.splitlines()[-1] or "[]") == []
+    assert len(sandbox.admin.sent()) == 1

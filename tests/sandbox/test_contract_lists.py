@@ -364,7 +364,7 @@ def test_unimplemented_sub_routes_say_no_route(sandbox: Any, raw: httpx.Client) 
         f"/v0/inboxes/{inbox}/messages/{message_id}/raw",
         f"/v0/inboxes/{inbox}/messages/{message_id}/attachments/att_1",
         f"/v0/inboxes/{inbox}/threads/search",
-        f"/v0/inboxes/{inbox}/drafts",
+        f"/v0/inboxes/{inbox}/drafts/drf_1/attachments/att_1",
         "/v0/inboxes/search",
         "/v0/threads/search",
         "/v0/pods",
