@@ -139,16 +139,17 @@ async def _receive(
     body = await _read_body(receive, headers.get("content-length"))
     try:
         svix_id = verifier.verify(body, headers)
-        delivery = parse_delivery(svix_id, body)
+        delivery = parse_delivery(svix_id, body, acted_on=runtime.event_types)
         fields.update(event_id=delivery.event_id, event_type=delivery.event_type)
-        message = delivery.message
-        if message is None:
-            return 200, DeliveryOutcome.IGNORED
-        fields["message_id"] = message.message_id
-        fields["inbox_id"] = message.inbox_id
-        if runtime.inbox_ids and message.inbox_id not in runtime.inbox_ids:
-            fields["reason"] = "inbox not handled by this service"
-            return 200, DeliveryOutcome.IGNORED
+        # Routed by what the event carries: a message (a job), feedback about a message
+        # an inbox sent (the suppression list), or neither (recorded, ignored).
+        about = delivery.message or delivery.feedback
+        if about is not None:
+            fields["message_id"] = about.message_id
+            fields["inbox_id"] = about.inbox_id
+            if runtime.inbox_ids and about.inbox_id not in runtime.inbox_ids:
+                fields["reason"] = "inbox not handled by this service"
+                return 200, DeliveryOutcome.IGNORED
         try:
             recorded = await runtime.store.record_delivery(delivery, now=time.time())
         except StoreUnavailable as exc:

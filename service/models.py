@@ -16,6 +16,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from handlers.suppression import FeedbackKind
+
 # Delivery and MessageRef are built once per request and never changed; they are not
 # declared frozen only because a frozen dataclass's __init__ costs three times as much.
 
@@ -30,17 +32,40 @@ class MessageRef:
 
 
 @dataclass(kw_only=True, slots=True)
+class Feedback:
+    """A bounce or complaint (``message.bounced`` / ``message.complained``) about a
+    message an inbox sent: one of our replies, or some other message of the inbox."""
+
+    inbox_id: str
+    #: The message bounced or complained about (for our replies: ``jobs.sent_message_id``).
+    message_id: str
+    kind: FeedbackKind
+    #: The recipients the event names, as bare lower-cased addresses (unusable ones left out).
+    recipients: tuple[str, ...]
+    #: The event's ``type``/``sub_type``, for the record and the logs.
+    detail: str
+
+
+@dataclass(kw_only=True, slots=True)
 class Delivery:
-    """A verified delivery: who sent it (``svix_id``) and what it carries."""
+    """A verified delivery: who sent it (``svix_id``) and what it carries.
+
+    Intake routes it by what it carries: a ``message`` becomes a job, ``feedback`` goes
+    to the suppression list, and a delivery with neither is recorded for deduplication
+    and answered ``ignored``.
+    """
 
     svix_id: str
     event_id: str
     event_type: str
-    #: The message of a ``message.received*`` event, else None (ignored events).
+    #: The message of a ``message.received*`` event, else None.
     message: MessageRef | None
     #: The event's ``message`` object, stored with the job; the worker parses it
     #: in full (intake checks only what the job's key needs, to stay fast).
     message_json: str | None
+    #: The bounce or complaint of a ``message.bounced`` / ``message.complained`` event
+    #: the service acts on (``AUTOREPLY_SUPPRESSION``), else None.
+    feedback: Feedback | None = None
 
 
 class JobState(enum.StrEnum):

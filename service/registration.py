@@ -4,6 +4,11 @@
 when the id was used before, so creation alone cannot move a webhook to a new URL or
 scope. ``ensure_webhook`` therefore compares what came back with what is wanted and
 converges: update what the API can update, and delete and re-create for a new URL.
+
+What is wanted comes from the settings in one place, ``webhook_spec``; the event types
+in ``event_types`` (see ``handlers.events.subscribed_event_types``), so a configuration
+that needs another event type changes the subscription of a running deployment at its
+next start, as a changed inbox scope does.
 """
 
 from __future__ import annotations
@@ -16,12 +21,26 @@ from dataclasses import dataclass
 
 import structlog
 
+from handlers.events import subscribed_event_types
 from service.agentmail_api import AgentMailApi, ApiFailure, WebhookInfo
 from service.models import RegistrationState
+from service.settings import Settings
 
 log = structlog.get_logger("autoreply.registration")
 
-EVENT_TYPES = ("message.received",)
+#: The event types of the plainest configuration (suppression off): ``message.received``.
+EVENT_TYPES = subscribed_event_types(suppression=False)
+
+
+def event_types(settings: Settings) -> tuple[str, ...]:
+    """The event types ``settings`` need, subscribed by registration and acted on by intake.
+
+    ``message.received`` always; ``message.bounced`` and ``message.complained`` with
+    ``AUTOREPLY_SUPPRESSION`` (the default). ``message.sent`` is for a configuration
+    that must learn of sends it did not make itself (draft mode, a reply delay): pass
+    ``sent=`` the setting that needs it here, and nowhere else.
+    """
+    return subscribed_event_types(suppression=settings.suppression, sent=False)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -32,6 +51,23 @@ class WebhookSpec:
     client_id: str
     inbox_ids: tuple[str, ...] = ()
     event_types: tuple[str, ...] = EVENT_TYPES
+
+
+def webhook_spec(settings: Settings) -> WebhookSpec | None:
+    """The webhook ``settings`` want registered; None without ``AUTOREPLY_PUBLIC_URL``.
+
+    The one place that turns settings into a ``WebhookSpec``: ``serve``, ``register``
+    and ``status`` all compare against the same thing.
+    """
+    url = settings.webhook_url
+    if url is None:
+        return None
+    return WebhookSpec(
+        url=url,
+        client_id=settings.webhook_client_id,
+        inbox_ids=tuple(sorted(settings.inbox_ids)),
+        event_types=event_types(settings),
+    )
 
 
 def fallback_client_id(client_id: str, url: str) -> str:

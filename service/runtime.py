@@ -57,6 +57,9 @@ class Runtime:
             settings.templates_dir, timezone=settings.timezone
         )
         self.inbox_ids = frozenset(settings.inbox_ids)
+        #: The event types this configuration subscribes to and intake acts on; other
+        #: types are recorded and answered ``ignored``.
+        self.event_types = frozenset(registration.event_types(settings))
         self.webhook: WebhookInfo | None = None
         self.verifier: Verifier | None = None
         self.registration_problem: str | None = None
@@ -112,12 +115,8 @@ class Runtime:
         """Open the store, start registration (if configured) and the worker."""
         await self.store.open()
         url = self.settings.webhook_url
-        if url is not None:
-            desired = registration.WebhookSpec(
-                url=url,
-                client_id=self.settings.webhook_client_id,
-                inbox_ids=tuple(sorted(self.settings.inbox_ids)),
-            )
+        desired = registration.webhook_spec(self.settings)
+        if desired is not None:
             self._background.append(asyncio.create_task(self._register(desired)))
         self._background.append(asyncio.create_task(self.templates.watch(2.0)))
         # Other replicas' enqueues wake this worker (PostgreSQL); a no-op on SQLite.

@@ -81,6 +81,10 @@ class Settings:
     #: ``AUTOREPLY_SWEEP_LEASE_SECONDS``: how long a replica that died mid-sweep keeps the
     #: sweep before another takes it over; see ``service.sweep``.
     sweep_lease_seconds: float = 120.0
+    #: ``AUTOREPLY_SUPPRESSION``: subscribe to bounces and complaints and let those about
+    #: our replies add the recipient to the suppression list (the list itself, with its
+    #: manual entries, applies either way).
+    suppression: bool = True
 
     @property
     def webhook_url(self) -> str | None:
@@ -184,6 +188,7 @@ def _parse(r: _Reader) -> Settings:
         max_age=r.get("AUTOREPLY_MAX_AGE", parse_duration, timedelta(days=3)),
         sweep_interval=r.get("AUTOREPLY_SWEEP_INTERVAL", _sweep_interval, timedelta(minutes=10)),
         sweep_lease_seconds=r.get("AUTOREPLY_SWEEP_LEASE_SECONDS", _seconds(10, 3600), 120.0),
+        suppression=r.get("AUTOREPLY_SUPPRESSION", _bool, True),
     )
 
 

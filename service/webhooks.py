@@ -25,14 +25,15 @@ import binascii
 import hmac
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
 import orjson
 from svix.webhooks import Webhook, WebhookVerificationError
 
-from handlers.message import MESSAGE_RECEIVED
-from service.models import Delivery, MessageRef
+from handlers.events import FEEDBACK_EVENT_TYPES, MESSAGE_BOUNCED, MESSAGE_COMPLAINED, is_received
+from handlers.suppression import feedback_kind, normalise_address
+from service.models import Delivery, Feedback, MessageRef
 
 _SVIX_HEADERS = ("svix-id", "svix-timestamp", "svix-signature")
 _SECRET_PREFIX = "whsec_"  # noqa: S105 - the prefix of every secret, not a secret
@@ -199,8 +200,19 @@ def _describe(message: str) -> str:
     return "signature does not match"
 
 
-def parse_delivery(svix_id: str, body: bytes) -> Delivery:
-    """Parse a verified body; a body the service cannot use is a 400 with the reason."""
+def parse_delivery(
+    svix_id: str, body: bytes, *, acted_on: Collection[str] = FEEDBACK_EVENT_TYPES
+) -> Delivery:
+    """Parse a verified body and route it by its event type; a body the service cannot
+    use is a 400 with the reason.
+
+    ``message.received*`` events always carry the message that becomes a job. Of the
+    other types, those in ``acted_on`` (the configuration's: see
+    ``service.registration.event_types``) are parsed for what the service does with
+    them: ``message.bounced`` and ``message.complained`` into ``Delivery.feedback``.
+    Anything else comes back with neither, to be recorded and answered ``ignored``.
+    A new type the service acts on gets its parser in ``_PARSERS``.
+    """
     try:
         # orjson also refuses JSON escapes of lone surrogates, which no database
         # could store.
@@ -211,29 +223,69 @@ def parse_delivery(svix_id: str, body: bytes) -> Delivery:
         raise RejectedDelivery(400, "body is not a JSON object")
     event_id = _field(event, "event_id")
     event_type = _field(event, "event_type")
-    if not event_type.startswith(MESSAGE_RECEIVED):
-        return Delivery(
-            svix_id=svix_id,
-            event_id=event_id,
-            event_type=event_type,
-            message=None,
-            message_json=None,
-        )
+    delivery = Delivery(
+        svix_id=svix_id, event_id=event_id, event_type=event_type, message=None, message_json=None
+    )
+    if is_received(event_type):
+        _received(delivery, event)
+    elif event_type in acted_on and (parser := _PARSERS.get(event_type)) is not None:
+        parser(delivery, event)
+    return delivery
+
+
+def _received(delivery: Delivery, event: dict[str, Any]) -> None:
+    """``message.received*``: the job's key and the message object to store with it."""
     message = event.get("message")
     if not isinstance(message, dict):
-        raise RejectedDelivery(400, f"{event_type} event without a message object")
-    ref = MessageRef(
+        raise RejectedDelivery(400, f"{delivery.event_type} event without a message object")
+    delivery.message = MessageRef(
         inbox_id=_field(message, "inbox_id", "message."),
         message_id=_field(message, "message_id", "message."),
         thread_id=_field(message, "thread_id", "message."),
     )
-    return Delivery(
-        svix_id=svix_id,
-        event_id=event_id,
-        event_type=event_type,
-        message=ref,
-        message_json=orjson.dumps(message).decode(),
+    delivery.message_json = orjson.dumps(message).decode()
+
+
+#: Bounced recipients are ``{address, status}`` objects, complained ones plain strings.
+_FEEDBACK_OBJECTS = {MESSAGE_BOUNCED: "bounce", MESSAGE_COMPLAINED: "complaint"}
+
+
+def _feedback(delivery: Delivery, event: dict[str, Any]) -> None:
+    """``message.bounced`` / ``message.complained``: what the suppression list needs."""
+    name = _FEEDBACK_OBJECTS[delivery.event_type]
+    data = event.get(name)
+    if not isinstance(data, dict):
+        raise RejectedDelivery(400, f"{delivery.event_type} event without a {name} object")
+    prefix = f"{name}."
+    type_ = data.get("type")
+    if not isinstance(type_, str):
+        raise RejectedDelivery(400, f"{prefix}type must be a string")
+    sub_type = data.get("sub_type")
+    raw = data.get("recipients")
+    if not isinstance(raw, list):
+        raise RejectedDelivery(400, f"{prefix}recipients must be a list")
+    recipients: list[str] = []
+    for entry in raw:
+        address = entry.get("address") if isinstance(entry, dict) else entry
+        if not isinstance(address, str):
+            raise RejectedDelivery(400, f"{prefix}recipients holds something not an address")
+        try:
+            recipients.append(normalise_address(address))
+        except ValueError:
+            continue  # an address the list could not hold: nothing to suppress
+    delivery.feedback = Feedback(
+        inbox_id=_field(data, "inbox_id", prefix),
+        message_id=_field(data, "message_id", prefix),
+        kind=feedback_kind(delivery.event_type, type_),
+        recipients=tuple(dict.fromkeys(recipients)),
+        detail=f"{type_}/{sub_type}" if isinstance(sub_type, str) and sub_type else type_,
     )
+
+
+_PARSERS: dict[str, Callable[[Delivery, dict[str, Any]], None]] = {
+    MESSAGE_BOUNCED: _feedback,
+    MESSAGE_COMPLAINED: _feedback,
+}
 
 
 def _field(data: dict[str, Any], key: str, prefix: str = "") -> str:

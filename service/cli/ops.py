@@ -182,6 +182,7 @@ async def _webhook_report(settings: Settings, *, check: bool) -> dict[str, Any]:
         "url": url,
         "client_id": settings.webhook_client_id,
         "inbox_ids": sorted(settings.inbox_ids),
+        "event_types": list(registration.event_types(settings)),
         "configured_secrets": len(settings.webhook_secrets),
     }
     if url is None:
@@ -206,9 +207,8 @@ async def _webhook_report(settings: Settings, *, check: bool) -> dict[str, Any]:
         return report
     finally:
         await api.aclose()
-    desired = registration.WebhookSpec(
-        url=url, client_id=settings.webhook_client_id, inbox_ids=tuple(sorted(settings.inbox_ids))
-    )
+    desired = registration.webhook_spec(settings)
+    assert desired is not None  # the URL is set
     report.update(_compare(webhooks, desired))
     return report
 
@@ -298,6 +298,7 @@ def _format_status(report: dict[str, Any], *, now: float) -> str:
         lines.append(
             f"  configured: {webhook['url']} (client_id {webhook['client_id']}, inboxes: {inboxes})"
         )
+        lines.append(f"  event types: {', '.join(webhook['event_types'])}")
     found = webhook.get("found")
     if found:
         state = "enabled" if found["enabled"] else "disabled"

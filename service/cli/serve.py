@@ -56,12 +56,9 @@ def _register(args: argparse.Namespace) -> int:
 
     settings = load_settings()
     configure_logging(fmt=settings.log_format, level="WARNING")
-    url = settings.webhook_url
-    if url is None:
+    desired = registration.webhook_spec(settings)
+    if desired is None:
         fail("configuration error: AUTOREPLY_PUBLIC_URL: is required to register", 2)
-    desired = registration.WebhookSpec(
-        url=url, client_id=settings.webhook_client_id, inbox_ids=tuple(sorted(settings.inbox_ids))
-    )
 
     async def run() -> dict[str, object]:
         api = AgentMailApi(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -35,12 +36,19 @@ def ours(sandbox: Any) -> list[Any]:
         return list(api.webhooks.list().webhooks)
 
 
-def assert_one_correct_webhook(sandbox: Any, url: str) -> Any:
+#: What the default configuration subscribes to: received mail, and the bounces and
+#: complaints that feed the suppression list.
+DEFAULT_EVENT_TYPES = ["message.received", "message.bounced", "message.complained"]
+
+
+def assert_one_correct_webhook(
+    sandbox: Any, url: str, event_types: list[str] = DEFAULT_EVENT_TYPES
+) -> Any:
     webhooks = ours(sandbox)
     assert len(webhooks) == 1, [w.url for w in webhooks]
     [webhook] = webhooks
     assert webhook.url == url
-    assert list(webhook.event_types or []) == ["message.received"]
+    assert sorted(webhook.event_types or []) == sorted(event_types)
     assert webhook.enabled
     return webhook
 
@@ -103,6 +111,35 @@ def test_event_types_and_disabled_are_repaired(sandbox: Any, deployment: Deploym
     assert result.returncode == 0, result.stderr
     webhook = assert_one_correct_webhook(sandbox, url)
     assert webhook.webhook_id == created.webhook_id
+
+
+def test_event_types_follow_the_configuration(sandbox: Any, deployment: Deployment) -> None:
+    """Turning suppression off unsubscribes from bounces and complaints, turning it on
+    again subscribes back: the same webhook, updated in place each time."""
+    url = f"http://127.0.0.1:{deployment.port}/webhooks/agentmail"
+    assert register(deployment).returncode == 0
+    first = assert_one_correct_webhook(sandbox, url)
+    result = register(deployment, AUTOREPLY_SUPPRESSION="false")
+    assert result.returncode == 0, result.stderr
+    plain = assert_one_correct_webhook(sandbox, url, ["message.received"])
+    assert register(deployment).returncode == 0
+    again = assert_one_correct_webhook(sandbox, url)
+    assert first.webhook_id == plain.webhook_id == again.webhook_id
+
+
+def test_status_reports_event_type_drift(sandbox: Any, deployment: Deployment) -> None:
+    """``autoreply status`` compares AgentMail's event types with the configuration's."""
+    assert deployment.run("migrate").returncode == 0
+    assert register(deployment, AUTOREPLY_SUPPRESSION="false").returncode == 0
+    drifted = deployment.run("status", "--json")
+    assert drifted.returncode == 0, drifted.stderr
+    report = json.loads(drifted.stdout)["webhook"]
+    assert report["check"] == "drift", report
+    assert "event types are message.received" in report["detail"]
+    assert report["event_types"] == DEFAULT_EVENT_TYPES
+    assert register(deployment).returncode == 0
+    matching = json.loads(deployment.run("status", "--json").stdout)["webhook"]
+    assert matching["check"] == "ok", matching
 
 
 def test_inbox_scope_is_repaired(sandbox: Any, deployment: Deployment) -> None:

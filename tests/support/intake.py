@@ -71,3 +71,55 @@ def signed_headers(
         "svix-signature": Webhook(secret).sign(msg_id, when, body.decode("utf-8")),
         "content-type": "application/json",
     }
+
+
+def bounce_event(
+    n: int = 1,
+    *,
+    message_id: str = "<reply1@agentmail.to>",
+    inbox_id: str = "bot@agentmail.to",
+    type_: str = "Permanent",
+    sub_type: str = "General",
+    recipients: tuple[str, ...] = ("jane@example.com",),
+) -> dict[str, object]:
+    """A ``message.bounced`` event (the SDK's ``MessageBouncedEvent``) whose event id
+    ends in ``n``, about the sent message ``message_id``."""
+    return {
+        "type": "event",
+        "event_type": "message.bounced",
+        "event_id": f"evt_bounce_{n}",
+        "bounce": {
+            "inbox_id": inbox_id,
+            "thread_id": "thd_1",
+            "message_id": message_id,
+            "timestamp": "2026-01-01T10:05:00Z",
+            "type": type_,
+            "sub_type": sub_type,
+            "recipients": [{"address": a, "status": "bounced"} for a in recipients],
+        },
+    }
+
+
+def complaint_event(
+    n: int = 1,
+    *,
+    message_id: str = "<reply1@agentmail.to>",
+    inbox_id: str = "bot@agentmail.to",
+    type_: str = "abuse",
+    recipients: tuple[str, ...] = ("jane@example.com",),
+) -> dict[str, object]:
+    """A ``message.complained`` event (the SDK's ``MessageComplainedEvent``)."""
+    return {
+        "type": "event",
+        "event_type": "message.complained",
+        "event_id": f"evt_complaint_{n}",
+        "complaint": {
+            "inbox_id": inbox_id,
+            "thread_id": "thd_1",
+            "message_id": message_id,
+            "timestamp": "2026-01-01T10:05:00Z",
+            "type": type_,
+            "sub_type": "spam",
+            "recipients": list(recipients),
+        },
+    }

@@ -1,0 +1,137 @@
+"""Which event types the configuration subscribes to, and how intake routes each type.
+
+Pure functions, no server: ``registration.event_types`` (what registration subscribes
+to) and ``parse_delivery`` (what intake does with each type). The event builders of
+``tests.support.intake`` are checked against the SDK's own models, so the shapes here
+are AgentMail's.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from agentmail.events.types.message_bounced_event import MessageBouncedEvent
+from agentmail.events.types.message_complained_event import MessageComplainedEvent
+
+from handlers.events import subscribed_event_types
+from handlers.suppression import FeedbackKind
+from service import registration
+from service.settings import Settings
+from service.webhooks import RejectedDelivery, parse_delivery
+from tests.support.intake import SECRET, bounce_event, complaint_event, message_event
+
+BASE = {"AGENTMAIL_API_KEY": "am_x", "AUTOREPLY_WEBHOOK_SECRET": SECRET}
+
+
+def settings(**env: str) -> Settings:
+    return Settings.from_environ({**BASE, **env}, dotenv=None)
+
+
+def test_default_configuration_subscribes_to_feedback() -> None:
+    """Received mail always; bounces and complaints for the suppression list by default."""
+    assert registration.event_types(settings()) == (
+        "message.received",
+        "message.bounced",
+        "message.complained",
+    )
+    assert registration.event_types(settings(AUTOREPLY_SUPPRESSION="false")) == (
+        "message.received",
+    )
+
+
+def test_sent_events_are_added_on_request() -> None:
+    """The documented place for ``message.sent`` (draft mode, a reply delay)."""
+    assert subscribed_event_types(suppression=False, sent=True) == (
+        "message.received",
+        "message.sent",
+    )
+
+
+def test_webhook_spec_carries_the_event_types() -> None:
+    spec = registration.webhook_spec(
+        settings(AUTOREPLY_PUBLIC_URL="https://a.example.com", AUTOREPLY_INBOX_IDS="b@x.to,a@x.to")
+    )
+    assert spec is not None
+    assert spec.url == "https://a.example.com/webhooks/agentmail"
+    assert spec.inbox_ids == ("a@x.to", "b@x.to")
+    assert spec.event_types == registration.event_types(settings())
+    assert registration.webhook_spec(settings()) is None
+
+
+def body(event: dict[str, object]) -> bytes:
+    return json.dumps(event).encode()
+
+
+def test_builders_are_shaped_as_the_sdk_events() -> None:
+    """The test events parse as the SDK's pydantic models, field for field."""
+    bounce = MessageBouncedEvent.model_validate(bounce_event())
+    assert bounce.bounce.recipients[0].address == "jane@example.com"
+    complaint = MessageComplainedEvent.model_validate(complaint_event())
+    assert complaint.complaint.recipients == ["jane@example.com"]
+
+
+def test_received_events_carry_the_job_key() -> None:
+    delivery = parse_delivery("msg_1", body(message_event(3)))
+    assert delivery.message is not None
+    assert delivery.message.message_id == "<m3@example.com>"
+    assert delivery.feedback is None
+
+
+@pytest.mark.parametrize(
+    ("event", "kind"),
+    [
+        (bounce_event(), FeedbackKind.PERMANENT_BOUNCE),
+        (bounce_event(type_="Transient", sub_type="MailboxFull"), FeedbackKind.TRANSIENT_BOUNCE),
+        (bounce_event(type_="Undetermined"), FeedbackKind.TRANSIENT_BOUNCE),
+        (complaint_event(), FeedbackKind.COMPLAINT),
+        (complaint_event(type_="not-spam"), FeedbackKind.NOT_A_COMPLAINT),
+    ],
+)
+def test_feedback_is_routed_with_its_kind(event: dict[str, object], kind: FeedbackKind) -> None:
+    delivery = parse_delivery("msg_1", body(event))
+    assert delivery.message is None
+    assert delivery.feedback is not None
+    assert delivery.feedback.kind is kind
+    assert delivery.feedback.inbox_id == "bot@agentmail.to"
+    assert delivery.feedback.message_id == "<reply1@agentmail.to>"
+    assert delivery.feedback.recipients == ("jane@example.com",)
+
+
+def test_feedback_recipients_are_normalised_and_unusable_ones_dropped() -> None:
+    event = bounce_event(recipients=("Jane@Example.COM", "not an address", "jane@example.com"))
+    delivery = parse_delivery("msg_1", body(event))
+    assert delivery.feedback is not None
+    assert delivery.feedback.recipients == ("jane@example.com",)
+
+
+def test_feedback_the_configuration_does_not_act_on_is_ignored() -> None:
+    """With suppression off a bounce is not even parsed: recorded and ignored."""
+    broken = {"type": "event", "event_type": "message.bounced", "event_id": "evt_b"}
+    delivery = parse_delivery("msg_1", body(broken), acted_on=())
+    assert delivery.message is None
+    assert delivery.feedback is None
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"bounce": None}, "message.bounced event without a bounce object"),
+        ({"bounce": {**bounce_event()["bounce"], "recipients": "x"}}, "bounce.recipients"),  # type: ignore[dict-item]
+        ({"bounce": {**bounce_event()["bounce"], "message_id": ""}}, "bounce.message_id"),  # type: ignore[dict-item]
+        ({"bounce": {**bounce_event()["bounce"], "type": 5}}, "bounce.type"),  # type: ignore[dict-item]
+    ],
+)
+def test_malformed_feedback_is_400_with_the_field(change: dict[str, object], reason: str) -> None:
+    with pytest.raises(RejectedDelivery) as refused:
+        parse_delivery("msg_1", body({**bounce_event(), **change}))
+    assert refused.value.status == 400
+    assert reason in refused.value.reason
+
+
+def test_other_types_carry_nothing() -> None:
+    sent = {"type": "event", "event_type": "message.sent", "event_id": "evt_s", "send": {}}
+    delivery = parse_delivery("msg_1", body(sent))
+    assert delivery.message is None
+    assert delivery.feedback is None
+    assert delivery.event_type == "message.sent"
