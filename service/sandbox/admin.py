@@ -5,6 +5,8 @@ Endpoints:
 * ``POST /_sandbox/inbound`` inject an inbound email (``copies`` > 1 = duplicate storm)
 * ``GET /_sandbox/deliveries`` and ``GET /_sandbox/deliveries/{id}``
 * ``POST /_sandbox/deliveries/{id}/redeliver`` same body again, same or new svix-id/event_id
+* ``POST /_sandbox/bounce``, ``POST /_sandbox/complaint``: a sent message bounces, or a
+  recipient reports it as spam (``message.bounced`` / ``message.complained``)
 * ``GET /_sandbox/sent``, ``GET /_sandbox/label-changes``, ``GET /_sandbox/requests``
 * ``GET|POST|DELETE /_sandbox/faults``
 * ``GET /_sandbox/webhooks``; ``POST /_sandbox/webhooks/{id}/disable``;
@@ -25,13 +27,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from service.sandbox import drafts, events, mail, webhooks
+from service.sandbox import drafts, events, feedback, mail, webhooks
 from service.sandbox.api import error_response
 from service.sandbox.clock import isoformat
 from service.sandbox.errors import ApiError, not_found
 from service.sandbox.faults import ANY_OPERATION, OPERATIONS
 from service.sandbox.models import WebhookRecord
-from service.sandbox.reports import InjectResult, RedeliverResult
+from service.sandbox.reports import FeedbackResult, InjectResult, RedeliverResult
 from service.sandbox.state import Sandbox
 from service.sandbox.validation import Body, parse_datetime, parse_json_body
 
@@ -86,6 +88,27 @@ async def inbound(request: Request) -> InjectResult:
         "event_id": injected.event_id,
         "deliveries": injected.deliveries,
     }
+
+
+async def _feedback(request: Request, event_type: str) -> FeedbackResult:
+    reported = feedback.report(_sandbox(request), event_type, await _json(request))
+    return {
+        "event_id": reported.event_id,
+        "event_type": reported.event_type,
+        "message_id": reported.message_id,
+        "recipients": reported.recipients,
+        "deliveries": reported.deliveries,
+    }
+
+
+async def bounce(request: Request) -> FeedbackResult:
+    """A sent message bounced: fire ``message.bounced`` (see :mod:`service.sandbox.feedback`)."""
+    return await _feedback(request, feedback.BOUNCED)
+
+
+async def complaint(request: Request) -> FeedbackResult:
+    """A recipient reported a sent message as spam: fire ``message.complained``."""
+    return await _feedback(request, feedback.COMPLAINED)
 
 
 async def deliveries(request: Request) -> list[Any]:
@@ -299,6 +322,8 @@ def admin_routes() -> list[Route]:
     return [
         Route(f"{PREFIX}/info", _endpoint(info), methods=["GET"]),
         Route(f"{PREFIX}/inbound", _endpoint(inbound), methods=["POST"]),
+        Route(f"{PREFIX}/bounce", _endpoint(bounce), methods=["POST"]),
+        Route(f"{PREFIX}/complaint", _endpoint(complaint), methods=["POST"]),
         Route(f"{PREFIX}/deliveries", _endpoint(deliveries), methods=["GET"]),
         Route(f"{PREFIX}/deliveries/{{delivery_id}}", _endpoint(delivery), methods=["GET"]),
         Route(

@@ -4,6 +4,9 @@
   serves it with uvicorn until Ctrl-C;
 * ``autoreply sandbox send --from … --to … --subject … --text …`` injects an inbound email;
 * ``autoreply sandbox sent | deliveries | webhooks | reset`` read back or reset;
+* ``autoreply sandbox bounce INBOX MESSAGE_ID [--type T] [--recipient ADDR ...]`` and
+  ``autoreply sandbox complain INBOX MESSAGE_ID ...`` make a sent message bounce, or a
+  recipient report it as spam (``message.bounced`` / ``message.complained``);
 * ``autoreply sandbox drafts | send-draft ID | delete-draft ID`` list the drafts, and send
   or discard one as a person would from AgentMail's console;
 * ``autoreply sandbox disable-webhook ID | delete-webhook ID | drop ID [--seconds N | --stop]``
@@ -28,6 +31,7 @@ import uvicorn
 
 from service.sandbox.app import create_sandbox_app
 from service.sandbox.client import DEFAULT_URL, SandboxClient, SandboxError
+from service.sandbox.reports import FeedbackResult
 from service.sandbox.state import DEFAULT_API_KEYS, DEFAULT_INBOXES
 
 URL_ENV = "AUTOREPLY_SANDBOX_URL"
@@ -119,6 +123,26 @@ def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
         ("deliveries", _deliveries, "list webhook deliveries and their attempts"),
     ):
         verb = verbs.add_parser(name, help=text)
+        verb.add_argument("--json", action="store_true", help="print the raw JSON answer")
+        _add_url(verb)
+        verb.set_defaults(handler=_verb(fn))
+
+    for name, fn, text, default in (
+        ("bounce", _bounce, "make a sent message bounce (message.bounced)", "Permanent"),
+        ("complain", _complain, "report a sent message as spam (message.complained)", "abuse"),
+    ):
+        verb = verbs.add_parser(name, help=text)
+        verb.add_argument("inbox_id", metavar="INBOX")
+        verb.add_argument("message_id", metavar="MESSAGE_ID", help="a message the inbox sent")
+        verb.add_argument("--type", dest="type_", help=f"the event's type (default {default})")
+        verb.add_argument("--sub-type", help="the event's sub_type")
+        verb.add_argument(
+            "--recipient",
+            dest="recipients",
+            action="append",
+            metavar="ADDR",
+            help="repeatable (default: every recipient of the message)",
+        )
         verb.add_argument("--json", action="store_true", help="print the raw JSON answer")
         _add_url(verb)
         verb.set_defaults(handler=_verb(fn))
@@ -284,6 +308,40 @@ def _send(client: SandboxClient, args: argparse.Namespace) -> int:
         return 0
     print(f"message {result['message_id']} in {result['inbox_id']} (thread {result['thread_id']})")
     print(f"event {result['event_id']}, {len(result['deliveries'])} deliveries")
+    for ref in result["deliveries"]:
+        print(f"  {ref['delivery_id']} -> webhook {ref['webhook_id']} (svix-id {ref['svix_id']})")
+    return 0
+
+
+def _bounce(client: SandboxClient, args: argparse.Namespace) -> int:
+    result = client.bounce(
+        args.inbox_id,
+        args.message_id,
+        type_=args.type_,
+        sub_type=args.sub_type,
+        recipients=args.recipients,
+    )
+    return _print_feedback(result, args)
+
+
+def _complain(client: SandboxClient, args: argparse.Namespace) -> int:
+    result = client.complain(
+        args.inbox_id,
+        args.message_id,
+        type_=args.type_,
+        sub_type=args.sub_type,
+        recipients=args.recipients,
+    )
+    return _print_feedback(result, args)
+
+
+def _print_feedback(result: FeedbackResult, args: argparse.Namespace) -> int:
+    if args.json:
+        return _print_json(result)
+    print(
+        f"{result['event_type']} {result['event_id']} for {result['message_id']}"
+        f" ({', '.join(result['recipients'])}), {len(result['deliveries'])} deliveries"
+    )
     for ref in result["deliveries"]:
         print(f"  {ref['delivery_id']} -> webhook {ref['webhook_id']} (svix-id {ref['svix_id']})")
     return 0

@@ -23,6 +23,7 @@ from service.sandbox.reports import (
     ClockReport,
     DeliveryReport,
     FaultReport,
+    FeedbackResult,
     InjectResult,
     LabelChange,
     RedeliverResult,
@@ -128,6 +129,48 @@ class _Requests:
         """Send a past delivery's body again (same or new svix-id / event_id)."""
         body = {"copies": copies, "new_svix_id": new_svix_id, "new_event_id": new_event_id}
         return _Request("POST", f"/_sandbox/deliveries/{delivery_id}/redeliver", json=body)
+
+    @staticmethod
+    def bounce(
+        inbox_id: str,
+        message_id: str,
+        *,
+        type_: str | None = None,
+        sub_type: str | None = None,
+        recipients: str | Sequence[str] | None = None,
+        status: str | None = None,
+    ) -> _Request[FeedbackResult]:
+        """The sent message ``message_id`` bounced: fire ``message.bounced`` (default
+        ``Permanent``/``General``, every recipient, status ``bounced``)."""
+        fields = {
+            "inbox_id": inbox_id,
+            "message_id": message_id,
+            "type": type_,
+            "sub_type": sub_type,
+            "recipients": _many(recipients),
+            "status": status,
+        }
+        return _Request("POST", "/_sandbox/bounce", json=_clean(fields))
+
+    @staticmethod
+    def complain(
+        inbox_id: str,
+        message_id: str,
+        *,
+        type_: str | None = None,
+        sub_type: str | None = None,
+        recipients: str | Sequence[str] | None = None,
+    ) -> _Request[FeedbackResult]:
+        """A recipient reported the sent message ``message_id`` as spam: fire
+        ``message.complained`` (default ``abuse``/``spam``, every recipient)."""
+        fields = {
+            "inbox_id": inbox_id,
+            "message_id": message_id,
+            "type": type_,
+            "sub_type": sub_type,
+            "recipients": _many(recipients),
+        }
+        return _Request("POST", "/_sandbox/complaint", json=_clean(fields))
 
     @staticmethod
     def deliveries() -> _Request[list[DeliveryReport]]:
@@ -331,6 +374,8 @@ class SandboxClient:
     info = _sync(_Requests.info)
     inject = _sync(_Requests.inject)
     redeliver = _sync(_Requests.redeliver)
+    bounce = _sync(_Requests.bounce)
+    complain = _sync(_Requests.complain)
     deliveries = _sync(_Requests.deliveries)
     delivery = _sync(_Requests.delivery)
     sent = _sync(_Requests.sent)
@@ -404,6 +449,8 @@ class AsyncSandboxClient:
     info = _async(_Requests.info)
     inject = _async(_Requests.inject)
     redeliver = _async(_Requests.redeliver)
+    bounce = _async(_Requests.bounce)
+    complain = _async(_Requests.complain)
     deliveries = _async(_Requests.deliveries)
     delivery = _async(_Requests.delivery)
     sent = _async(_Requests.sent)

@@ -90,6 +90,16 @@ class InjectResult(TypedDict):
     deliveries: list[DeliveryRef]
 
 
+class FeedbackResult(TypedDict):
+    """What ``POST /_sandbox/bounce`` or ``POST /_sandbox/complaint`` fired."""
+
+    event_id: str
+    event_type: str
+    message_id: str
+    recipients: list[str]
+    deliveries: list[DeliveryRef]
+
+
 class RedeliverResult(TypedDict):
     """What ``POST /_sandbox/deliveries/{id}/redeliver`` created."""
 
