@@ -3,6 +3,8 @@
 Endpoints:
 
 * ``POST /_sandbox/inbound`` inject an inbound email (``copies`` > 1 = duplicate storm)
+* ``POST /_sandbox/reply`` answer a message in its thread as a person would (a sent reply
+  from the inbox, with its ``message.sent`` event)
 * ``GET /_sandbox/deliveries`` and ``GET /_sandbox/deliveries/{id}``
 * ``POST /_sandbox/deliveries/{id}/redeliver`` same body again, same or new svix-id/event_id
 * ``POST /_sandbox/bounce``, ``POST /_sandbox/complaint``: a sent message bounces, or a
@@ -33,7 +35,7 @@ from service.sandbox.clock import isoformat
 from service.sandbox.errors import ApiError, not_found
 from service.sandbox.faults import ANY_OPERATION, OPERATIONS
 from service.sandbox.models import WebhookRecord
-from service.sandbox.reports import FeedbackResult, InjectResult, RedeliverResult
+from service.sandbox.reports import FeedbackResult, InjectResult, PersonReply, RedeliverResult
 from service.sandbox.state import Sandbox
 from service.sandbox.validation import Body, parse_datetime, parse_json_body
 
@@ -109,6 +111,17 @@ async def bounce(request: Request) -> FeedbackResult:
 async def complaint(request: Request) -> FeedbackResult:
     """A recipient reported a sent message as spam: fire ``message.complained``."""
     return await _feedback(request, feedback.COMPLAINED)
+
+
+async def reply(request: Request) -> PersonReply:
+    """Reply to a message (or a thread's newest received one) as a person would."""
+    message = mail.reply_as_person(_sandbox(request), await _json(request))
+    return {
+        "message_id": message.message_id,
+        "thread_id": message.thread_id,
+        "inbox_id": message.inbox_id,
+        "in_reply_to": message.in_reply_to or "",
+    }
 
 
 async def deliveries(request: Request) -> list[Any]:
@@ -324,6 +337,7 @@ def admin_routes() -> list[Route]:
         Route(f"{PREFIX}/inbound", _endpoint(inbound), methods=["POST"]),
         Route(f"{PREFIX}/bounce", _endpoint(bounce), methods=["POST"]),
         Route(f"{PREFIX}/complaint", _endpoint(complaint), methods=["POST"]),
+        Route(f"{PREFIX}/reply", _endpoint(reply), methods=["POST"]),
         Route(f"{PREFIX}/deliveries", _endpoint(deliveries), methods=["GET"]),
         Route(f"{PREFIX}/deliveries/{{delivery_id}}", _endpoint(delivery), methods=["GET"]),
         Route(

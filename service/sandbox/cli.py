@@ -3,6 +3,8 @@
 * ``autoreply sandbox [--host] [--port] [--api-key KEY ...] [--inbox ADDR ...] [--time-scale X]``
   serves it with uvicorn until Ctrl-C;
 * ``autoreply sandbox send --from … --to … --subject … --text …`` injects an inbound email;
+* ``autoreply sandbox reply --message-id ID | --thread-id ID [--text …]`` answers it in its
+  thread as a person would (a sent reply from the inbox, with its ``message.sent`` event);
 * ``autoreply sandbox sent | deliveries | webhooks | reset`` read back or reset;
 * ``autoreply sandbox bounce INBOX MESSAGE_ID [--type T] [--recipient ADDR ...]`` and
   ``autoreply sandbox complain INBOX MESSAGE_ID ...`` make a sent message bounce, or a
@@ -117,6 +119,24 @@ def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
     send.add_argument("--json", action="store_true", help="print the raw JSON answer")
     _add_url(send)
     send.set_defaults(handler=_verb(_send))
+
+    reply = verbs.add_parser(
+        "reply",
+        help="answer a message in its thread as a person would",
+        description="Reply from the inbox, as a person in AgentMail's console would: the "
+        "reply is sent in the thread like one through the API, with its message.sent event.",
+    )
+    which = reply.add_mutually_exclusive_group(required=True)
+    which.add_argument("--message-id", metavar="MESSAGE_ID", help="the message to answer")
+    which.add_argument(
+        "--thread-id", metavar="THREAD_ID", help="answer the thread's newest received message"
+    )
+    reply.add_argument("--inbox-id", help="the inbox (when several hold the message)")
+    reply.add_argument("--text", help="the reply's text (default: a short answer)")
+    reply.add_argument("--html")
+    reply.add_argument("--json", action="store_true", help="print the raw JSON answer")
+    _add_url(reply)
+    reply.set_defaults(handler=_verb(_reply))
 
     for name, fn, text in (
         ("sent", _sent, "list the emails the sandbox sent"),
@@ -344,6 +364,23 @@ def _print_feedback(result: FeedbackResult, args: argparse.Namespace) -> int:
     )
     for ref in result["deliveries"]:
         print(f"  {ref['delivery_id']} -> webhook {ref['webhook_id']} (svix-id {ref['svix_id']})")
+    return 0
+
+
+def _reply(client: SandboxClient, args: argparse.Namespace) -> int:
+    result = client.reply(
+        message_id=args.message_id,
+        thread_id=args.thread_id,
+        inbox_id=args.inbox_id,
+        text=args.text,
+        html=args.html,
+    )
+    if args.json:
+        return _print_json(result)
+    print(
+        f"replied {result['message_id']} from {result['inbox_id']} to {result['in_reply_to']} "
+        f"(thread {result['thread_id']})"
+    )
     return 0
 
 

@@ -26,6 +26,7 @@ from service.sandbox.reports import (
     FeedbackResult,
     InjectResult,
     LabelChange,
+    PersonReply,
     RedeliverResult,
     RequestsReport,
     SentEmail,
@@ -117,6 +118,27 @@ class _Requests:
             "message_id": message_id,
         }
         return _Request("POST", "/_sandbox/inbound", json=_clean(fields))
+
+    @staticmethod
+    def reply(
+        *,
+        message_id: str | None = None,
+        thread_id: str | None = None,
+        inbox_id: str | None = None,
+        text: str | None = None,
+        html: str | None = None,
+    ) -> _Request[PersonReply]:
+        """Answer a message (or a thread's newest received one) in its thread as a person
+        would: a reply from the inbox with its ``message.sent`` event; see ``POST
+        /_sandbox/reply``."""
+        fields = {
+            "message_id": message_id,
+            "thread_id": thread_id,
+            "inbox_id": inbox_id,
+            "text": text,
+            "html": html,
+        }
+        return _Request("POST", "/_sandbox/reply", json=_clean(fields))
 
     @staticmethod
     def redeliver(
@@ -373,6 +395,7 @@ class SandboxClient:
 
     info = _sync(_Requests.info)
     inject = _sync(_Requests.inject)
+    reply = _sync(_Requests.reply)
     redeliver = _sync(_Requests.redeliver)
     bounce = _sync(_Requests.bounce)
     complain = _sync(_Requests.complain)
@@ -448,6 +471,7 @@ class AsyncSandboxClient:
 
     info = _async(_Requests.info)
     inject = _async(_Requests.inject)
+    reply = _async(_Requests.reply)
     redeliver = _async(_Requests.redeliver)
     bounce = _async(_Requests.bounce)
     complain = _async(_Requests.complain)

@@ -629,6 +629,70 @@ def _deliver_internally(sandbox: Sandbox, sender: InboxRecord, draft: Draft) -> 
         _fire_received(sandbox, inbox, message, "message.received", 1)
 
 
+def reply_as_person(sandbox: Sandbox, data: Any) -> MessageRecord:
+    """Answer a message in its thread as a person would in AgentMail's console: a reply
+    from the inbox, through the same path as ``POST .../messages/{id}/reply`` (stored with
+    ``sent``, logged as sent, ``message.sent`` fired), with no Idempotency-Key.
+
+    ``message_id`` picks the message answered (``inbox_id`` when several inboxes hold
+    it); ``thread_id`` instead answers the thread's newest received message.
+    """
+    body = Body(data)
+    inbox_id = body.string("inbox_id")
+    message_id = body.string("message_id")
+    thread_id = body.string("thread_id")
+    text = body.string("text")
+    html = body.string("html")
+    if (message_id is None) == (thread_id is None) and not body.errors:
+        body.error("message_id", "give exactly one of message_id and thread_id")
+    body.finish()
+    original = _answered(sandbox, inbox_id, message_id, thread_id)
+    outgoing = Outgoing(
+        to=None,
+        cc=None,
+        bcc=None,
+        reply_to=None,
+        subject=None,
+        text=text if text is not None or html is not None else "Thanks, I'm on it.",
+        html=html,
+        labels=[],
+        headers=None,
+        attachments=None,
+        reply_all=False,
+    )
+    return send(
+        sandbox,
+        original.inbox_id,
+        outgoing,
+        operation="messages.reply",
+        original_id=original.message_id,
+        idempotency_key=None,
+    )
+
+
+def _answered(
+    sandbox: Sandbox, inbox_id: str | None, message_id: str | None, thread_id: str | None
+) -> MessageRecord:
+    """The message a person's reply answers (see ``reply_as_person``)."""
+    if thread_id is not None:
+        thread = sandbox.threads.get(thread_id)
+        if thread is None or (inbox_id is not None and thread.inbox_id != inbox_id.lower()):
+            raise not_found("Thread")
+        received = [m for m in sandbox.thread_messages(thread) if not m.is_sent]
+        if not received:
+            raise invalid("thread_id", "the thread has no received message to answer")
+        return received[-1]
+    assert message_id is not None
+    if inbox_id is not None:
+        return find_message(sandbox, inbox_id, message_id)
+    found = [m for (_, mid), m in sandbox.messages.items() if mid == message_id]
+    if not found:
+        raise not_found("Message")
+    if len(found) > 1:
+        raise invalid("inbox_id", "several inboxes hold this message; name one")
+    return found[0]
+
+
 # -- threads ----------------------------------------------------------------------
 
 

@@ -100,6 +100,16 @@ class FeedbackResult(TypedDict):
     deliveries: list[DeliveryRef]
 
 
+class PersonReply(TypedDict):
+    """What ``POST /_sandbox/reply`` sent: a reply from the inbox in the thread."""
+
+    message_id: str
+    thread_id: str
+    inbox_id: str
+    #: The message it answers.
+    in_reply_to: str
+
+
 class RedeliverResult(TypedDict):
     """What ``POST /_sandbox/deliveries/{id}/redeliver`` created."""
 
