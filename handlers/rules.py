@@ -3,6 +3,8 @@
 A rule names a template and up to three conditions (inbox, sender, subject). A rule
 matches when every condition it sets matches; within a condition, any listed value
 will do. The first matching rule wins; when none matches, the default template is used.
+A rule may also set the grace period (``delay``) of what it matches; without one, the
+global ``AUTOREPLY_REPLY_DELAY`` applies (``reply_delay``).
 Parsing takes the file's text (no I/O here) and reports errors with their line.
 """
 
@@ -13,6 +15,7 @@ import re
 import tomllib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 from handlers import policy
@@ -23,7 +26,7 @@ from handlers.message import InboundMessage
 TEMPLATE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 _TOP_KEYS = ("default", "vars", "rule")
-_RULE_KEYS = ("name", "template", "inbox", "sender", "subject", "vars")
+_RULE_KEYS = ("name", "template", "inbox", "sender", "subject", "delay", "vars")
 _TOML_POSITION = re.compile(r"\s*\(at line (\d+), column \d+\)|\s*\(at end of document\)")
 
 
@@ -49,6 +52,9 @@ class Rule:
     #: Case-insensitive regular expressions searched in the subject; empty means any.
     subjects: tuple[re.Pattern[str], ...] = ()
     variables: Mapping[str, Any] = field(default_factory=dict)
+    #: The grace period of what this rule matches (``delay = "10m"``; ``"0"`` answers at
+    #: once); None leaves it to ``AUTOREPLY_REPLY_DELAY``.
+    delay: timedelta | None = None
     #: Line of the rule in ``rules.toml`` (0 when built in code).
     line: int = 0
 
@@ -93,7 +99,35 @@ class Choice:
 
 def choose(rules: Rules, message: InboundMessage) -> Choice:
     """Pick the template for ``message``: the first matching rule, else the default."""
-    return rules.choice(next((r for r in rules.rules if r.matches(message)), None))
+    return rules.choice(matching_rule(rules, message))
+
+
+def matching_rule(rules: Rules, message: InboundMessage) -> Rule | None:
+    """The first rule that matches ``message``, or None."""
+    return next((r for r in rules.rules if r.matches(message)), None)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Delay:
+    """A message's grace period and what set it: a rule's name, or None for the global
+    ``AUTOREPLY_REPLY_DELAY``."""
+
+    delay: timedelta
+    rule_name: str | None
+
+
+def reply_delay(rules: Rules, message: InboundMessage, default: timedelta) -> Delay:
+    """The grace period of ``message``: the first matching rule's ``delay`` if it sets
+    one (first match wins, as for the template), else ``default``."""
+    rule = matching_rule(rules, message)
+    if rule is None or rule.delay is None:
+        return Delay(delay=default, rule_name=None)
+    return Delay(delay=rule.delay, rule_name=rule.name)
+
+
+def configured_delay(rules: Rules, default: timedelta) -> bool:
+    """Whether any message can have a grace period: a global delay or any rule's."""
+    return bool(default) or any(rule.delay for rule in rules.rules)
 
 
 def _choice(rules: Rules, template: str, rule: Rule | None) -> Choice:
@@ -150,8 +184,28 @@ def _parse_rule(raw: object, index: int, where: _Locator) -> Rule:
         senders=_patterns(raw, "sender", name, line("sender")),
         subjects=_regexes(raw, name, line("subject")),
         variables=variables,
+        delay=_delay(raw, name, line("delay")),
         line=line(),
     )
+
+
+def _delay(raw: Mapping[str, Any], rule: str, line: int) -> timedelta | None:
+    """The rule's ``delay``: a duration as the settings write it (``"90s"``, ``"10m"``,
+    ``"1h"``, ``"0"``), or None when the rule sets none."""
+    if "delay" not in raw:
+        return None
+    value = raw["delay"]
+    if isinstance(value, int) and not isinstance(value, bool) and value == 0:
+        return timedelta(0)
+    if not isinstance(value, str):
+        raise RulesError(
+            f'rule {rule!r}: delay must be a duration string such as "10m", got {value!r}',
+            line=line,
+        )
+    try:
+        return policy.parse_duration(value)
+    except ValueError as exc:
+        raise RulesError(f"rule {rule!r}: delay: {exc}", line=line) from None
 
 
 def _strings(raw: Mapping[str, Any], key: str, rule: str, line: int) -> tuple[str, ...]:

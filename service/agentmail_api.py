@@ -26,11 +26,14 @@ from agentmail.core.api_error import ApiError
 from agentmail.core.request_options import RequestOptions
 from agentmail.environment import AgentMailEnvironment
 
-from service.agentmail_port import RECEIVED_LABEL, MessagePage, is_transient
+from service.agentmail_port import RECEIVED_LABEL, MessagePage, ThreadPage, is_transient
 from service.agentmail_port import ApiFailure as ApiFailure
 from service.models import PreparedReply
 
 _NO_RETRIES: RequestOptions = {"max_retries": 0}
+#: Messages per page when reading a thread: the API's maximum, so one call covers any
+#: thread of up to 100 messages.
+THREAD_PAGE = 100
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -110,6 +113,26 @@ class AgentMailApi:
                 request_options=_NO_RETRIES,
             )
         return str(response.message_id)
+
+    async def get_thread(
+        self, inbox_id: str, thread_id: str, *, page_token: str | None = None
+    ) -> ThreadPage:
+        """One page of the thread's messages (up to 100), newest page first."""
+        async with _as_api_failure("get thread"):
+            thread = await self._client.inboxes.threads.get(
+                _path(inbox_id),
+                _path(thread_id),
+                limit=THREAD_PAGE,
+                page_token=page_token,
+                request_options=_NO_RETRIES,
+            )
+        messages = [
+            item.model_dump(mode="json", by_alias=True, exclude_unset=True)
+            for item in thread.messages
+        ]
+        return ThreadPage(
+            messages=messages, next_page_token=thread.next_page_token if messages else None
+        )
 
     async def list_inbox_ids(self) -> list[str]:
         """Every inbox of the account, all pages (the sweep's scope without

@@ -1,6 +1,7 @@
 """What the worker needs from AgentMail: the ``AgentMailPort`` protocol and ``ApiFailure``.
 
-The worker's steps are decided here in the service; AgentMail only answers three calls.
+The worker's steps are decided here in the service; AgentMail only answers four calls
+(the fourth, reading a thread, only for messages with a grace period).
 The catch-up sweep (``service.sweep``) needs two more, listing calls, named apart in
 ``SweepPort`` so the worker's port stays its three calls.
 Naming those calls as a protocol lets the worker run against anything that answers
@@ -70,6 +71,25 @@ class AgentMailPort(Protocol):
         """Send ``reply`` to the sender only, under ``reply.idempotency_key``; return the
         sent message's id (the original one when the key was used before)."""
         ...
+
+    async def get_thread(
+        self, inbox_id: str, thread_id: str, *, page_token: str | None = None
+    ) -> ThreadPage:
+        """One page of a thread's messages: the newest first page, then older ones."""
+        ...
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ThreadPage:
+    """One page of a thread (``GET .../threads/{thread_id}``).
+
+    ``messages`` are in the SDK's ``Message`` JSON shape, ordered by timestamp ascending;
+    the first page holds the newest messages and ``next_page_token`` (None on the last
+    page) leads to older ones.
+    """
+
+    messages: list[dict[str, Any]]
+    next_page_token: str | None
 
 
 #: The label AgentMail puts on every inbound message (sent ones carry ``sent``): the

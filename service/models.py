@@ -101,6 +101,9 @@ class AttemptOutcome(enum.StrEnum):
     REPLIED = "replied"
     #: The policy or the reservation said not to answer.
     SKIPPED = "skipped"
+    #: The message's grace period has not passed: the job waits in the queue until it
+    #: does (``AUTOREPLY_REPLY_DELAY`` or a rule's ``delay``).
+    DEFERRED = "deferred"
     #: ``AUTOREPLY_DRY_RUN``: decided and rendered, nothing sent or labelled.
     DRY_RUN = "dry_run"
     #: Dead-lettered: a permanent failure, or no retry left within the send window.

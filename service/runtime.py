@@ -81,6 +81,7 @@ class Runtime:
                 replied_label=settings.replied_label,
                 dry_run=settings.dry_run,
                 policy=policy_config(settings),
+                reply_delay=settings.reply_delay,
             ),
             claim_limit=self.burst.claim_limit,
         )

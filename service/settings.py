@@ -85,6 +85,9 @@ class Settings:
     #: our replies add the recipient to the suppression list (the list itself, with its
     #: manual entries, applies either way).
     suppression: bool = True
+    #: ``AUTOREPLY_REPLY_DELAY``: the grace period before a message's reply is decided
+    #: (0: answer at once); a rule's ``delay`` wins over it. See ``handlers.grace``.
+    reply_delay: timedelta = timedelta(0)
 
     @property
     def webhook_url(self) -> str | None:
@@ -110,6 +113,30 @@ def template_settings(
     return r.get("AUTOREPLY_TEMPLATES_DIR", _directory, None), r.get(
         "AUTOREPLY_TIMEZONE", _timezone, "UTC"
     )
+
+
+def reply_delay_setting(
+    environ: Mapping[str, str] | None = None, *, dotenv: Path | None = Path(".env")
+) -> timedelta:
+    """``AUTOREPLY_REPLY_DELAY`` alone, read and checked as ``Settings`` reads it: for
+    ``autoreply templates preview``, which shows a message's delay without an API key."""
+    return _reply_delay(_Reader(_environment(environ, dotenv)))
+
+
+def _reply_delay(r: _Reader) -> timedelta:
+    """``AUTOREPLY_REPLY_DELAY``, shorter than ``AUTOREPLY_MAX_AGE`` (when that is set):
+    a message is judged for its age when its delay is over, so a delay as long as the
+    max age would skip every message ``too_old``."""
+    delay = r.get("AUTOREPLY_REPLY_DELAY", parse_duration, timedelta(0))
+    max_age = r.get("AUTOREPLY_MAX_AGE", parse_duration, timedelta(days=3))
+    if delay and max_age and delay >= max_age:
+        raise SettingsError(
+            "AUTOREPLY_REPLY_DELAY",
+            f"must be shorter than AUTOREPLY_MAX_AGE ({r.raw('AUTOREPLY_MAX_AGE') or '3d'}): "
+            "a message is judged for its age when the delay is over, so every delayed "
+            "message would be skipped too_old",
+        )
+    return delay
 
 
 def _environment(environ: Mapping[str, str] | None, dotenv: Path | None) -> dict[str, str]:
@@ -189,6 +216,7 @@ def _parse(r: _Reader) -> Settings:
         sweep_interval=r.get("AUTOREPLY_SWEEP_INTERVAL", _sweep_interval, timedelta(minutes=10)),
         sweep_lease_seconds=r.get("AUTOREPLY_SWEEP_LEASE_SECONDS", _seconds(10, 3600), 120.0),
         suppression=r.get("AUTOREPLY_SUPPRESSION", _bool, True),
+        reply_delay=_reply_delay(r),
     )
 
 

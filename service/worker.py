@@ -6,6 +6,14 @@ rendered reply is stored before the first send, the sent message id after it. A
 retry therefore resumes where the last attempt stopped, and re-sends the same bytes
 under the same Idempotency-Key, which AgentMail answers with the original message
 instead of a second email.
+
+A message with a grace period (``AUTOREPLY_REPLY_DELAY`` or its rule's ``delay``) is not
+decided before its received time plus the delay: its first claim puts the job back in
+the queue until then (``Store.defer``), so it waits in the database, not in memory.
+When it falls due the worker reads the message's thread before anything else reaches
+AgentMail; a message sent in it after the inbound one by anyone but this service (see
+``handlers.grace``) skips the job ``answered_in_thread``, and the message is not
+labelled. Without a delay none of this runs: no deferral, no thread read.
 """
 
 from __future__ import annotations
@@ -16,26 +24,31 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import orjson
 import structlog
 
+from handlers.grace import ANSWERED_IN_THREAD, Seen, ThreadMessage, first_answer, sent_after
 from handlers.idempotency import reply_key
 from handlers.message import MESSAGE_RECEIVED, InboundMessage, PayloadError
-from handlers.policy import Decision, PolicyConfig, decide
+from handlers.policy import Decision, History, PolicyConfig, decide
 from handlers.reply import reply_headers, reply_recipient
 from handlers.retry import SEND_WINDOW, RetryPolicy
+from handlers.rules import Delay, reply_delay
 from service import metrics
 from service.agentmail_port import AgentMailPort, ApiFailure
 from service.models import AttemptOutcome, Job, JobState, PreparedReply
-from service.store.base import Store, StoreUnavailable
+from service.store.base import GRACE_PERIOD, Store, StoreUnavailable
 from service.templates import LiveTemplates, TemplateError
 
 log = structlog.get_logger("autoreply.worker")
 
 #: How often the dispatcher looks for due jobs when nothing wakes it.
 POLL_INTERVAL = 1.0
+#: Pages of a thread read at most when looking for an answer (100 messages a page, the
+#: newest first): the inbound message is almost always on the first.
+MAX_THREAD_PAGES = 10
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -48,6 +61,17 @@ class WorkerConfig:
     replied_label: str
     dry_run: bool
     policy: PolicyConfig
+    #: ``AUTOREPLY_REPLY_DELAY``: the grace period of messages no rule gives their own.
+    reply_delay: timedelta = timedelta(0)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class _Grace:
+    """A message's grace period: how long, what set it, and when it is over."""
+
+    delay: Delay
+    #: Unix seconds: the message's received time plus the delay.
+    due: float
 
 
 @dataclass(slots=True)
@@ -219,9 +243,27 @@ class Worker:
         )
         reply = job.reply
         if reply is None:
+            grace = self._grace(job, message)
+            if grace is not None and self.clock() < grace.due and job.reason != GRACE_PERIOD:
+                # Claimed for the first time within the delay. What rules out a reply
+                # whatever happens meanwhile (a list post, an auto-reply) is decided now;
+                # the rest waits until the delay is over.
+                early = self._decide_early(job, message)
+                if early is not None and not early.reply:
+                    return await self._skip(job, early)
+                return await self._defer(job, grace)
             decision, message = await self._decide(job, message)
             if not decision.reply:
                 return await self._skip(job, decision)
+            if grace is not None:
+                answer = await self._answer_in_thread(message)
+                if answer is not None:
+                    detail = f"{answer} was sent in the thread after it"
+                    skip = Decision(reply=False, reason=ANSWERED_IN_THREAD, detail=detail)
+                    return await self._skip(job, skip)
+                if self.clock() < grace.due:
+                    # Woken before its time and nobody answered yet: wait on.
+                    return await self._defer(job, grace)
             if self.config.dry_run:
                 # Nothing is sent, so nothing is reserved: a dry run leaves the ledger
                 # as it found it.
@@ -320,6 +362,76 @@ class Worker:
             enqueued_at=datetime.fromtimestamp(job.created_at, UTC),
         )
         return decision, message
+
+    def _grace(self, job: Job, message: InboundMessage) -> _Grace | None:
+        """The message's grace period, or None without one.
+
+        The delay is the first matching rule's, else ``AUTOREPLY_REPLY_DELAY``; it counts
+        from the message's timestamp (when AgentMail received it), or, without one, from
+        when its job was created.
+        """
+        delay = reply_delay(self.templates.current.rules, message, self.config.reply_delay)
+        if not delay.delay:
+            return None
+        received = message.timestamp.timestamp() if message.timestamp else job.created_at
+        return _Grace(delay=delay, due=received + delay.delay.total_seconds())
+
+    def _decide_early(self, job: Job, message: InboundMessage) -> Decision | None:
+        """The policy's rules about the message itself, before its delay: None when the
+        payload lacks parts (they are fetched when the job is decided, after the delay).
+
+        The thread cap and the sender cooldown are left out (no history): they apply
+        when the delay is over, to the replies sent by then.
+        """
+        if message.incomplete:
+            return None
+        return decide(
+            message,
+            self.config.policy,
+            History(),
+            now=datetime.fromtimestamp(self.clock(), UTC),
+            replied_label=self.config.replied_label,
+            enqueued_at=datetime.fromtimestamp(job.created_at, UTC),
+        )
+
+    async def _defer(self, job: Job, grace: _Grace) -> tuple[AttemptOutcome, dict[str, object]]:
+        """Put the job back in the queue until its grace period is over."""
+        if not await self.store.defer(
+            job.id, owner=self.owner, run_after=grace.due, now=self.clock()
+        ):
+            raise LostLease
+        return AttemptOutcome.DEFERRED, {
+            "until": datetime.fromtimestamp(grace.due, UTC).isoformat(),
+            "delay_s": grace.delay.delay.total_seconds(),
+            "delay_rule": grace.delay.rule_name,
+        }
+
+    async def _answer_in_thread(self, message: InboundMessage) -> str | None:
+        """The id of a message sent in the thread after ``message`` by anyone but this
+        service, or None: the thread's pages are read from the newest until the inbound
+        message is found (one page, almost always). The store is asked which sent
+        messages are this service's replies only when the thread has any."""
+        own: set[str] | None = None
+        page_token: str | None = None
+        for _ in range(MAX_THREAD_PAGES):
+            page = await self.api.get_thread(
+                message.inbox_id, message.thread_id, page_token=page_token
+            )
+            verdict = sent_after(
+                message.message_id, [ThreadMessage.from_payload(m) for m in page.messages]
+            )
+            if verdict.sent_after:
+                if own is None:
+                    own = await self.store.sent_in_thread(
+                        inbox_id=message.inbox_id, thread_id=message.thread_id
+                    )
+                answer = first_answer(verdict.sent_after, own)
+                if answer is not None:
+                    return answer
+            if verdict.seen is Seen.SETTLED or page.next_page_token is None:
+                return None
+            page_token = page.next_page_token
+        return None
 
     async def _skip(self, job: Job, decision: Decision) -> tuple[AttemptOutcome, dict[str, object]]:
         """Finish the job as skipped with the policy's reason."""

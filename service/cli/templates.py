@@ -2,8 +2,9 @@
 
 ``check`` renders every template and rule against sample messages and prints each
 problem as ``file:line: message``; ``preview`` prints a reply exactly as it would be
-sent and says which rule chose it. Both read ``AUTOREPLY_TEMPLATES_DIR`` and
-``AUTOREPLY_TIMEZONE`` when ``--dir`` and ``--timezone`` are not given.
+sent, which rule chose it and the message's grace period (``delay``). Both read
+``AUTOREPLY_TEMPLATES_DIR``, ``AUTOREPLY_TIMEZONE`` (and ``preview``
+``AUTOREPLY_REPLY_DELAY``) when ``--dir`` and ``--timezone`` are not given.
 """
 
 from __future__ import annotations
@@ -12,13 +13,15 @@ import argparse
 import json
 import sys
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from handlers.grace import format_delay
 from handlers.message import MESSAGE_RECEIVED, InboundMessage, PayloadError
+from handlers.rules import Delay, reply_delay
 from service import templates
-from service.settings import SettingsError, template_settings
+from service.settings import SettingsError, reply_delay_setting, template_settings
 
 DEFAULT_INBOX = "inbox@example.agentmail.to"
 
@@ -99,17 +102,38 @@ def _preview(args: argparse.Namespace) -> int:
         loaded = templates.TemplateSet.load(directory, timezone=timezone)
         choice = loaded.choose(message, template=args.template)
         rendered = loaded.render_choice(choice, message, received_at=message.timestamp)
+        delay = reply_delay(loaded.rules, message, _default_delay())
     except (_Usage, ValueError, templates.TemplateError) as exc:
         return _fail(str(exc))
     out = sys.stdout
     out.write(f"template: {rendered.template} ({loaded.source(rendered.template)})\n")
     out.write(f"chosen by: {_chosen_by(args.template, rendered.rule)}\n")
+    out.write(f"delay: {_delay(delay)}\n")
     _write_part(templates.TEXT_FILE, rendered.text)
     if rendered.html is None:
         out.write(f"--- {templates.HTML_FILE}: none, the reply is plain text only ---\n")
     else:
         _write_part(templates.HTML_FILE, rendered.html)
     return 0
+
+
+def _default_delay() -> timedelta:
+    """``AUTOREPLY_REPLY_DELAY`` as the service would read it."""
+    try:
+        return reply_delay_setting()
+    except SettingsError as exc:
+        raise _Usage(f"configuration error: {exc}") from None
+
+
+def _delay(delay: Delay) -> str:
+    """The grace period line: how long, what set it, and what it means."""
+    source = f"rule {delay.rule_name!r}" if delay.rule_name else "AUTOREPLY_REPLY_DELAY"
+    if not delay.delay:
+        return f"0 ({source}): answered at once"
+    return (
+        f"{format_delay(delay.delay)} ({source}): decided {format_delay(delay.delay)} after "
+        "it arrives; not answered if someone answers the thread first"
+    )
 
 
 def _chosen_by(forced: str | None, rule: str | None) -> str:

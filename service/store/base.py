@@ -51,6 +51,9 @@ class Recorded(enum.Enum):
 #: ``events`` row is written for it, so webhook dedupe never sees it.
 SWEEP_EVENT_PREFIX = "sweep:"
 
+#: The ``reason`` of a pending job waiting out its grace period (``Store.defer``).
+GRACE_PERIOD = "grace_period"
+
 #: The name of the sweep's row in the ``leases`` table (see ``Store.try_sweep_lease``).
 SWEEP_LEASE = "sweep"
 
@@ -287,6 +290,24 @@ class Store(Protocol):
         self, job_id: int, *, owner: str, run_after: float, error: str, now: float
     ) -> bool:
         """Release the job to run again at ``run_after``, noting the error."""
+
+    async def defer(self, job_id: int, *, owner: str, run_after: float, now: float) -> bool:
+        """Put the claimed job back to wait until ``run_after`` (its grace period).
+
+        Not an attempt: the claim's count is given back, no error is noted, and the
+        job's ``reason`` becomes ``GRACE_PERIOD`` while it waits (``autoreply status``
+        shows it; a worker claiming it before ``run_after`` knows it was woken early).
+        The job waits in the database, so a restart or a crash during the delay loses
+        nothing: it is claimed again when it falls due.
+        """
+
+    async def sent_in_thread(self, *, inbox_id: str, thread_id: str) -> set[str]:
+        """The message ids of the replies this service sent in a thread of an inbox.
+
+        Every sent reply is recorded on its job (``sent_message_id``) with a row in the
+        reply ledger, which is indexed by thread: the grace period asks this to tell the
+        service's own replies from a person's answer.
+        """
 
     async def release(self, *, owner: str, now: float) -> int:
         """Give back every lease ``owner`` holds (graceful shutdown); return how many."""

@@ -61,6 +61,7 @@ from service.models import (
 )
 from service.store import migrations
 from service.store.base import (
+    GRACE_PERIOD,
     JOB_COLUMNS,
     SUMMARY_COLUMNS,
     SWEEP_LEASE,
@@ -642,6 +643,30 @@ class PostgresStore:
             )
             == 1
         )
+
+    async def defer(self, job_id: int, *, owner: str, run_after: float, now: float) -> bool:
+        return (
+            await self._rowcount(
+                """UPDATE jobs SET state = 'pending', run_after = %s, reason = %s,
+                       attempts = greatest(attempts - 1, 0), lease_owner = NULL,
+                       lease_until = NULL, updated_at = %s
+                   WHERE id = %s AND lease_owner = %s AND state = 'running'""",
+                (run_after, GRACE_PERIOD, now, job_id, owner),
+            )
+            == 1
+        )
+
+    async def sent_in_thread(self, *, inbox_id: str, thread_id: str) -> set[str]:
+        async def sent(conn: Conn) -> set[str]:
+            cursor = await conn.execute(
+                """SELECT jobs.sent_message_id FROM replies JOIN jobs ON jobs.id = replies.job_id
+                   WHERE replies.inbox_id = %s AND replies.thread_id = %s
+                     AND jobs.sent_message_id IS NOT NULL""",
+                (inbox_id, thread_id),
+            )
+            return {row[0] for row in await cursor.fetchall()}
+
+        return await self._run(sent)
 
     async def release(self, *, owner: str, now: float) -> int:
         return await self._rowcount(

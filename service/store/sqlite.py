@@ -39,6 +39,7 @@ from service.models import (
 )
 from service.store import migrations
 from service.store.base import (
+    GRACE_PERIOD,
     JOB_COLUMNS,
     SUMMARY_COLUMNS,
     SWEEP_LEASE,
@@ -464,6 +465,22 @@ class SQLiteStore:
             (run_after, error, now, job_id, owner),
         )
 
+    async def defer(self, job_id: int, *, owner: str, run_after: float, now: float) -> bool:
+        return await self._update(
+            """UPDATE jobs SET state = 'pending', run_after = ?, reason = ?,
+                   attempts = max(attempts - 1, 0), lease_owner = NULL, lease_until = NULL,
+                   updated_at = ?
+               WHERE id = ? AND lease_owner = ? AND state = 'running'""",
+            (run_after, GRACE_PERIOD, now, job_id, owner),
+        )
+
+    async def sent_in_thread(self, *, inbox_id: str, thread_id: str) -> set[str]:
+        def sent(conn: sqlite3.Connection) -> set[str]:
+            rows = conn.execute(_SENT_IN_THREAD, (inbox_id, thread_id)).fetchall()
+            return {row[0] for row in rows}
+
+        return await self._read(sent)
+
     async def release(self, *, owner: str, now: float) -> int:
         def release(conn: sqlite3.Connection) -> int:
             return conn.execute(
@@ -552,6 +569,10 @@ class SQLiteStore:
     async def _update(self, sql: str, params: tuple[Any, ...]) -> bool:
         return await self._call(lambda conn: conn.execute(sql, params).rowcount == 1)
 
+
+#: ``sent_in_thread``: through the ledger's thread index, the jobs' sent reply ids.
+_SENT_IN_THREAD = """SELECT jobs.sent_message_id FROM replies JOIN jobs ON jobs.id = replies.job_id
+    WHERE replies.inbox_id = ? AND replies.thread_id = ? AND jobs.sent_message_id IS NOT NULL"""
 
 #: ``record_swept``: the job alone (no delivery or event row), deduplicated like intake's.
 _INSERT_SWEPT = """INSERT INTO jobs (inbox_id, message_id, thread_id, event_id, event_type,

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import pytest
 
 from handlers.message import InboundMessage
-from handlers.rules import Choice, RulesError, choose, parse_rules
+from handlers.rules import (
+    Choice,
+    Delay,
+    RulesError,
+    choose,
+    configured_delay,
+    parse_rules,
+    reply_delay,
+)
 
 RULES = """\
 default = "general"
@@ -116,6 +125,10 @@ def test_empty_file_means_the_default_template() -> None:
             "two rules",
         ),
         ("rule = 1\n", 1, "array of tables"),
+        ('[[rule]]\nname = "a"\ntemplate = "a"\ndelay = "5 minutes"\n', 4, "invalid duration"),
+        ('[[rule]]\nname = "a"\ntemplate = "a"\ndelay = 300\n', 4, "duration string"),
+        ('[[rule]]\nname = "a"\ntemplate = "a"\n\ndelay = "-1m"\n', 5, "rule 'a': delay"),
+        ('[[rule]]\nname = "a"\ntemplate = "a"\ndelai = "1m"\n', 4, "did you mean 'delay'"),
     ],
 )
 def test_errors_name_the_line(text: str, line: int, message_part: str | None) -> None:
@@ -126,3 +139,51 @@ def test_errors_name_the_line(text: str, line: int, message_part: str | None) ->
     with pytest.raises(RulesError, match=message_part) as caught:
         parse_rules(text)
     assert caught.value.line == line
+
+
+DELAYS = """\
+[[rule]]
+name = "vip"
+sender = "@vip.example"
+template = "default"
+delay = "0"
+
+[[rule]]
+name = "billing"
+subject = "invoice"
+template = "default"
+delay = "15m"
+
+[[rule]]
+name = "sales"
+inbox = "@sales.example.com"
+template = "default"
+"""
+
+
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [
+        ({}, Delay(delay=timedelta(minutes=5), rule_name=None)),
+        ({"subject": "Invoice 1"}, Delay(delay=timedelta(minutes=15), rule_name="billing")),
+        (
+            {"sender": "a@vip.example", "subject": "Invoice"},
+            Delay(delay=timedelta(0), rule_name="vip"),
+        ),
+        ({"inbox_id": "x@sales.example.com"}, Delay(delay=timedelta(minutes=5), rule_name=None)),
+    ],
+)
+def test_the_first_matching_rule_chooses_the_delay(fields: dict[str, Any], expected: Delay) -> None:
+    """The delay follows first-match-wins like the template; a matching rule without a
+    delay leaves it to the global one, and delay "0" answers at once."""
+    rules = parse_rules(DELAYS)
+    assert reply_delay(rules, message(**fields), timedelta(minutes=5)) == expected
+
+
+def test_a_delay_is_configured_when_global_or_in_any_rule() -> None:
+    """What registration asks to decide whether to subscribe to message.sent."""
+    assert configured_delay(parse_rules(DELAYS), timedelta(0))
+    assert configured_delay(parse_rules(""), timedelta(seconds=1))
+    assert not configured_delay(parse_rules(""), timedelta(0))
+    only_zero = '[[rule]]\nname = "a"\ntemplate = "a"\ndelay = "0"\n'
+    assert not configured_delay(parse_rules(only_zero), timedelta(0))

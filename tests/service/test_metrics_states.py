@@ -37,6 +37,7 @@ def test_label_values_are_the_documented_ones() -> None:
     assert {outcome.value for outcome in AttemptOutcome} == {
         "replied",
         "skipped",
+        "deferred",
         "dry_run",
         "dead",
         "retry",

@@ -83,6 +83,10 @@ def test_dotenv_file_is_read_and_environment_wins(tmp_path: Path) -> None:
         ("AUTOREPLY_SENDER_COOLDOWN", "a while"),
         ("AUTOREPLY_MAX_AGE", "3"),
         ("AUTOREPLY_MAX_AGE", "-1d"),
+        ("AUTOREPLY_REPLY_DELAY", "5"),
+        ("AUTOREPLY_REPLY_DELAY", "five minutes"),
+        ("AUTOREPLY_REPLY_DELAY", "-1m"),
+        ("AUTOREPLY_REPLY_DELAY", "3d"),
         ("AUTOREPLY_SWEEP_INTERVAL", "soon"),
         ("AUTOREPLY_SWEEP_INTERVAL", "9s"),
         ("AUTOREPLY_SWEEP_LEASE_SECONDS", "9"),
@@ -104,6 +108,9 @@ def test_bad_value_names_the_variable(name: str, value: str) -> None:
     [
         ("AUTOREPLY_MAX_AGE", "12h", "max_age", timedelta(hours=12)),
         ("AUTOREPLY_MAX_AGE", "0", "max_age", timedelta(0)),
+        ("AUTOREPLY_REPLY_DELAY", "0", "reply_delay", timedelta(0)),
+        ("AUTOREPLY_REPLY_DELAY", "90s", "reply_delay", timedelta(seconds=90)),
+        ("AUTOREPLY_REPLY_DELAY", "10m", "reply_delay", timedelta(minutes=10)),
         ("AUTOREPLY_SWEEP_INTERVAL", "1m", "sweep_interval", timedelta(minutes=1)),
         ("AUTOREPLY_SWEEP_INTERVAL", "2h", "sweep_interval", timedelta(hours=2)),
         ("AUTOREPLY_SWEEP_INTERVAL", "0", "sweep_interval", timedelta(0)),
@@ -125,6 +132,22 @@ def test_the_max_age_reaches_the_policy() -> None:
     settings = Settings.from_environ({**BASE, "AUTOREPLY_MAX_AGE": "0"}, dotenv=None)
     assert policy_config(settings).max_age == timedelta(0)
     assert policy_config(Settings.from_environ(BASE, dotenv=None)).max_age == timedelta(days=3)
+
+
+def test_the_reply_delay_must_be_shorter_than_the_max_age() -> None:
+    """A delay as long as the max age would skip every message too_old: refused, with
+    both settings named; without a max age any delay goes."""
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_environ(
+            {**BASE, "AUTOREPLY_REPLY_DELAY": "2h", "AUTOREPLY_MAX_AGE": "2h"}, dotenv=None
+        )
+    assert caught.value.name == "AUTOREPLY_REPLY_DELAY"
+    assert "AUTOREPLY_MAX_AGE (2h)" in str(caught.value)
+    settings = Settings.from_environ(
+        {**BASE, "AUTOREPLY_REPLY_DELAY": "1w", "AUTOREPLY_MAX_AGE": "0"}, dotenv=None
+    )
+    assert settings.reply_delay == timedelta(weeks=1)
+    assert Settings.from_environ(BASE, dotenv=None).reply_delay == timedelta(0)
 
 
 def test_secret_required_without_public_url() -> None:

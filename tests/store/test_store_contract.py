@@ -22,6 +22,7 @@ from handlers.policy import PolicyConfig
 from service.models import Delivery, Job, JobSource, JobState, MessageRef, PreparedReply
 from service.store import Recorded, Store, StoreUnavailable, migrations, open_store
 from service.store import postgres as pg_store
+from service.store.base import GRACE_PERIOD
 from tests.support import postgres
 from tests.support.service_process import free_port
 from tests.support.waiting import until
@@ -232,6 +233,65 @@ async def test_mark_sent_feeds_policy_history(store: Store) -> None:
     done = await store.get_job(job.inbox_id, job.message_id)
     assert done is not None
     assert done.sent_message_id == "<r@x>"
+
+
+async def test_a_deferred_job_waits_until_its_time_without_using_an_attempt(
+    store: Store, url: str
+) -> None:
+    """The grace period: the job goes back to pending until run_after, marked as waiting,
+    its claim given back; only its lease holder can defer it; it survives a reopen."""
+    await store.record_delivery(delivery(), now=T0)
+    [job] = await store.claim(owner="a", now=T0, lease=60, limit=1)
+    assert not await store.defer(job.id, owner="b", run_after=T0 + 300, now=T0)
+    assert await store.defer(job.id, owner="a", run_after=T0 + 300, now=T0)
+    assert not await store.defer(job.id, owner="a", run_after=T0 + 600, now=T0)
+    assert await store.claim(owner="a", now=T0 + 299, lease=60, limit=1) == []
+    assert await store.next_due() == T0 + 300
+    await store.close()
+    reopened = open_store(url)
+    await reopened.open()
+    try:
+        [again] = await reopened.claim(owner="c", now=T0 + 300, lease=60, limit=1)
+        assert (again.id, again.attempts, again.reason) == (job.id, 1, GRACE_PERIOD)
+        assert (await reopened.stats()).by_state["running"] == 1
+    finally:
+        await reopened.close()
+        await store.open()
+
+
+async def test_sent_in_thread_lists_the_replies_sent_in_that_thread_only(store: Store) -> None:
+    """Replies sent in a thread are this service's own; reserved ones and other threads'
+    replies are not listed."""
+    for n, thread in ((1, "thd_1"), (2, "thd_1"), (3, "thd_2")):
+        d = delivery(f"s{n}", f"e{n}", f"<m{n}@x>", thread_id=thread)
+        await store.record_delivery(d, now=T0)
+    jobs = await store.claim(owner="a", now=T0, lease=60, limit=3)
+    assert len(jobs) == 3
+    policy = PolicyConfig(thread_cap=0, sender_cooldown=timedelta(0))
+    threads = {job.message_id: ("thd_2" if job.message_id == "<m3@x>" else "thd_1") for job in jobs}
+    for job in jobs:
+        thread = threads[job.message_id]
+        decision = await store.reserve(
+            job.id, owner="a", thread_id=thread, sender="jane@example.com", policy=policy, now=T0
+        )
+        assert decision is not None
+        assert decision.reply
+        if job.message_id != "<m2@x>":
+            assert await store.mark_sent(
+                job.id,
+                owner="a",
+                sent_message_id=f"<reply-{job.message_id[1:3]}@x>",
+                thread_id=thread,
+                sender="jane@example.com",
+                now=T0 + 1,
+            )
+    assert await store.sent_in_thread(inbox_id="bot@agentmail.to", thread_id="thd_1") == {
+        "<reply-m1@x>"
+    }
+    assert await store.sent_in_thread(inbox_id="bot@agentmail.to", thread_id="thd_2") == {
+        "<reply-m3@x>"
+    }
+    assert await store.sent_in_thread(inbox_id="other@agentmail.to", thread_id="thd_1") == set()
 
 
 async def test_release_returns_leases_for_immediate_reclaim(store: Store) -> None:

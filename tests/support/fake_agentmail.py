@@ -7,7 +7,9 @@ AgentMail does where the worker depends on it:
 * a reply under a key already sent, with the same content, returns the original sent
   id and sends nothing (the same key with other content: 409, as AgentMail answers);
 * labels are a set per message, changed atomically, returned after the change;
-* ``get_message`` returns the full message registered with ``add_message``.
+* ``get_message`` returns the full message registered with ``add_message``;
+* ``get_thread`` returns the messages registered with ``add_to_thread``, one page,
+  oldest first (a thread nobody added to is an empty page).
 
 Each method can be scripted call by call (``script``): raise an ``ApiFailure`` (see
 ``failure``, ``in_flight`` and ``timed_out`` for the kinds the adapter produces),
@@ -23,16 +25,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
-from service.agentmail_port import ApiFailure, is_transient
+from service.agentmail_port import ApiFailure, ThreadPage, is_transient
 from service.models import PreparedReply
 
-Method = Literal["get_message", "update_labels", "reply"]
+Method = Literal["get_message", "update_labels", "reply", "get_thread"]
 T = TypeVar("T")
 
 _ACTIONS: dict[Method, str] = {
     "get_message": "get message",
     "update_labels": "update labels",
     "reply": "reply",
+    "get_thread": "get thread",
 }
 
 
@@ -123,12 +126,18 @@ class FakeAgentMail:
         #: Labels per (inbox_id, message_id), as the last change left them.
         self.labels: dict[tuple[str, str], set[str]] = defaultdict(set)
         self._messages: dict[tuple[str, str], dict[str, Any]] = {}
+        self._threads: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
         self._sent_ids: dict[str, tuple[bytes | None, str]] = {}
         self._script: dict[Method, deque[Step]] = defaultdict(deque)
 
     def add_message(self, message: dict[str, Any]) -> None:
         """Make ``message`` (a full payload) available to ``get_message``."""
         self._messages[message["inbox_id"], message["message_id"]] = dict(message)
+
+    def add_to_thread(self, message: dict[str, Any]) -> None:
+        """Append ``message`` (its ``inbox_id``, ``thread_id``, ``message_id``,
+        ``labels``) to its thread, as the newest message."""
+        self._threads[message["inbox_id"], message["thread_id"]].append(dict(message))
 
     def script(self, method: Method, *steps: Step) -> None:
         """Queue what the next calls of ``method`` do, one step per call."""
@@ -187,6 +196,14 @@ class FakeAgentMail:
         else:
             sent_id = known[1]
         return await self._after(step, sent_id)
+
+    async def get_thread(
+        self, inbox_id: str, thread_id: str, *, page_token: str | None = None
+    ) -> ThreadPage:
+        """The thread's messages added with ``add_to_thread``, in one page."""
+        step = await self._before(Call("get_thread", inbox_id, thread_id))
+        messages = [dict(m) for m in self._threads[inbox_id, thread_id]]
+        return await self._after(step, ThreadPage(messages=messages, next_page_token=None))
 
     # -- scripting -------------------------------------------------------------------
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from datetime import timedelta
 
 from handlers.policy import PolicyConfig
 from handlers.retry import RetryPolicy
@@ -26,9 +27,10 @@ def make_worker(
     templates: LiveTemplates | None = None,
     dry_run: bool = False,
     policy: PolicyConfig | None = None,
+    reply_delay: timedelta = timedelta(0),
 ) -> Worker:
     """A worker with the labels ``unreplied`` and ``replied``; unless given, the shipped
-    templates, the default policy, and not in dry run."""
+    templates, the default policy, no grace period, and not in dry run."""
     return Worker(
         store=store,
         api=api,
@@ -40,6 +42,7 @@ def make_worker(
             replied_label="replied",
             dry_run=dry_run,
             policy=policy or PolicyConfig(),
+            reply_delay=reply_delay,
         ),
         retry=retry,
         clock=clock,

@@ -28,6 +28,7 @@ def _no_template_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """Each test says which folder it uses; the caller's environment does not leak in."""
     monkeypatch.delenv("AUTOREPLY_TEMPLATES_DIR", raising=False)
     monkeypatch.delenv("AUTOREPLY_TIMEZONE", raising=False)
+    monkeypatch.delenv("AUTOREPLY_REPLY_DELAY", raising=False)
 
 
 @pytest.fixture
@@ -145,6 +146,7 @@ def test_preview_default_shows_what_would_be_sent(
     assert capsys.readouterr().out == (
         f"template: default ({folder}/default)\n"
         "chosen by: default (no rule matched)\n"
+        "delay: 0 (AUTOREPLY_REPLY_DELAY): answered at once\n"
         "--- body.txt ---\n"
         "Hi Zoë - Support\n"
         "--- body.html: none, the reply is plain text only ---\n"
@@ -160,6 +162,7 @@ def test_preview_names_the_rule_and_prints_html(
     assert capsys.readouterr().out == (
         f"template: billing ({folder}/billing)\n"
         "chosen by: rule 'invoices'\n"
+        "delay: 0 (AUTOREPLY_REPLY_DELAY): answered at once\n"
         "--- body.txt ---\n"
         "Billing for Invoice <42> - Accounts\n"
         "--- body.html ---\n"
@@ -240,3 +243,40 @@ def test_preview_text_is_what_the_service_renders(
     argv += ["--subject", sample.subject or "", "--text", sample.text or ""]
     assert main(argv) == 0
     assert f"--- body.txt ---\n{expected}--- body.html" in capsys.readouterr().out
+
+
+def test_preview_shows_the_global_delay_and_the_rules(
+    folder: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The delay the service would give the message, and what set it."""
+    monkeypatch.setenv("AUTOREPLY_REPLY_DELAY", "90s")
+    (folder / "rules.toml").write_text(RULES.replace("[rule.vars]", 'delay = "2h"\n[rule.vars]'))
+    assert main(["templates", "preview", "--dir", str(folder)]) == 0
+    assert "delay: 90s (AUTOREPLY_REPLY_DELAY): decided 90s after it arrives" in (
+        capsys.readouterr().out
+    )
+    assert main(["templates", "preview", "--dir", str(folder), "--subject", "invoice"]) == 0
+    assert "delay: 2h (rule 'invoices'): decided 2h after" in capsys.readouterr().out
+
+
+def test_preview_with_a_bad_delay_setting_is_one_line(
+    folder: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bad AUTOREPLY_REPLY_DELAY is named, as the service would name it."""
+    monkeypatch.setenv("AUTOREPLY_REPLY_DELAY", "soon")
+    assert main(["templates", "preview", "--dir", str(folder)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    assert err[0].startswith("error: configuration error: AUTOREPLY_REPLY_DELAY: ")
+
+
+def test_check_reports_a_bad_rule_delay_with_its_line(
+    folder: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """templates check names the file and line of a delay it cannot read."""
+    (folder / "rules.toml").write_text(
+        RULES.replace("[rule.vars]", 'delay = "1 hour"\n[rule.vars]')
+    )
+    assert main(["templates", "check", "--dir", str(folder)]) == 1
+    out = capsys.readouterr().out
+    assert f"{folder}/rules.toml:8: rule 'invoices': delay: invalid duration" in out

@@ -64,9 +64,24 @@ def test_documented_preview(example: Path, capsys: pytest.CaptureFixture[str]) -
     out = capsys.readouterr().out
     assert out.startswith(
         "template: billing (templates/billing)\nchosen by: rule 'billing'\n"
-        "--- body.txt ---\nHello Jane,\n"
+        "delay: 15m (rule 'billing'): decided 15m after it arrives; not answered if someone"
+        " answers the thread first\n--- body.txt ---\nHello Jane,\n"
     )
+    assert out.splitlines()[2] in DOC.read_text(encoding="utf-8")
     assert "<p>Thank you for writing about &ldquo;Invoice 42 is wrong&rdquo;." in out
+
+
+def test_documented_grace_period_preview(
+    example: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The grace period section's preview: the key account is answered at once, whatever
+    the global delay."""
+    monkeypatch.setenv("AUTOREPLY_REPLY_DELAY", "10m")
+    argv = ["templates", "preview", "--dir", "templates/", "--from", "Ann <ann@bigcustomer.com>"]
+    assert main(argv) == 0
+    head = capsys.readouterr().out.splitlines()[:3]
+    for line in head:
+        assert line in DOC.read_text(encoding="utf-8")
 
 
 def test_documented_variables_are_the_context() -> None:

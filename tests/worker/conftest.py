@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,16 @@ LEASE = 30.0
 #: run sees the same times.
 START = 1_795_942_800.0
 #: The store methods the journal records: every write an attempt makes, and its read.
-STORE_STEPS = ("history", "reserve", "save_reply", "mark_sent", "finish", "retry")
+STORE_STEPS = (
+    "history",
+    "reserve",
+    "save_reply",
+    "mark_sent",
+    "finish",
+    "retry",
+    "defer",
+    "sent_in_thread",
+)
 
 
 def payload(**fields: Any) -> dict[str, Any]:
@@ -89,6 +99,7 @@ class Harness:
         dry_run: bool = False,
         policy: PolicyConfig | None = None,
         retry: RetryPolicy | None = None,
+        reply_delay: timedelta = timedelta(0),
     ) -> None:
         """Replace the worker with one configured so."""
         self.worker = make_worker(
@@ -101,6 +112,7 @@ class Harness:
             dry_run=dry_run,
             policy=policy,
             retry=retry,
+            reply_delay=reply_delay,
         )
         self._watch(self.worker.templates, ("render",))
 
@@ -177,7 +189,7 @@ class Harness:
 
 
 def _journalled(journal: list[str], name: str, original: Any) -> Any:
-    if name in ("reply", "update_labels", "get_message", *STORE_STEPS):
+    if name in ("reply", "update_labels", "get_message", "get_thread", *STORE_STEPS):
 
         async def async_call(*args: Any, **kwargs: Any) -> Any:
             journal.append(_entry(name, kwargs))
@@ -224,7 +236,7 @@ async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
         journal=journal,
     )
     built._watch(store, STORE_STEPS)
-    built._watch(api, ("get_message", "update_labels", "reply"))
+    built._watch(api, ("get_message", "update_labels", "reply", "get_thread"))
     built._watch(worker.templates, ("render",))
     try:
         yield built

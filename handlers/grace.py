@@ -1,0 +1,113 @@
+"""The grace period: when a delayed reply may be decided, and whether someone answered first.
+
+With a delay (``AUTOREPLY_REPLY_DELAY`` or a rule's ``delay``), a message's job is not
+decided before the message's received time plus the delay. Then the worker reads the
+message's thread; a message *sent* in it after the inbound one (AgentMail labels every
+outgoing message ``sent``) by anyone but this service means a person, or another agent,
+answered first: the job is skipped ``answered_in_thread``.
+
+Which sent messages are this service's own is not something the thread says (another
+auto-responder's reply looks the same), so the worker asks the store: every reply this
+service sent is recorded on its job (``sent_message_id``). The functions here are pure:
+they get the thread's messages and those ids.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from handlers.message import PayloadError
+
+#: The skip reason of a job whose thread got an answer from someone else during its delay.
+ANSWERED_IN_THREAD = "answered_in_thread"
+#: The label AgentMail puts on every message sent from an inbox (by the API, the console,
+#: a draft sent, another agent using the inbox).
+SENT_LABEL = "sent"
+
+
+_UNITS = (("w", 604_800), ("d", 86_400), ("h", 3600), ("m", 60), ("s", 1))
+
+
+def format_delay(delay: timedelta) -> str:
+    """``delay`` in the settings' duration syntax, in the largest unit that divides it:
+    ``0``, ``90s``, ``10m``, ``36h``, ``2d``."""
+    seconds = int(delay.total_seconds())
+    if seconds <= 0:
+        return "0"
+    unit, size = next((u, n) for u, n in _UNITS if seconds % n == 0)
+    return f"{seconds // size}{unit}"
+
+
+def due_at(received: datetime, delay: timedelta) -> datetime:
+    """When a message received at ``received`` may be decided, given its ``delay``."""
+    return received + delay
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ThreadMessage:
+    """One message of a thread, with what the answered check needs."""
+
+    message_id: str
+    labels: frozenset[str]
+
+    @property
+    def sent(self) -> bool:
+        """Whether the inbox sent this message (rather than received it)."""
+        return SENT_LABEL in self.labels
+
+    @classmethod
+    def from_payload(cls, data: Mapping[str, Any]) -> ThreadMessage:
+        """From one item of a thread's ``messages`` (the SDK's ``Message`` JSON shape)."""
+        message_id = data.get("message_id") if isinstance(data, Mapping) else None
+        labels = data.get("labels") if isinstance(data, Mapping) else None
+        if not isinstance(message_id, str) or not message_id:
+            raise PayloadError("thread message: message_id must be a non-empty string")
+        if not isinstance(labels, list) or not all(isinstance(v, str) for v in labels):
+            raise PayloadError("thread message: labels must be a list of strings")
+        return cls(message_id=message_id, labels=frozenset(labels))
+
+
+class Seen(enum.Enum):
+    """What one page of a thread says about the inbound message's answers."""
+
+    #: The inbound message is on the page: everything after it has been looked at.
+    SETTLED = "settled"
+    #: The inbound message is older than the page: the next, older page must be read
+    #: too (unless an answer was found already).
+    LOOK_OLDER = "look_older"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class PageVerdict:
+    """The sent messages after the inbound one on one page, and whether to read on."""
+
+    #: Message ids sent after the inbound message, oldest first: answers, unless they
+    #: are this service's own replies.
+    sent_after: tuple[str, ...]
+    seen: Seen
+
+
+def sent_after(inbound_id: str, page: Sequence[ThreadMessage]) -> PageVerdict:
+    """The sent messages that come after ``inbound_id`` on ``page`` (ascending, as
+    AgentMail returns a thread's messages).
+
+    When the inbound message is not on the page, every message of the page is later than
+    it (the first page holds the newest messages; older pages follow), so all of the
+    page's sent messages count, and the caller reads the older page next.
+    """
+    for index, message in enumerate(page):
+        if message.message_id == inbound_id:
+            later = page[index + 1 :]
+            return PageVerdict(
+                sent_after=tuple(m.message_id for m in later if m.sent), seen=Seen.SETTLED
+            )
+    return PageVerdict(sent_after=tuple(m.message_id for m in page if m.sent), seen=Seen.LOOK_OLDER)
+
+
+def first_answer(sent: Sequence[str], own: Collection[str]) -> str | None:
+    """The first of ``sent`` that is not one of this service's replies (``own``), if any."""
+    return next((message_id for message_id in sent if message_id not in own), None)

@@ -1,0 +1,179 @@
+"""The grace period in the worker, step by step: a delayed message waits in the queue,
+then its thread is read, and an answer from anyone but this service skips it.
+
+The end-to-end tests (tests/service/test_grace_e2e.py) prove the same against the
+sandbox over HTTP with real processes, restarts and kills.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from handlers.policy import PolicyConfig
+from service.models import AttemptOutcome, JobState
+from service.store.base import GRACE_PERIOD
+from service.templates import LiveTemplates
+from tests.worker.conftest import INBOX, MESSAGE_ID, START, THREAD_ID, Harness, payload
+
+DELAY = timedelta(minutes=5)
+#: The steps of the attempt after the delay, up to the send, when nobody answered.
+AFTER_DELAY = [
+    "history",
+    "get_thread",
+    "reserve",
+    "update_labels +unreplied",
+    "render",
+    "save_reply",
+    "reply",
+]
+
+
+def received(message_id: str = MESSAGE_ID, **fields: Any) -> dict[str, Any]:
+    """``payload()`` received at START (the harness clock's start)."""
+    when = datetime.fromtimestamp(START, UTC).isoformat()
+    return payload(message_id=message_id, timestamp=when) | fields
+
+
+def sent(message_id: str) -> dict[str, Any]:
+    """A message the inbox sent in the thread (a person's answer, or ours)."""
+    return {
+        "inbox_id": INBOX,
+        "thread_id": THREAD_ID,
+        "message_id": message_id,
+        "labels": ["sent"],
+    }
+
+
+async def test_a_delayed_message_waits_in_the_queue_without_calling_agentmail(
+    harness: Harness,
+) -> None:
+    """First claim within the delay: the job goes back to wait until received + delay."""
+    harness.configure(reply_delay=DELAY)
+    await harness.deliver(received())
+
+    assert await harness.run() == AttemptOutcome.DEFERRED
+
+    assert harness.journal == ["defer"]
+    assert harness.api.calls == []
+    job = await harness.job()
+    assert (job.state, job.reason, job.attempts) == (JobState.PENDING, GRACE_PERIOD, 0)
+    assert await harness.store.next_due() == START + DELAY.total_seconds()
+    assert harness.attempts[0]["until"] == "2026-11-29T09:05:00+00:00"
+    assert harness.attempts[0]["delay_rule"] is None
+
+
+async def test_nobody_answered_replies_once_after_the_delay(harness: Harness) -> None:
+    """At the end of the delay the thread is read, then the reply goes out as always."""
+    harness.configure(reply_delay=DELAY)
+    message = received()
+    await harness.deliver(message)
+    harness.api.add_to_thread(message)
+    await harness.run()
+    harness.journal.clear()
+
+    assert await harness.run_when_due() == AttemptOutcome.REPLIED
+
+    assert harness.clock.now == START + DELAY.total_seconds()
+    assert harness.journal[:7] == AFTER_DELAY
+    assert len(harness.api.sent) == 1
+    job = await harness.job()
+    assert (job.state, job.reason, job.attempts) == (JobState.DONE, "replied", 1)
+
+
+async def test_an_answer_in_the_thread_skips_without_a_label(harness: Harness) -> None:
+    """A person answered during the delay: skipped answered_in_thread, nothing labelled."""
+    harness.configure(reply_delay=DELAY)
+    message = received()
+    await harness.deliver(message)
+    harness.api.add_to_thread(message)
+    await harness.run()
+    harness.api.add_to_thread(sent("<person@agentmail.to>"))
+    harness.journal.clear()
+
+    assert await harness.run_when_due() == AttemptOutcome.SKIPPED
+
+    assert harness.journal == ["history", "get_thread", "sent_in_thread", "finish skipped"]
+    assert [call.method for call in harness.api.calls] == ["get_thread"]
+    assert harness.api.labels[INBOX, MESSAGE_ID] == set()
+    job = await harness.job()
+    assert (job.state, job.reason) == (JobState.SKIPPED, "answered_in_thread")
+    assert "<person@agentmail.to>" in str(harness.attempts[-1]["detail"])
+
+
+async def test_a_sent_message_before_the_inbound_one_is_no_answer(harness: Harness) -> None:
+    """The inbox wrote first and the customer answered: that is not an answer to them."""
+    harness.configure(reply_delay=DELAY)
+    harness.api.add_to_thread(sent("<outbound@agentmail.to>"))
+    message = received()
+    harness.api.add_to_thread(message)
+    await harness.deliver(message)
+    await harness.run()
+
+    assert await harness.run_when_due() == AttemptOutcome.REPLIED
+
+
+async def test_this_services_own_reply_in_the_thread_is_no_answer(harness: Harness) -> None:
+    """With no thread cap, the auto-reply to an earlier message of the thread, sent after
+    this one came in, is ours: this message is still answered."""
+    policy = PolicyConfig(thread_cap=0, sender_cooldown=timedelta(0))
+    harness.configure(reply_delay=DELAY, policy=policy)
+    first = received("<first@example.com>")
+    later = datetime.fromtimestamp(START + 60, UTC).isoformat()
+    second = received("<second@example.com>", timestamp=later, **{"from": "bob@example.com"})
+    for message in (first, second):
+        await harness.deliver(message)
+        harness.api.add_to_thread(message)
+        assert await harness.run() == AttemptOutcome.DEFERRED
+    assert await harness.run_when_due() == AttemptOutcome.REPLIED
+    ours = (await harness.job("<first@example.com>")).sent_message_id
+    assert ours is not None
+    harness.api.add_to_thread(sent(ours))
+
+    assert await harness.run_when_due() == AttemptOutcome.REPLIED
+
+    assert len(harness.api.sent) == 2
+    assert (await harness.job("<second@example.com>")).reason == "replied"
+
+
+async def test_a_list_post_is_skipped_at_once_not_after_the_delay(harness: Harness) -> None:
+    """What rules a reply out whatever happens (a list post) is decided on the first claim."""
+    harness.configure(reply_delay=DELAY)
+    await harness.deliver(received(headers={"List-Id": "<news.example.com>"}))
+
+    assert await harness.run() == AttemptOutcome.SKIPPED
+
+    assert harness.journal == ["finish skipped"]
+    assert harness.api.calls == []
+    assert (await harness.job()).reason == "list_header"
+
+
+async def test_a_rule_chooses_the_delay_per_message(harness: Harness, tmp_path: Path) -> None:
+    """A rule's delay wins over the global one; '0' in a rule answers at once."""
+    folder = tmp_path / "templates"
+    folder.mkdir()
+    (folder / "rules.toml").write_text(
+        '[[rule]]\nname = "vip"\ntemplate = "default"\nsender = "vip.example"\ndelay = "0"\n\n'
+        '[[rule]]\nname = "slow"\ntemplate = "default"\nsender = "slow.example"\ndelay = "1h"\n'
+    )
+    harness.configure(reply_delay=DELAY, templates=LiveTemplates(folder))
+    await harness.deliver(received(**{"from": "v@vip.example"}))
+
+    assert await harness.run() == AttemptOutcome.REPLIED
+    assert "get_thread" not in harness.journal
+
+    await harness.deliver(received("<slow@example.com>", **{"from": "s@slow.example"}))
+    assert await harness.run() == AttemptOutcome.DEFERRED
+    assert harness.attempts[-1]["delay_rule"] == "slow"
+    assert await harness.store.next_due() == START + 3600
+
+
+async def test_without_a_delay_the_thread_is_never_read(harness: Harness) -> None:
+    """Delay 0 (the default): the job is decided at once and no thread is read."""
+    await harness.deliver(received())
+
+    assert await harness.run() == AttemptOutcome.REPLIED
+
+    assert "get_thread" not in harness.journal
+    assert "defer" not in harness.journal
