@@ -22,9 +22,11 @@ from dataclasses import dataclass
 import structlog
 
 from handlers.events import subscribed_event_types
+from handlers.rules import Rules, configured_delay
 from service.agentmail_api import AgentMailApi, ApiFailure, WebhookInfo
 from service.models import RegistrationState
 from service.settings import Settings
+from service.templates import TemplateError, rules_of
 
 log = structlog.get_logger("autoreply.registration")
 
@@ -38,9 +40,28 @@ def event_types(settings: Settings) -> tuple[str, ...]:
     ``message.received`` always; ``message.bounced`` and ``message.complained`` with
     ``AUTOREPLY_SUPPRESSION`` (the default). ``message.sent`` is for a configuration
     that must learn of sends it did not make itself (draft mode, a reply delay): pass
-    ``sent=`` the setting that needs it here, and nowhere else.
+    ``sent=`` the setting that needs it here, and nowhere else. A grace period
+    configured anywhere needs it (``grace_period_configured``).
     """
-    return subscribed_event_types(suppression=settings.suppression, sent=False)
+    return subscribed_event_types(
+        suppression=settings.suppression, sent=grace_period_configured(settings)
+    )
+
+
+def grace_period_configured(settings: Settings) -> bool:
+    """Whether any message can have a grace period: ``AUTOREPLY_REPLY_DELAY``, or a
+    ``delay`` in any rule of the templates folder's ``rules.toml`` (as it is at startup).
+
+    A person's answer in a delayed message's thread is what ``message.sent`` tells; the
+    worker reads the thread before replying anyway, so a missed or late event changes
+    nothing. A broken ``rules.toml`` counts as no rule delay here: ``serve`` refuses to
+    start on it, and ``register`` and ``status`` still show the rest.
+    """
+    try:
+        rules = rules_of(settings.templates_dir)
+    except TemplateError:
+        rules = Rules()
+    return configured_delay(rules, settings.reply_delay)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

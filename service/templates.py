@@ -426,6 +426,25 @@ def _load_rules(
     return parsed
 
 
+def rules_of(directory: Path | None) -> Rules:
+    """The rules of ``directory``'s ``rules.toml`` alone, no template compiled (empty
+    without a folder or a file): for what depends on the rules but not on rendering, such
+    as which event types the webhook needs. A broken file raises ``TemplateError``."""
+    if directory is None:
+        return Rules()
+    path = directory / RULES_FILE
+    if not path.is_file():
+        return Rules()
+    if not path.resolve().is_relative_to(directory.resolve()):
+        raise TemplateError(str(path), 0, "leads outside the templates folder")
+    try:
+        return parse_rules(path.read_text(encoding="utf-8"))
+    except RulesError as exc:
+        raise TemplateError(str(path), exc.line, exc.message) from None
+    except UnicodeDecodeError:
+        raise TemplateError(str(path), 0, "not UTF-8 text") from None
+
+
 def _runtime_error(exc: Exception, folders: Mapping[str, _Folder], fallback: str) -> TemplateError:
     """Turn a render failure into a ``TemplateError`` at the template line that raised it.
 

@@ -9,6 +9,7 @@ are AgentMail's.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from agentmail.events.types.message_bounced_event import MessageBouncedEvent
@@ -44,6 +45,30 @@ def test_sent_events_are_added_on_request() -> None:
     """The documented place for ``message.sent`` (draft mode, a reply delay)."""
     assert subscribed_event_types(suppression=False, sent=True) == (
         "message.received",
+        "message.sent",
+    )
+
+
+def test_a_grace_period_anywhere_subscribes_to_sent_events(tmp_path: Path) -> None:
+    """AUTOREPLY_REPLY_DELAY, or a delay in any rule: message.sent too. A rule's delay
+    "0" is no grace period, and a broken rules.toml counts as none (serve refuses it)."""
+    plain = ("message.received",)
+    with_sent = ("message.received", "message.sent")
+    off = {"AUTOREPLY_SUPPRESSION": "false"}
+    assert registration.event_types(settings(**off, AUTOREPLY_REPLY_DELAY="10m")) == with_sent
+    assert registration.event_types(settings(**off, AUTOREPLY_REPLY_DELAY="0")) == plain
+    rules = tmp_path / "rules.toml"
+    folder = {**off, "AUTOREPLY_TEMPLATES_DIR": str(tmp_path)}
+    rules.write_text('[[rule]]\nname = "a"\ntemplate = "default"\ndelay = "0"\n')
+    assert registration.event_types(settings(**folder)) == plain
+    rules.write_text('[[rule]]\nname = "a"\ntemplate = "default"\ndelay = "90s"\n')
+    assert registration.event_types(settings(**folder)) == with_sent
+    rules.write_text('[[rule]]\nname = "a"\ndelay = "90s"\n')
+    assert registration.event_types(settings(**folder)) == plain
+    assert registration.event_types(settings(AUTOREPLY_REPLY_DELAY="1m")) == (
+        "message.received",
+        "message.bounced",
+        "message.complained",
         "message.sent",
     )
 
