@@ -3,10 +3,15 @@
 Starts ``autoreply sandbox`` and ``autoreply serve`` (default settings, SQLite on disk)
 as child processes, adds a latency fault to every AgentMail operation, injects N emails
 from distinct senders, and waits until each is replied to and relabelled. Reports the
-total time, throughput and delivery-to-reply latency, and checks that every message got
-exactly one reply.
+total time, throughput and delivery-to-reply latency, the API calls per message, and
+checks that every message got exactly one reply.
+
+With ``--reply-delay`` (``AUTOREPLY_REPLY_DELAY``), ``--answered N`` of the messages are
+answered "by a person" (the sandbox's ``reply`` verb) right after they arrive: those must
+get no auto-reply, the others exactly one.
 
     .venv/bin/python bench/e2e.py [--messages 1000] [--latency-ms 50] [--concurrency N]
+        [--reply-delay 5s --answered 100]
 """
 
 from __future__ import annotations
@@ -73,6 +78,8 @@ def run(args: argparse.Namespace, folder: Path) -> dict[str, object]:
     }
     if args.concurrency:
         env["AUTOREPLY_WORKER_CONCURRENCY"] = str(args.concurrency)
+    if args.reply_delay:
+        env["AUTOREPLY_REPLY_DELAY"] = args.reply_delay
     processes: list[subprocess.Popen[bytes]] = []
     with (
         (folder / "sandbox.log").open("wb") as sandbox_log,
@@ -104,7 +111,9 @@ def run(args: argparse.Namespace, folder: Path) -> dict[str, object]:
                 )
             )
             wait_http(f"http://127.0.0.1:{service_port}/readyz")
-            result = asyncio.run(measure(sandbox_url, args.messages, args.latency_ms))
+            result = asyncio.run(
+                measure(sandbox_url, args.messages, args.latency_ms, answered=args.answered)
+            )
         finally:
             for process in reversed(processes):
                 process.terminate()
@@ -115,15 +124,27 @@ def run(args: argparse.Namespace, folder: Path) -> dict[str, object]:
     return result
 
 
-async def measure(sandbox_url: str, count: int, latency_ms: int) -> dict[str, object]:
-    """Inject ``count`` emails with ``latency_ms`` on every API call; time the replies."""
+#: The operations one message's job makes (the rest, webhooks and the sweep's listings,
+#: are per deployment, not per message).
+PER_MESSAGE = ("messages.get", "threads.get", "messages.update", "messages.reply")
+
+
+async def measure(
+    sandbox_url: str, count: int, latency_ms: int, *, answered: int = 0
+) -> dict[str, object]:
+    """Inject ``count`` emails with ``latency_ms`` on every API call; time the replies.
+
+    The first ``answered`` messages are answered by a person right after they arrive
+    (for a run with a reply delay): they must get no auto-reply.
+    """
     async with AsyncSandboxClient(sandbox_url, timeout=60) as admin:
         await admin.add_fault("*", latency_ms=latency_ms)
-        return await _measure(admin, count)
+        return await _measure(admin, count, answered)
 
 
-async def _measure(admin: AsyncSandboxClient, count: int) -> dict[str, object]:
+async def _measure(admin: AsyncSandboxClient, count: int, answered: int) -> dict[str, object]:
     injected_at: dict[str, float] = {}
+    by_person: set[str] = set()
     semaphore = asyncio.Semaphore(16)
 
     async def inject(i: int) -> None:
@@ -135,6 +156,9 @@ async def _measure(admin: AsyncSandboxClient, count: int) -> dict[str, object]:
                 text=f"Hello, this is question number {i}.",
             )
             injected_at[result["message_id"]] = time.time()
+            if i < answered:
+                await admin.reply(message_id=result["message_id"], text="A person answers.")
+                by_person.add(result["message_id"])
 
     started = time.monotonic()
     await asyncio.gather(*(inject(i) for i in range(count)))
@@ -142,14 +166,18 @@ async def _measure(admin: AsyncSandboxClient, count: int) -> dict[str, object]:
     while True:
         changes = await admin.label_changes()
         relabelled = {c["message_id"] for c in changes if "replied" in c["added"]}
-        if len(relabelled) >= count:
+        calls = (await admin.requests())["operations"]
+        reads = sum(calls.get("threads.get", {}).values())
+        # An answered message ends without a label: its thread read is its last call.
+        if len(relabelled) >= count - answered and (not answered or reads >= count):
             break
         if time.monotonic() - started > 300:
             raise SystemExit(f"only {len(relabelled)} of {count} relabelled after 300 s")
         await asyncio.sleep(0.1)
     total = time.monotonic() - started
-    sent = await admin.sent()
+    sent = [email for email in await admin.sent() if email["idempotency_key"]]
     per_message = Counter(email["in_reply_to"] for email in sent)
+    operations = (await admin.requests())["operations"]
     latencies = sorted(
         datetime.fromisoformat(email["at"]).timestamp() - injected_at[email["in_reply_to"]]
         for email in sent
@@ -157,14 +185,21 @@ async def _measure(admin: AsyncSandboxClient, count: int) -> dict[str, object]:
     )
     return {
         "messages": count,
+        "answered_by_a_person": answered,
         "injected_in_s": round(injected, 2),
         "all_replied_in_s": round(total, 2),
-        "replies_per_s": round(count / total, 1),
+        "replies_per_s": round((count - answered) / total, 1),
         "replies_sent": len(sent),
         "messages_with_exactly_one_reply": sum(1 for n in per_message.values() if n == 1),
+        "answered_messages_auto_replied": len(by_person & set(per_message)),
         "latency_p50_s": round(statistics.median(latencies), 3),
         "latency_p99_s": round(latencies[int(len(latencies) * 0.99) - 1], 3),
-        "api_calls": (await admin.requests())["operations"],
+        "api_calls": operations,
+        "api_calls_per_message": {
+            op: round(sum(operations[op].values()) / count, 2)
+            for op in PER_MESSAGE
+            if op in operations
+        },
     }
 
 
@@ -173,14 +208,27 @@ def main() -> int:
     parser.add_argument("--messages", type=int, default=1000)
     parser.add_argument("--latency-ms", type=int, default=50)
     parser.add_argument("--concurrency", type=int, default=0, help="0: the service default")
+    parser.add_argument(
+        "--reply-delay", default="", help="AUTOREPLY_REPLY_DELAY, e.g. 5s (default: none)"
+    )
+    parser.add_argument(
+        "--answered", type=int, default=0, help="messages a person answers first (with a delay)"
+    )
     args = parser.parse_args()
+    if args.answered and not args.reply_delay:
+        parser.error("--answered needs --reply-delay: without one the service answers at once")
     with tempfile.TemporaryDirectory(prefix="autoreply-e2e-") as folder:
         result = run(args, Path(folder))
     result["latency_ms_per_api_call"] = args.latency_ms
     result["concurrency"] = args.concurrency or "the service default"
+    result["reply_delay"] = args.reply_delay or "0"
     result["machine"] = f"{os.cpu_count()} cores, Python {platform.python_version()}"
     print(json.dumps(result, indent=2))
-    ok = result["messages_with_exactly_one_reply"] == args.messages == result["replies_sent"]
+    expected = args.messages - args.answered
+    ok = (
+        result["messages_with_exactly_one_reply"] == expected == result["replies_sent"]
+        and result["answered_messages_auto_replied"] == 0
+    )
     print("exactly one reply per message" if ok else "NOT exactly one reply per message")
     return 0 if ok else 1
 
