@@ -17,6 +17,7 @@ import time
 
 import structlog
 
+from handlers.grace import format_delay
 from handlers.policy import PolicyConfig
 from service import registration
 from service.agentmail_api import AgentMailApi, WebhookInfo
@@ -25,7 +26,7 @@ from service.models import RegistrationState
 from service.settings import Settings, SettingsError, redact_url
 from service.store import Store, StoreUnavailable, open_store
 from service.sweep import Sweeper, SweepLoop
-from service.templates import LiveTemplates
+from service.templates import RULES_FILE, SHIPPED_DIR, LiveTemplates, TemplateError
 from service.webhooks import Verifier
 from service.worker import Worker, WorkerConfig
 
@@ -56,6 +57,7 @@ class Runtime:
         self.templates = templates or LiveTemplates(
             settings.templates_dir, timezone=settings.timezone
         )
+        _check_rule_delays(self.templates, settings)
         self.inbox_ids = frozenset(settings.inbox_ids)
         #: The event types this configuration subscribes to and intake acts on; other
         #: types are recorded and answered ``ignored``.
@@ -216,6 +218,25 @@ class Runtime:
         if not self.worker.running:
             problems.append("worker not running")
         return problems
+
+
+def _check_rule_delays(templates: LiveTemplates, settings: Settings) -> None:
+    """Refuse a rule whose ``delay`` is not shorter than ``AUTOREPLY_MAX_AGE``, with the
+    file and line, as ``AUTOREPLY_REPLY_DELAY`` is refused: a message is judged for its
+    age when its delay is over, so every message of that rule would be skipped too_old."""
+    if not settings.max_age:
+        return
+    current = templates.current
+    for rule in current.rules.rules:
+        if rule.delay is not None and rule.delay >= settings.max_age:
+            where = str((current.directory or SHIPPED_DIR) / RULES_FILE)
+            raise TemplateError(
+                where,
+                rule.line,
+                f"rule {rule.name!r}: delay {format_delay(rule.delay)} is not shorter than "
+                f"AUTOREPLY_MAX_AGE ({format_delay(settings.max_age)}): every message it "
+                "matches would be skipped too_old",
+            )
 
 
 def policy_config(settings: Settings) -> PolicyConfig:

@@ -170,6 +170,21 @@ def test_serve_stops_with_one_line_naming_the_variable(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
+def test_serve_refuses_a_rule_delay_as_long_as_the_max_age(tmp_path: Path) -> None:
+    """A rule's delay must be shorter than AUTOREPLY_MAX_AGE too: one line, file and line."""
+    (tmp_path / "rules.toml").write_text(
+        '[[rule]]\nname = "slow"\ntemplate = "default"\ndelay = "1d"\n'
+    )
+    env = {**BASE, "AUTOREPLY_TEMPLATES_DIR": str(tmp_path), "AUTOREPLY_MAX_AGE": "1d"}
+    result = run_autoreply("serve", env=env, cwd=tmp_path)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert f"{tmp_path}/rules.toml:1: rule 'slow': delay 1d is not shorter than" in lines[0]
+    assert "AUTOREPLY_MAX_AGE (1d)" in lines[0]
+
+
 @pytest.mark.parametrize(
     ("url", "shown"),
     [
