@@ -39,6 +39,7 @@ REASONS: tuple[str, ...] = (
     "too_many_recipients",
     "denied",
     "not_allowed",
+    "suppressed",
     "too_old",
     "thread_cap",
     "sender_cooldown",
@@ -139,6 +140,9 @@ class History:
     replies_in_thread: int = 0
     #: When this inbox last auto-replied to this sender, or reserved a reply to them.
     last_reply_to_sender_at: datetime | None = None
+    #: Why the sender is on the inbox's suppression list (its cause and reason), or
+    #: None when they are not (see ``handlers.suppression``).
+    suppressed: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -323,6 +327,11 @@ def _check_allow_deny(case: _Case) -> Decision | None:
     return None
 
 
+def _check_suppressed(case: _Case) -> Decision | None:
+    suppressed = case.history.suppressed
+    return None if suppressed is None else _skip("suppressed", suppressed)
+
+
 def _check_age(case: _Case) -> Decision | None:
     received_at = case.message.timestamp or case.enqueued_at
     return check_age(case.config, received_at, now=case.now)
@@ -362,6 +371,7 @@ _CHECKS: tuple[Callable[[_Case], Decision | None], ...] = (
     _check_system,
     _check_recipient,
     _check_allow_deny,
+    _check_suppressed,
     _check_age,
     _check_thread,
     _check_cooldown,

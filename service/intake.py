@@ -21,7 +21,7 @@ from starlette.types import Receive, Scope, Send
 
 from service import metrics
 from service.http_limits import BODY_TIMEOUT_SECONDS, SWEEP_SECONDS
-from service.models import DeliveryOutcome
+from service.models import Delivery, DeliveryOutcome
 from service.runtime import Runtime
 from service.store.base import Recorded, StoreUnavailable
 from service.webhooks import RejectedDelivery, parse_delivery
@@ -44,6 +44,7 @@ _STATUS = {
     Recorded.DUPLICATE_EVENT: (200, DeliveryOutcome.DUPLICATE),
     Recorded.DUPLICATE_MESSAGE: (200, DeliveryOutcome.DUPLICATE),
     Recorded.IGNORED: (200, DeliveryOutcome.IGNORED),
+    Recorded.FEEDBACK: (202, DeliveryOutcome.ACCEPTED),
 }
 
 #: The response header that names the outcome (``accepted``, ``duplicate``, ...).
@@ -151,7 +152,10 @@ async def _receive(
                 fields["reason"] = "inbox not handled by this service"
                 return 200, DeliveryOutcome.IGNORED
         try:
-            recorded = await runtime.store.record_delivery(delivery, now=time.time())
+            if delivery.feedback is not None:
+                recorded = await _record_feedback(runtime, delivery, fields)
+            else:
+                recorded = await runtime.store.record_delivery(delivery, now=time.time())
         except StoreUnavailable as exc:
             fields["reason"] = "store unavailable"
             fields["error"] = str(exc)
@@ -162,6 +166,30 @@ async def _receive(
         return _STATUS[recorded]
     finally:
         _BODIES.give_back(len(body))
+
+
+async def _record_feedback(
+    runtime: Runtime, delivery: Delivery, fields: dict[str, object]
+) -> Recorded:
+    """Record a bounce or complaint; log and count each address it suppressed."""
+    outcome = await runtime.store.record_feedback(
+        delivery, now=time.time(), transient_limit=runtime.settings.transient_bounce_limit
+    )
+    if outcome.recorded is Recorded.IGNORED:
+        fields["reason"] = "not about a reply of ours"
+    assert delivery.feedback is not None
+    for address, cause in outcome.suppressed:
+        metrics.SUPPRESSIONS_ADDED.labels(cause=cause.value).inc()
+        log.info(
+            "suppressed",
+            inbox_id=delivery.feedback.inbox_id,
+            address=address,
+            cause=cause.value,
+            detail=clip(delivery.feedback.detail),
+            message_id=delivery.feedback.message_id,
+            event_id=delivery.event_id,
+        )
+    return outcome.recorded
 
 
 async def _read_body(receive: Receive, declared: str | None) -> bytes:

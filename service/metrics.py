@@ -17,6 +17,7 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from handlers.suppression import Cause
 from service.models import JobState, QueueStats, RegistrationState
 
 DELIVERIES = Counter(
@@ -44,6 +45,15 @@ REPLY_LATENCY = Histogram(
     "autoreply_delivery_to_reply_seconds",
     "From recording the delivery to the reply being sent.",
     buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800, 3600, 21600, 86400),
+)
+
+#: Addresses put on the suppression list by a bounce or complaint about one of our
+#: replies, by cause (``bounce``, ``transient_bounces``, ``complaint``). The list itself,
+#: manual entries included, is ``autoreply_suppressions`` (read at scrape time).
+SUPPRESSIONS_ADDED = Counter(
+    "autoreply_suppressions_added_total",
+    "Addresses suppressed by a bounce or complaint about one of our replies, by cause.",
+    ["cause"],
 )
 
 #: The catch-up sweep (``service.sweep``). Outcomes: ``completed`` (every inbox in scope
@@ -109,6 +119,16 @@ class _Snapshot(Collector):
             )
             age.add_metric([], 0.0 if oldest is None else max(0.0, self.now - oldest))
             yield age
+            suppressions = GaugeMetricFamily(
+                "autoreply_suppressions",
+                "Entries of the suppression list by cause (bounce, transient_bounces, "
+                "complaint, manual).",
+                labels=["cause"],
+            )
+            for cause in Cause:
+                count = self.stats.suppressions.get(cause.value, 0)
+                suppressions.add_metric([cause.value], float(count))
+            yield suppressions
         registration = GaugeMetricFamily(
             "autoreply_webhook_registration",
             "Webhook registration state: 1 for the current state, 0 for the others.",

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import enum
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from handlers.suppression import FeedbackKind
@@ -246,6 +246,24 @@ class QueueStats:
 
     by_state: dict[str, int]
     oldest_pending_created_at: float | None
+    #: Entries of the suppression list by cause (``handlers.suppression.Cause``).
+    suppressions: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Suppression:
+    """One entry of the suppression list: mail from ``address`` to ``inbox_id`` (``*``:
+    to any inbox) is not answered (``suppressed``) until the entry is removed."""
+
+    inbox_id: str
+    address: str
+    #: ``bounce``, ``transient_bounces``, ``complaint`` or ``manual``.
+    cause: str
+    #: The bounce's or complaint's type, or the operator's ``--reason``.
+    reason: str | None
+    #: The reply of ours the bounce or complaint was about (None for manual entries).
+    message_id: str | None
+    created_at: float
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -19,6 +19,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from dotenv import dotenv_values
 
 from handlers.policy import parse_duration, parse_patterns
+from handlers.suppression import DEFAULT_TRANSIENT_LIMIT
 from service.webhooks import secret_key
 
 T = TypeVar("T")
@@ -88,6 +89,10 @@ class Settings:
     #: ``AUTOREPLY_REPLY_DELAY``: the grace period before a message's reply is decided
     #: (0: answer at once); a rule's ``delay`` wins over it. See ``handlers.grace``.
     reply_delay: timedelta = timedelta(0)
+    #: ``AUTOREPLY_TRANSIENT_BOUNCE_LIMIT``: transient bounces of distinct replies to one
+    #: address (within ``handlers.suppression.TRANSIENT_WINDOW``) that suppress it; 0: a
+    #: transient bounce never does.
+    transient_bounce_limit: int = DEFAULT_TRANSIENT_LIMIT
 
     @property
     def webhook_url(self) -> str | None:
@@ -217,6 +222,9 @@ def _parse(r: _Reader) -> Settings:
         sweep_lease_seconds=r.get("AUTOREPLY_SWEEP_LEASE_SECONDS", _seconds(10, 3600), 120.0),
         suppression=r.get("AUTOREPLY_SUPPRESSION", _bool, True),
         reply_delay=_reply_delay(r),
+        transient_bounce_limit=r.get(
+            "AUTOREPLY_TRANSIENT_BOUNCE_LIMIT", _int_between(0, 100), DEFAULT_TRANSIENT_LIMIT
+        ),
     )
 
 

@@ -3,6 +3,7 @@
 * ``serve``: ``serve``, ``register``, ``migrate`` (the service itself)
 * ``ops``: ``status``, ``requeue`` (operating it)
 * ``sweep``: ``sweep --since`` (answering mail no webhook delivered)
+* ``suppressions``: ``suppressions list|add|remove`` (the addresses never answered)
 * ``templates``: ``templates check|preview`` (tuning replies)
 * ``demo``: ``demo``, ``dev`` (the service and the sandbox in one process, see ``dev``)
 * the sandbox's own verbs come from ``service.sandbox.cli``
@@ -14,19 +15,25 @@ dispatches, and holds what every verb shares: ``load_settings`` and ``fail``.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
-from collections.abc import Callable, Sequence
-from typing import NoReturn
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, NoReturn, TypeVar
 
 from service import __version__
 from service.settings import Settings, SettingsError
 
+if TYPE_CHECKING:
+    from service.store import Store
+
 Command = Callable[[argparse.Namespace], int]
+T = TypeVar("T")
 
 
 def build_parser() -> argparse.ArgumentParser:
     """Build the parser with every verb registered."""
-    from service.cli import demo, ops, serve, sweep, templates
+    from service.cli import demo, ops, serve, suppressions, sweep, templates
     from service.sandbox import cli as sandbox_cli
 
     parser = argparse.ArgumentParser(
@@ -41,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     templates.add_commands(subparsers)
     ops.add_commands(subparsers)
     sweep.add_commands(subparsers)
+    suppressions.add_commands(subparsers)
     return parser
 
 
@@ -50,6 +58,29 @@ def load_settings() -> Settings:
         return Settings.from_environ()
     except SettingsError as exc:
         fail(f"configuration error: {exc}", 2)
+
+
+def with_store(settings: Settings, work: Callable[[Store], Awaitable[T]]) -> T:
+    """Open the store, run ``work`` on it, close it; ``StoreUnavailable`` if it cannot.
+
+    An SQLite file that does not exist is refused rather than created: an empty new
+    database would hide a wrong path (``autoreply migrate`` creates one on purpose).
+    """
+    from service.store import StoreUnavailable, open_store
+
+    url = settings.database_url
+    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
+        raise StoreUnavailable(f"no SQLite database at {url.removeprefix('sqlite:///')}")
+
+    async def run() -> T:
+        store = open_store(url)
+        await store.open()
+        try:
+            return await work(store)
+        finally:
+            await store.close()
+
+    return asyncio.run(run())
 
 
 def fail(message: str, code: int) -> NoReturn:

@@ -23,18 +23,16 @@ import asyncio
 import json
 import sys
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, TypeVar
 
 from handlers.retry import SEND_WINDOW
 from service import registration
 from service.agentmail_api import AgentMailApi, ApiFailure, WebhookInfo
-from service.cli import load_settings
+from service.cli import load_settings, with_store
 from service.models import JobState, JobSummary, QueueStats
 from service.settings import Settings, redact_url
-from service.store import Store, StoreUnavailable, open_store
+from service.store import Store, StoreUnavailable
 from service.sweep import FINDINGS
 
 T = TypeVar("T")
@@ -84,7 +82,7 @@ def _status(args: argparse.Namespace) -> int:
     settings = load_settings()
     now = time.time()
     try:
-        report = _run(
+        report = with_store(
             settings,
             lambda store: _store_report(store, settings=settings, now=now, limit=args.limit),
         )
@@ -110,6 +108,10 @@ async def _queue_report(store: Store, *, database: str, now: float, limit: int) 
         "queue": {
             **{state.value: stats.by_state.get(state.value, 0) for state in JobState},
             "oldest_unfinished_age_seconds": None if oldest is None else round(now - oldest, 1),
+        },
+        "suppressions": {
+            "total": sum(stats.suppressions.values()),
+            "by_cause": dict(sorted(stats.suppressions.items())),
         },
         "dead_letters": [
             {
@@ -250,6 +252,15 @@ def _format_status(report: dict[str, Any], *, now: float) -> str:
     lines.append("  " + "   ".join(f"{state.value} {queue[state.value]}" for state in JobState))
     age = queue["oldest_unfinished_age_seconds"]
     lines.append(f"  oldest unfinished job: {'none' if age is None else _duration(age) + ' old'}")
+    suppressions = report["suppressions"]
+    lines.append("")
+    if suppressions["total"]:
+        causes = ", ".join(f"{cause} {n}" for cause, n in suppressions["by_cause"].items())
+        lines.append(
+            f"Suppression list: {suppressions['total']} ({causes}); see autoreply suppressions list"
+        )
+    else:
+        lines.append("Suppression list: empty")
 
     dead = report["dead_letters"]
     lines.append("")
@@ -345,7 +356,7 @@ def _requeue(args: argparse.Namespace) -> int:
     now = time.time()
     message_id: str | None = args.message_id
     try:
-        result = _run(
+        result = with_store(
             settings,
             lambda store: requeue(store, message_id=message_id, dead=args.dead, now=now),
         )
@@ -388,25 +399,6 @@ async def requeue(store: Store, *, message_id: str | None, dead: bool, now: floa
 
 
 # -- shared ------------------------------------------------------------------------------------
-
-
-def _run(settings: Settings, work: Callable[[Store], Awaitable[T]]) -> T:
-    """Open the store, run ``work`` on it, close it."""
-
-    url = settings.database_url
-    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
-        # Opening would create an empty database and report it, hiding a wrong path.
-        raise StoreUnavailable(f"no SQLite database at {url.removeprefix('sqlite:///')}")
-
-    async def run() -> T:
-        store = open_store(url)
-        await store.open()
-        try:
-            return await work(store)
-        finally:
-            await store.close()
-
-    return asyncio.run(run())
 
 
 def _duration(seconds: float) -> str:

@@ -11,11 +11,14 @@ from __future__ import annotations
 import enum
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from handlers.policy import Decision, History, PolicyConfig
+from handlers.suppression import ALL_INBOXES, Cause, FeedbackKind
 from service.models import (
     Delivery,
+    Feedback,
     InboxSweep,
     Job,
     JobSource,
@@ -23,6 +26,7 @@ from service.models import (
     JobSummary,
     PreparedReply,
     QueueStats,
+    Suppression,
 )
 
 
@@ -41,8 +45,80 @@ class Recorded(enum.Enum):
     DUPLICATE_EVENT = "duplicate_event"
     #: A new event for a message that already has its job.
     DUPLICATE_MESSAGE = "duplicate_message"
-    #: Recorded for dedupe only; the event type is not one the service acts on.
+    #: Recorded for dedupe only; the event type is not one the service acts on, or the
+    #: bounce or complaint is about a message that is no reply of ours.
     IGNORED = "ignored"
+    #: A new bounce or complaint about one of our replies, recorded against its
+    #: recipient (which it may have put on the suppression list).
+    FEEDBACK = "feedback"
+
+
+@dataclass(frozen=True, slots=True)
+class FeedbackOutcome:
+    """What ``record_feedback`` did: the outcome, and the addresses it suppressed now
+    with their cause (empty when none was suppressed by this event)."""
+
+    recorded: Recorded
+    suppressed: tuple[tuple[str, Cause], ...] = ()
+
+
+#: Columns of ``suppressions`` that ``suppression_from_row`` reads, in order.
+SUPPRESSION_COLUMNS = "inbox_id, address, cause, reason, message_id, created_at"
+
+#: Every entry of the suppression list, oldest first (both stores).
+LIST_SUPPRESSIONS = (
+    f"SELECT {SUPPRESSION_COLUMNS} FROM suppressions"  # noqa: S608 - constant columns
+    " ORDER BY created_at, inbox_id, address"
+)
+
+# The statements below are written with ``%s`` (PostgreSQL's placeholder); the SQLite
+# store replaces it with ``?``. None of them holds a literal ``%``.
+
+#: The suppression entry of a sender (address, inbox id) for the policy: its cause and
+#: reason, for the inbox or for every inbox.
+SUPPRESSED = f"""SELECT cause, reason FROM suppressions
+    WHERE address = %s AND inbox_id IN (%s, '{ALL_INBOXES}')
+    ORDER BY created_at LIMIT 1"""  # noqa: S608 - a constant
+
+#: Transient bounces of distinct replies to an address (inbox id, address, since),
+#: not cleared by a removal.
+COUNT_TRANSIENT = f"""SELECT count(*) FROM feedback
+    WHERE inbox_id = %s AND address = %s AND kind = '{FeedbackKind.TRANSIENT_BOUNCE.value}'
+      AND cleared_at IS NULL AND received_at >= %s"""  # noqa: S608 - a constant
+
+#: A suppression from feedback (inbox id, address, cause, reason, message id, event id,
+#: now); an address already on the list keeps its entry.
+INSERT_SUPPRESSION = """INSERT INTO suppressions
+        (inbox_id, address, cause, reason, message_id, event_id, created_at)
+    VALUES (%s, %s, %s, %s, %s, %s, %s)
+    ON CONFLICT (inbox_id, address) DO NOTHING"""
+
+
+def suppression_from_row(row: tuple[Any, ...]) -> Suppression:
+    """A ``Suppression`` from a row of ``SUPPRESSION_COLUMNS``."""
+    return Suppression(
+        inbox_id=row[0],
+        address=row[1],
+        cause=row[2],
+        reason=row[3],
+        message_id=row[4],
+        created_at=float(row[5]),
+    )
+
+
+def suppressed_detail(cause: str, reason: str | None) -> str:
+    """The detail of a ``suppressed`` skip: the entry's cause and reason."""
+    return f"{cause}: {reason}" if reason else cause
+
+
+def feedback_recipients(feedback: Feedback, reply_json: str | None) -> tuple[str, ...]:
+    """Whom a bounce or complaint about our reply is against: the recipients it names,
+    or, when it names none, the one address the reply went to."""
+    if feedback.recipients:
+        return feedback.recipients
+    if reply_json is None:
+        return ()
+    return (PreparedReply.from_json(reply_json).to.lower(),)
 
 
 #: The ``event_id`` of a job the sweep enqueued is this prefix and the message id (e.g.
@@ -157,6 +233,39 @@ class Store(Protocol):
 
         The job's source is ``webhook``.
         """
+
+    async def record_feedback(
+        self, delivery: Delivery, *, now: float, transient_limit: int
+    ) -> FeedbackOutcome:
+        """Record a bounce or complaint delivery (``delivery.feedback``) and apply it.
+
+        In one transaction: the delivery and its event, deduplicated as
+        ``record_delivery`` does them; then, for a new event about one of **our**
+        replies (a job whose ``sent_message_id`` is the message in that inbox), one
+        ``feedback`` row per recipient, and a suppression where
+        ``handlers.suppression.suppression_cause`` says so (``transient_limit`` is
+        ``AUTOREPLY_TRANSIENT_BOUNCE_LIMIT``). Feedback about a message that is no reply
+        of ours is ``IGNORED``; feedback already recorded for that reply, address and
+        kind (a second event about one bounce) changes nothing; an address already on
+        the list keeps its entry. Replicas applying feedback for one address at once
+        are serialised, so transient bounces are counted exactly.
+        """
+
+    async def add_suppression(
+        self, *, inbox_id: str, address: str, reason: str | None, now: float
+    ) -> bool:
+        """Put ``address`` on the list for ``inbox_id`` (``*``: every inbox), cause
+        ``manual``; True if it was added, False if it was there already (kept as it was)."""
+
+    async def remove_suppression(self, *, address: str, inbox_id: str | None, now: float) -> int:
+        """Take ``address`` off the list, for ``inbox_id`` only or (None) for every inbox,
+        entries for ``*`` included; return how many entries went.
+
+        Its recorded feedback is cleared too, so transient bounces count afresh.
+        """
+
+    async def list_suppressions(self) -> list[Suppression]:
+        """Every entry of the suppression list, oldest first."""
 
     async def record_swept(
         self,
@@ -318,7 +427,8 @@ class Store(Protocol):
     async def history(
         self, *, inbox_id: str, thread_id: str, sender: str, exclude_job: int | None = None
     ) -> History:
-        """What the policy needs to know about earlier replies, sent or reserved.
+        """What the policy needs to know about earlier replies, sent or reserved, and
+        whether the sender is on the suppression list for the inbox (or for every inbox).
 
         ``exclude_job`` leaves that job's own reservation out: a retried job must not
         be skipped because of its own place in the ledger.
@@ -338,7 +448,9 @@ class Store(Protocol):
 
         Runs in batches of at most ``batch`` rows, each its own short transaction, so
         intake is never held up behind it. Jobs and the reply ledger are kept: job
-        dedupe and the policy's thread cap and sender cooldown depend on them.
+        dedupe and the policy's thread cap and sender cooldown depend on them. So are
+        the suppression list and the feedback behind it: an address stays suppressed
+        until an operator removes it.
         """
 
     async def requeue(

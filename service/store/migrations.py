@@ -117,6 +117,42 @@ SQLITE: tuple[tuple[int, tuple[str, ...]], ...] = (
             "ALTER TABLE sweep_marks ADD COLUMN findings TEXT",
         ),
     ),
+    (
+        6,
+        (
+            # The suppression list: addresses not to answer, per inbox ('*': every inbox),
+            # and why. Never purged; ``autoreply suppressions remove`` deletes an entry.
+            """CREATE TABLE suppressions (
+                inbox_id TEXT NOT NULL,
+                address TEXT NOT NULL,
+                cause TEXT NOT NULL
+                    CHECK (cause IN ('bounce', 'transient_bounces', 'complaint', 'manual')),
+                reason TEXT,
+                message_id TEXT,
+                event_id TEXT,
+                created_at REAL NOT NULL,
+                PRIMARY KEY (inbox_id, address))""",
+            "CREATE INDEX suppressions_address ON suppressions (address)",
+            # Each bounce or complaint about one of our replies, once per reply, address
+            # and kind (a second event about the same bounce counts nothing). Transient
+            # bounces are counted from here; removing a suppression clears its address's
+            # rows (cleared_at), so counting starts afresh.
+            """CREATE TABLE feedback (
+                inbox_id TEXT NOT NULL,
+                message_id TEXT NOT NULL,
+                address TEXT NOT NULL,
+                kind TEXT NOT NULL,
+                event_id TEXT NOT NULL,
+                detail TEXT,
+                received_at REAL NOT NULL,
+                cleared_at REAL,
+                PRIMARY KEY (inbox_id, message_id, address, kind))""",
+            "CREATE INDEX feedback_address ON feedback (inbox_id, address, kind, received_at)",
+            # Feedback names the message it is about: find our reply by its sent id.
+            """CREATE INDEX jobs_sent ON jobs (inbox_id, sent_message_id)
+                WHERE sent_message_id IS NOT NULL""",
+        ),
+    ),
 )
 
 #: (version, statements) for PostgreSQL, oldest first: the same tables and columns as
@@ -203,6 +239,35 @@ POSTGRES: tuple[tuple[int, tuple[str, ...]], ...] = (
         (
             "ALTER TABLE sweep_marks ADD COLUMN swept_at double precision",
             "ALTER TABLE sweep_marks ADD COLUMN findings text",
+        ),
+    ),
+    (
+        6,
+        (
+            """CREATE TABLE suppressions (
+                inbox_id text NOT NULL,
+                address text NOT NULL,
+                cause text NOT NULL
+                    CHECK (cause IN ('bounce', 'transient_bounces', 'complaint', 'manual')),
+                reason text,
+                message_id text,
+                event_id text,
+                created_at double precision NOT NULL,
+                PRIMARY KEY (inbox_id, address))""",
+            "CREATE INDEX suppressions_address ON suppressions (address)",
+            """CREATE TABLE feedback (
+                inbox_id text NOT NULL,
+                message_id text NOT NULL,
+                address text NOT NULL,
+                kind text NOT NULL,
+                event_id text NOT NULL,
+                detail text,
+                received_at double precision NOT NULL,
+                cleared_at double precision,
+                PRIMARY KEY (inbox_id, message_id, address, kind))""",
+            "CREATE INDEX feedback_address ON feedback (inbox_id, address, kind, received_at)",
+            """CREATE INDEX jobs_sent ON jobs (inbox_id, sent_message_id)
+                WHERE sent_message_id IS NOT NULL""",
         ),
     ),
 )

@@ -50,27 +50,38 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import AsyncConnectionPool
 
 from handlers.policy import Decision, History, PolicyConfig, check_limits
+from handlers.suppression import TRANSIENT_WINDOW, Cause, suppression_cause
 from service.models import (
     Delivery,
+    Feedback,
     InboxSweep,
     Job,
     JobState,
     JobSummary,
     PreparedReply,
     QueueStats,
+    Suppression,
 )
 from service.store import migrations
 from service.store.base import (
+    COUNT_TRANSIENT,
     GRACE_PERIOD,
+    INSERT_SUPPRESSION,
     JOB_COLUMNS,
+    LIST_SUPPRESSIONS,
     SUMMARY_COLUMNS,
+    SUPPRESSED,
     SWEEP_LEASE,
     SWEEP_STATES,
+    FeedbackOutcome,
     Recorded,
     StoreUnavailable,
+    feedback_recipients,
     inbox_sweep,
     job_from_row,
     summary_from_row,
+    suppressed_detail,
+    suppression_from_row,
     sweep_event_id,
 )
 
@@ -465,6 +476,92 @@ class PostgresStore:
             return Recorded.IGNORED
         return Recorded.ENQUEUED if new_job else Recorded.DUPLICATE_MESSAGE
 
+    async def record_feedback(
+        self, delivery: Delivery, *, now: float, transient_limit: int
+    ) -> FeedbackOutcome:
+        """See ``Store.record_feedback``: one short transaction, under an advisory lock
+        per recipient (taken in ascending key order, as ``reserve`` takes its locks), so
+        replicas counting transient bounces of one address at once see each other's."""
+        feedback = delivery.feedback
+        if feedback is None:
+            raise ValueError("record_feedback needs a delivery with feedback")
+        params = {
+            "svix_id": delivery.svix_id,
+            "event_id": delivery.event_id,
+            "event_type": delivery.event_type,
+            "now": now,
+        }
+
+        async def record(conn: Conn) -> FeedbackOutcome:
+            async with conn.transaction():
+                await conn.execute("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
+                row = await (await conn.execute(_RECORD_EVENT, params)).fetchone()
+                assert row is not None
+                if not row[0]:
+                    return FeedbackOutcome(Recorded.DUPLICATE_DELIVERY)
+                if not row[1]:
+                    return FeedbackOutcome(Recorded.DUPLICATE_EVENT)
+                cursor = await conn.execute(
+                    "SELECT reply FROM jobs WHERE inbox_id = %s AND sent_message_id = %s LIMIT 1",
+                    (feedback.inbox_id, feedback.message_id),
+                )
+                ours = await cursor.fetchone()
+                if ours is None:
+                    return FeedbackOutcome(Recorded.IGNORED)
+                addresses = feedback_recipients(feedback, ours[0])
+                keys = {_ledger_key("feedback", f"{feedback.inbox_id}\0{a}") for a in addresses}
+                for key in sorted(keys):
+                    await conn.execute("SELECT pg_advisory_xact_lock(%s)", (key,))
+                suppressed = []
+                for address in addresses:
+                    cause = await _apply_feedback(
+                        conn, delivery, feedback, address, now, transient_limit
+                    )
+                    if cause is not None:
+                        suppressed.append((address, cause))
+                return FeedbackOutcome(Recorded.FEEDBACK, tuple(suppressed))
+
+        return await self._run(record)
+
+    async def add_suppression(
+        self, *, inbox_id: str, address: str, reason: str | None, now: float
+    ) -> bool:
+        added = await self._rowcount(
+            """INSERT INTO suppressions (inbox_id, address, cause, reason, created_at)
+               VALUES (%s, %s, 'manual', %s, %s) ON CONFLICT (inbox_id, address) DO NOTHING""",
+            (inbox_id, address, reason, now),
+        )
+        return added == 1
+
+    async def remove_suppression(self, *, address: str, inbox_id: str | None, now: float) -> int:
+        params = {"address": address, "inbox_id": inbox_id, "now": now}
+
+        async def remove(conn: Conn) -> int:
+            async with conn.transaction():
+                removed = (
+                    await conn.execute(
+                        """DELETE FROM suppressions WHERE address = %(address)s
+                           AND (%(inbox_id)s::text IS NULL OR inbox_id = %(inbox_id)s)""",
+                        params,
+                    )
+                ).rowcount
+                await conn.execute(
+                    """UPDATE feedback SET cleared_at = %(now)s WHERE address = %(address)s
+                       AND (%(inbox_id)s::text IS NULL OR inbox_id = %(inbox_id)s)
+                       AND cleared_at IS NULL""",
+                    params,
+                )
+                return removed
+
+        return await self._run(remove)
+
+    async def list_suppressions(self) -> list[Suppression]:
+        async def listing(conn: Conn) -> list[Suppression]:
+            cursor = await conn.execute(LIST_SUPPRESSIONS)
+            return [suppression_from_row(row) for row in await cursor.fetchall()]
+
+        return await self._run(listing)
+
     async def record_swept(
         self,
         inbox_id: str,
@@ -701,9 +798,12 @@ class PostgresStore:
             row = await cursor.fetchone()
             assert row is not None
             in_thread, last = row
+            cursor = await conn.execute(SUPPRESSED, (sender.lower(), inbox_id))
+            entry = await cursor.fetchone()
             return History(
                 replies_in_thread=int(in_thread),
                 last_reply_to_sender_at=None if last is None else datetime.fromtimestamp(last, UTC),
+                suppressed=None if entry is None else suppressed_detail(entry[0], entry[1]),
             )
 
         return await self._run(history)
@@ -718,9 +818,12 @@ class PostgresStore:
             rows = await cursor.fetchall()
             counts = {state: int(count) for state, count, _ in rows}
             oldest = [first for _, _, first in rows if first is not None]
+            cursor = await conn.execute("SELECT cause, count(*) FROM suppressions GROUP BY cause")
+            suppressions = {cause: int(count) for cause, count in await cursor.fetchall()}
             return QueueStats(
                 by_state={state.value: counts.get(state.value, 0) for state in JobState},
                 oldest_pending_created_at=min(oldest) if oldest else None,
+                suppressions=suppressions,
             )
 
         return await self._run(stats)
@@ -771,6 +874,59 @@ class PostgresStore:
                 if deleted < batch:
                     break
         return total
+
+
+async def _apply_feedback(
+    conn: Conn,
+    delivery: Delivery,
+    feedback: Feedback,
+    address: str,
+    now: float,
+    transient_limit: int,
+) -> Cause | None:
+    """Record one recipient's feedback and suppress it if the rules say so; the cause
+    when this suppressed the address now, else None (the SQLite store's twin)."""
+    new = (
+        await conn.execute(
+            """INSERT INTO feedback (inbox_id, message_id, address, kind, event_id, detail,
+                   received_at) VALUES (%s, %s, %s, %s, %s, %s, %s)
+               ON CONFLICT (inbox_id, message_id, address, kind) DO NOTHING""",
+            (
+                feedback.inbox_id,
+                feedback.message_id,
+                address,
+                feedback.kind.value,
+                delivery.event_id,
+                feedback.detail,
+                now,
+            ),
+        )
+    ).rowcount
+    if not new:
+        return None  # this bounce or complaint of this reply is known: nothing changes
+    cursor = await conn.execute(
+        COUNT_TRANSIENT, (feedback.inbox_id, address, now - TRANSIENT_WINDOW.total_seconds())
+    )
+    row = await cursor.fetchone()
+    assert row is not None
+    cause = suppression_cause(feedback.kind, transient_bounces=int(row[0]), limit=transient_limit)
+    if cause is None:
+        return None
+    added = (
+        await conn.execute(
+            INSERT_SUPPRESSION,
+            (
+                feedback.inbox_id,
+                address,
+                cause.value,
+                feedback.detail,
+                feedback.message_id,
+                delivery.event_id,
+                now,
+            ),
+        )
+    ).rowcount
+    return cause if added else None
 
 
 def _ledger_key(kind: str, value: str) -> int:

@@ -27,8 +27,10 @@ from typing import Any, TypeVar
 import structlog
 
 from handlers.policy import Decision, History, PolicyConfig, check_limits
+from handlers.suppression import TRANSIENT_WINDOW, Cause, suppression_cause
 from service.models import (
     Delivery,
+    Feedback,
     InboxSweep,
     Job,
     JobSource,
@@ -36,19 +38,28 @@ from service.models import (
     JobSummary,
     PreparedReply,
     QueueStats,
+    Suppression,
 )
 from service.store import migrations
 from service.store.base import (
+    COUNT_TRANSIENT,
     GRACE_PERIOD,
+    INSERT_SUPPRESSION,
     JOB_COLUMNS,
+    LIST_SUPPRESSIONS,
     SUMMARY_COLUMNS,
+    SUPPRESSED,
     SWEEP_LEASE,
     SWEEP_STATES,
+    FeedbackOutcome,
     Recorded,
     StoreUnavailable,
+    feedback_recipients,
     inbox_sweep,
     job_from_row,
     summary_from_row,
+    suppressed_detail,
+    suppression_from_row,
     sweep_event_id,
 )
 
@@ -257,6 +268,66 @@ class SQLiteStore:
     async def record_delivery(self, delivery: Delivery, *, now: float) -> Recorded:
         result: Recorded = await self._call(None, delivery=delivery, now=now)
         return result
+
+    async def record_feedback(
+        self, delivery: Delivery, *, now: float, transient_limit: int
+    ) -> FeedbackOutcome:
+        feedback = delivery.feedback
+        if feedback is None:
+            raise ValueError("record_feedback needs a delivery with feedback")
+
+        # One operation of the single writer: the dedupe inserts, the look-up of our
+        # reply and the suppression are one transaction no other write interleaves with.
+        def record(conn: sqlite3.Connection) -> FeedbackOutcome:
+            if not _inserted_one(conn, _INSERT_DELIVERIES, _delivery_values(delivery, now)):
+                return FeedbackOutcome(Recorded.DUPLICATE_DELIVERY)
+            if not _inserted_one(conn, _INSERT_EVENTS, _event_values(delivery, now)):
+                return FeedbackOutcome(Recorded.DUPLICATE_EVENT)
+            ours = conn.execute(
+                "SELECT reply FROM jobs WHERE inbox_id = ? AND sent_message_id = ? LIMIT 1",
+                (feedback.inbox_id, feedback.message_id),
+            ).fetchone()
+            if ours is None:
+                return FeedbackOutcome(Recorded.IGNORED)
+            suppressed = []
+            for address in feedback_recipients(feedback, ours[0]):
+                cause = _apply_feedback(conn, delivery, feedback, address, now, transient_limit)
+                if cause is not None:
+                    suppressed.append((address, cause))
+            return FeedbackOutcome(Recorded.FEEDBACK, tuple(suppressed))
+
+        return await self._call(record)
+
+    async def add_suppression(
+        self, *, inbox_id: str, address: str, reason: str | None, now: float
+    ) -> bool:
+        return await self._update(
+            """INSERT INTO suppressions (inbox_id, address, cause, reason, created_at)
+               VALUES (?, ?, 'manual', ?, ?) ON CONFLICT (inbox_id, address) DO NOTHING""",
+            (inbox_id, address, reason, now),
+        )
+
+    async def remove_suppression(self, *, address: str, inbox_id: str | None, now: float) -> int:
+        def remove(conn: sqlite3.Connection) -> int:
+            removed = conn.execute(
+                "DELETE FROM suppressions WHERE address = ? AND (? IS NULL OR inbox_id = ?)",
+                (address, inbox_id, inbox_id),
+            ).rowcount
+            conn.execute(
+                """UPDATE feedback SET cleared_at = ? WHERE address = ?
+                   AND (? IS NULL OR inbox_id = ?) AND cleared_at IS NULL""",
+                (now, address, inbox_id, inbox_id),
+            )
+            return int(removed)
+
+        return await self._call(remove)
+
+    async def list_suppressions(self) -> list[Suppression]:
+        def listing(conn: sqlite3.Connection) -> list[Suppression]:
+            rows = conn.execute(LIST_SUPPRESSIONS).fetchall()
+            return [suppression_from_row(row) for row in rows]
+
+        return await self._read(listing)
 
     async def record_swept(
         self,
@@ -517,9 +588,13 @@ class SQLiteStore:
             oldest = conn.execute(
                 "SELECT min(created_at) FROM jobs WHERE state IN ('pending', 'running')"
             ).fetchone()[0]
+            suppressions = dict(
+                conn.execute("SELECT cause, count(*) FROM suppressions GROUP BY cause")
+            )
             return QueueStats(
                 by_state={state.value: int(counts.get(state.value, 0)) for state in JobState},
                 oldest_pending_created_at=oldest,
+                suppressions={cause: int(count) for cause, count in suppressions.items()},
             )
 
         return await self._read(stats)
@@ -627,10 +702,73 @@ def _history(
         "SELECT max(sent_at) FROM replies WHERE inbox_id = ? AND sender = ? AND job_id != ?",
         (inbox_id, sender.lower(), exclude),
     ).fetchone()[0]
+    entry = conn.execute(SUPPRESSED.replace("%s", "?"), (sender.lower(), inbox_id)).fetchone()
     return History(
         replies_in_thread=int(in_thread),
         last_reply_to_sender_at=None if last is None else datetime.fromtimestamp(last, UTC),
+        suppressed=None if entry is None else suppressed_detail(entry[0], entry[1]),
     )
+
+
+def _inserted_one(conn: sqlite3.Connection, sql: str, values: tuple[Any, ...]) -> bool:
+    """Insert one row with a multi-row ``INSERT ... ON CONFLICT DO NOTHING``; True if new."""
+    return bool(conn.execute(sql.format(_values(1, len(values))), values).rowcount == 1)
+
+
+def _delivery_values(d: Delivery, now: float) -> tuple[Any, ...]:
+    return (d.svix_id, d.event_id, now)
+
+
+def _event_values(d: Delivery, now: float) -> tuple[Any, ...]:
+    return (d.event_id, d.event_type, now)
+
+
+def _apply_feedback(
+    conn: sqlite3.Connection,
+    delivery: Delivery,
+    feedback: Feedback,
+    address: str,
+    now: float,
+    transient_limit: int,
+) -> Cause | None:
+    """Record one recipient's feedback and suppress it if the rules say so; the cause
+    when this suppressed the address now, else None."""
+    new = conn.execute(
+        """INSERT INTO feedback (inbox_id, message_id, address, kind, event_id, detail,
+               received_at) VALUES (?, ?, ?, ?, ?, ?, ?)
+           ON CONFLICT (inbox_id, message_id, address, kind) DO NOTHING""",
+        (
+            feedback.inbox_id,
+            feedback.message_id,
+            address,
+            feedback.kind.value,
+            delivery.event_id,
+            feedback.detail,
+            now,
+        ),
+    ).rowcount
+    if not new:
+        return None  # this bounce or complaint of this reply is known: nothing changes
+    transient = conn.execute(
+        COUNT_TRANSIENT.replace("%s", "?"),
+        (feedback.inbox_id, address, now - TRANSIENT_WINDOW.total_seconds()),
+    ).fetchone()[0]
+    cause = suppression_cause(feedback.kind, transient_bounces=transient, limit=transient_limit)
+    if cause is None:
+        return None
+    added = conn.execute(
+        INSERT_SUPPRESSION.replace("%s", "?"),
+        (
+            feedback.inbox_id,
+            address,
+            cause.value,
+            feedback.detail,
+            feedback.message_id,
+            delivery.event_id,
+            now,
+        ),
+    ).rowcount
+    return cause if added else None
 
 
 def _enable_wal(conn: sqlite3.Connection, *, patience: float = 10.0) -> None:

@@ -207,6 +207,21 @@ row(
     "denied",
     config=PolicyConfig(allow=("example.com",), deny=("jane@example.com",)),
 )
+# The suppression list (the store looks the sender up; History carries the entry)
+gone = History(suppressed="bounce: Permanent/General")
+row("sender on the suppression list", "suppressed", history=gone)
+row(
+    "suppressed and too old: suppressed, the stronger reason",
+    "suppressed",
+    message(timestamp=NOW - timedelta(days=4)),
+    history=gone,
+)
+row(
+    "denied and suppressed: denied comes first",
+    "denied",
+    config=PolicyConfig(deny=("example.com",)),
+    history=gone,
+)
 # Age (AUTOREPLY_MAX_AGE, default 3 days)
 row("older than the max age", "too_old", message(timestamp=NOW - timedelta(days=3, seconds=1)))
 row("exactly the max age", "ok", message(timestamp=NOW - timedelta(days=3)))

@@ -19,10 +19,11 @@ import psycopg
 import pytest
 
 from handlers.policy import PolicyConfig
-from service.models import Delivery, Job, JobSource, JobState, MessageRef, PreparedReply
+from handlers.suppression import TRANSIENT_WINDOW, Cause, FeedbackKind
+from service.models import Delivery, Feedback, Job, JobSource, JobState, MessageRef, PreparedReply
 from service.store import Recorded, Store, StoreUnavailable, migrations, open_store
 from service.store import postgres as pg_store
-from service.store.base import GRACE_PERIOD
+from service.store.base import GRACE_PERIOD, FeedbackOutcome
 from tests.support import postgres
 from tests.support.service_process import free_port
 from tests.support.waiting import until
@@ -1047,3 +1048,227 @@ async def test_a_database_from_before_the_sweep_upgrades_with_its_jobs_from_webh
         assert await store.try_sweep_lease("a", T0, 60)
     finally:
         await store.close()
+
+
+# -- the suppression list -------------------------------------------------------------
+
+REPLY_ID = "<reply1@agentmail.to>"
+
+
+async def our_reply(store: Store, n: int = 1, *, sent_id: str = REPLY_ID) -> None:
+    """A message from jane@example.com answered by the service: its job's reply (to
+    her) was sent as ``sent_id``."""
+    await store.record_delivery(delivery(f"msg_r{n}", f"evt_r{n}", f"<in{n}@x>"), now=T0)
+    [job] = await store.claim(owner="w", now=T0, lease=60, limit=1)
+    assert await store.save_reply(job.id, owner="w", reply=reply(), now=T0)
+    assert await store.mark_sent(
+        job.id,
+        owner="w",
+        sent_message_id=sent_id,
+        thread_id="thd_1",
+        sender="jane@example.com",
+        now=T0,
+    )
+    assert await store.finish(job.id, owner="w", state=JobState.DONE, reason="replied", now=T0)
+
+
+def feedback_delivery(
+    n: int = 1,
+    *,
+    kind: FeedbackKind = FeedbackKind.PERMANENT_BOUNCE,
+    message_id: str = REPLY_ID,
+    inbox_id: str = "bot@agentmail.to",
+    recipients: tuple[str, ...] = ("jane@example.com",),
+    svix_id: str | None = None,
+) -> Delivery:
+    complaint = kind in (FeedbackKind.COMPLAINT, FeedbackKind.NOT_A_COMPLAINT)
+    return Delivery(
+        svix_id=svix_id or f"msg_f{n}",
+        event_id=f"evt_f{n}",
+        event_type="message.complained" if complaint else "message.bounced",
+        message=None,
+        message_json=None,
+        feedback=Feedback(
+            inbox_id=inbox_id,
+            message_id=message_id,
+            kind=kind,
+            recipients=recipients,
+            detail="abuse/spam" if complaint else "Permanent/General",
+        ),
+    )
+
+
+async def suppressed(
+    store: Store, sender: str = "jane@example.com", inbox: str = INBOX
+) -> str | None:
+    history = await store.history(inbox_id=inbox, thread_id="thd_x", sender=sender)
+    return history.suppressed
+
+
+async def test_a_bounce_of_our_reply_suppresses_its_recipient(store: Store) -> None:
+    await our_reply(store)
+    outcome = await store.record_feedback(feedback_delivery(), now=T0 + 10, transient_limit=3)
+    assert outcome == FeedbackOutcome(Recorded.FEEDBACK, (("jane@example.com", Cause.BOUNCE),))
+    assert await suppressed(store) == "bounce: Permanent/General"
+    assert await suppressed(store, "JANE@example.com") == "bounce: Permanent/General"
+    [entry] = await store.list_suppressions()
+    assert (entry.inbox_id, entry.address, entry.cause) == (INBOX, "jane@example.com", "bounce")
+    assert (entry.reason, entry.message_id, entry.created_at) == (
+        "Permanent/General",
+        REPLY_ID,
+        T0 + 10,
+    )
+    assert (await store.stats()).suppressions == {"bounce": 1}
+    # Only for that inbox and that address.
+    assert await suppressed(store, inbox="other@agentmail.to") is None
+    assert await suppressed(store, "john@example.com") is None
+
+
+async def test_a_complaint_suppresses_and_not_spam_does_not(store: Store) -> None:
+    await our_reply(store)
+    not_spam = feedback_delivery(1, kind=FeedbackKind.NOT_A_COMPLAINT)
+    outcome = await store.record_feedback(not_spam, now=T0, transient_limit=3)
+    assert outcome == FeedbackOutcome(Recorded.FEEDBACK)
+    assert await suppressed(store) is None
+    complaint = feedback_delivery(2, kind=FeedbackKind.COMPLAINT)
+    outcome = await store.record_feedback(complaint, now=T0, transient_limit=3)
+    assert outcome.suppressed == (("jane@example.com", Cause.COMPLAINT),)
+    assert await suppressed(store) == "complaint: abuse/spam"
+
+
+async def test_feedback_about_another_message_is_ignored(store: Store) -> None:
+    """A bounce of a message that is no reply of ours (or of ours in another inbox)."""
+    await our_reply(store)
+    for n, (message_id, inbox) in enumerate(
+        [("<someone-else@agentmail.to>", INBOX), (REPLY_ID, "other@agentmail.to")]
+    ):
+        stray = feedback_delivery(n, message_id=message_id, inbox_id=inbox)
+        outcome = await store.record_feedback(stray, now=T0, transient_limit=3)
+        assert outcome == FeedbackOutcome(Recorded.IGNORED)
+    assert await store.list_suppressions() == []
+    assert await suppressed(store) is None
+
+
+async def test_duplicate_feedback_changes_nothing(store: Store) -> None:
+    """A Svix retry, the event resent, and a second event about the same bounce."""
+    await our_reply(store)
+    first = await store.record_feedback(feedback_delivery(1), now=T0, transient_limit=3)
+    assert first.suppressed
+    retry = await store.record_feedback(feedback_delivery(1), now=T0 + 1, transient_limit=3)
+    assert retry == FeedbackOutcome(Recorded.DUPLICATE_DELIVERY)
+    resent = feedback_delivery(1, svix_id="msg_other")
+    assert await store.record_feedback(resent, now=T0 + 1, transient_limit=3) == (
+        FeedbackOutcome(Recorded.DUPLICATE_EVENT)
+    )
+    again = await store.record_feedback(feedback_delivery(2), now=T0 + 2, transient_limit=3)
+    assert again == FeedbackOutcome(Recorded.FEEDBACK)
+    [entry] = await store.list_suppressions()
+    assert entry.created_at == T0
+
+
+async def test_transient_bounces_suppress_at_the_limit(store: Store) -> None:
+    """Distinct replies bouncing transiently within the window; one reply counts once."""
+    for n in range(4):
+        await our_reply(store, n, sent_id=f"<reply{n}@agentmail.to>")
+    transient = FeedbackKind.TRANSIENT_BOUNCE
+    old = feedback_delivery(0, kind=transient, message_id="<reply0@agentmail.to>")
+    await store.record_feedback(
+        old, now=T0 - TRANSIENT_WINDOW.total_seconds() - 1, transient_limit=3
+    )
+    for n in (1, 2):
+        bounce = feedback_delivery(n, kind=transient, message_id=f"<reply{n}@agentmail.to>")
+        outcome = await store.record_feedback(bounce, now=T0, transient_limit=3)
+        assert outcome == FeedbackOutcome(Recorded.FEEDBACK)
+    # The second reply bouncing again (a new event) is not a third failure.
+    again = feedback_delivery(20, kind=transient, message_id="<reply2@agentmail.to>")
+    assert (await store.record_feedback(again, now=T0, transient_limit=3)).suppressed == ()
+    assert await suppressed(store) is None
+    third = feedback_delivery(3, kind=transient, message_id="<reply3@agentmail.to>")
+    outcome = await store.record_feedback(third, now=T0 + 1, transient_limit=3)
+    assert outcome.suppressed == (("jane@example.com", Cause.TRANSIENT_BOUNCES),)
+    assert (await store.stats()).suppressions == {"transient_bounces": 1}
+
+
+async def test_transient_bounces_never_suppress_with_limit_zero(store: Store) -> None:
+    for n in range(3):
+        await our_reply(store, n, sent_id=f"<reply{n}@agentmail.to>")
+        bounce = feedback_delivery(
+            n, kind=FeedbackKind.TRANSIENT_BOUNCE, message_id=f"<reply{n}@agentmail.to>"
+        )
+        assert (await store.record_feedback(bounce, now=T0, transient_limit=0)).suppressed == ()
+    assert await store.list_suppressions() == []
+
+
+async def test_feedback_without_recipients_is_against_the_reply_address(store: Store) -> None:
+    await our_reply(store)
+    outcome = await store.record_feedback(
+        feedback_delivery(recipients=()), now=T0, transient_limit=3
+    )
+    assert outcome.suppressed == (("jane@example.com", Cause.BOUNCE),)
+
+
+async def test_manual_entries_add_and_remove(store: Store) -> None:
+    """An entry for every inbox, one for an inbox; removal per inbox or everywhere."""
+    assert await store.add_suppression(
+        inbox_id="*", address="x@example.com", reason="asked", now=T0
+    )
+    assert not await store.add_suppression(
+        inbox_id="*", address="x@example.com", reason=None, now=T0
+    )
+    assert await store.add_suppression(inbox_id=INBOX, address="y@example.com", reason=None, now=T0)
+    assert await suppressed(store, "x@example.com") == "manual: asked"
+    assert await suppressed(store, "x@example.com", "other@agentmail.to") == "manual: asked"
+    assert await suppressed(store, "y@example.com", "other@agentmail.to") is None
+    assert (await store.stats()).suppressions == {"manual": 2}
+    assert await store.remove_suppression(address="x@example.com", inbox_id=INBOX, now=T0) == 0
+    assert await store.remove_suppression(address="x@example.com", inbox_id=None, now=T0) == 1
+    assert await suppressed(store, "x@example.com") is None
+    assert [e.address for e in await store.list_suppressions()] == ["y@example.com"]
+
+
+async def test_removal_restarts_the_transient_count(store: Store) -> None:
+    transient = FeedbackKind.TRANSIENT_BOUNCE
+    for n in range(3):
+        await our_reply(store, n, sent_id=f"<reply{n}@agentmail.to>")
+    for n in range(2):
+        bounce = feedback_delivery(n, kind=transient, message_id=f"<reply{n}@agentmail.to>")
+        await store.record_feedback(bounce, now=T0, transient_limit=2)
+    assert await suppressed(store) == "transient_bounces: Permanent/General"
+    assert await store.remove_suppression(address="jane@example.com", inbox_id=INBOX, now=T0) == 1
+    bounce = feedback_delivery(2, kind=transient, message_id="<reply2@agentmail.to>")
+    assert (await store.record_feedback(bounce, now=T0 + 1, transient_limit=2)).suppressed == ()
+    assert await suppressed(store) is None
+
+
+async def test_retention_never_purges_the_suppression_list(store: Store) -> None:
+    await our_reply(store)
+    await store.record_feedback(feedback_delivery(), now=T0, transient_limit=3)
+    await store.add_suppression(inbox_id="*", address="x@example.com", reason=None, now=T0)
+    assert await store.purge(before=T0 + 10**9) > 0
+    assert len(await store.list_suppressions()) == 2
+    assert await suppressed(store) is not None
+
+
+async def test_the_list_is_shared_and_transient_bounces_counted_exactly_across_replicas(
+    stores: list[Store],
+) -> None:
+    """Three replicas receive the three transient bounces at the same moment: the third
+    one counted suppresses, exactly once; every replica then sees the entry."""
+    first = stores[0]
+    for n in range(3):
+        await our_reply(first, n, sent_id=f"<reply{n}@agentmail.to>")
+    bounces = [
+        feedback_delivery(
+            n, kind=FeedbackKind.TRANSIENT_BOUNCE, message_id=f"<reply{n}@agentmail.to>"
+        )
+        for n in range(3)
+    ]
+    outcomes = await asyncio.gather(
+        *(
+            s.record_feedback(b, now=T0, transient_limit=3)
+            for s, b in zip(stores, bounces, strict=True)
+        )
+    )
+    assert sum(len(o.suppressed) for o in outcomes) == 1
+    for store in stores:
+        assert await suppressed(store) is not None
