@@ -227,6 +227,17 @@ def replies() -> list[timeseries.Panel]:
                 "{{kind}}",
             ),
         ),
+        graph(
+            "Suppression list by cause",
+            "Addresses never answered (reason suppressed), by cause: bounce, "
+            "transient_bounces, complaint, manual. A jump of complaints means people report "
+            "the auto-replies as spam (docs/operations.md).",
+            "short",
+            query(
+                f"sum by (cause) (max by (job, cause) (autoreply_suppressions{{{SEL}}}))",
+                "{{cause}}",
+            ),
+        ),
     ]
 
 

@@ -28,6 +28,8 @@ def test_defaults() -> None:
     assert settings.sweep_lease_seconds == 120.0
     assert settings.webhook_url is None
     assert not settings.dry_run
+    assert settings.suppression
+    assert settings.transient_bounce_limit == 3
 
 
 def test_public_url_gives_the_webhook_url_and_makes_secret_optional() -> None:
@@ -94,6 +96,10 @@ def test_dotenv_file_is_read_and_environment_wins(tmp_path: Path) -> None:
         ("AUTOREPLY_TIMEZONE", "Mars/Olympus"),
         ("AUTOREPLY_TEMPLATES_DIR", "/nonexistent/templates"),
         ("AUTOREPLY_OWN_ADDRESSES", "not-an-address"),
+        ("AUTOREPLY_SUPPRESSION", "sometimes"),
+        ("AUTOREPLY_TRANSIENT_BOUNCE_LIMIT", "-1"),
+        ("AUTOREPLY_TRANSIENT_BOUNCE_LIMIT", "101"),
+        ("AUTOREPLY_TRANSIENT_BOUNCE_LIMIT", "three"),
     ],
 )
 def test_bad_value_names_the_variable(name: str, value: str) -> None:

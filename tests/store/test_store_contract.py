@@ -1272,3 +1272,28 @@ async def test_the_list_is_shared_and_transient_bounces_counted_exactly_across_r
     assert sum(len(o.suppressed) for o in outcomes) == 1
     for store in stores:
         assert await suppressed(store) is not None
+
+
+async def test_a_database_from_before_the_suppression_list_upgrades_and_knows_its_replies(
+    url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Version 6 adds the list; a reply sent before the upgrade is still recognised as
+    ours, so its bounce suppresses."""
+    monkeypatch.setattr(migrations, "SQLITE", tuple(v for v in migrations.SQLITE if v[0] < 6))
+    monkeypatch.setattr(migrations, "POSTGRES", tuple(v for v in migrations.POSTGRES if v[0] < 6))
+    old = open_store(url)
+    await old.open()
+    await old.record_delivery(delivery(), now=T0)
+    [job] = await old.claim(owner="w", now=T0, lease=60, limit=1)
+    assert await old.save_reply(job.id, owner="w", reply=reply(), now=T0)
+    await old.close()
+    execute(url, f"UPDATE jobs SET sent_message_id = '{REPLY_ID}', state = 'done'")  # noqa: S608
+    monkeypatch.undo()
+    store = open_store(url)
+    await store.open()
+    try:
+        assert (6,) in execute(url, "SELECT version FROM schema_migrations")
+        outcome = await store.record_feedback(feedback_delivery(), now=T0, transient_limit=3)
+        assert outcome.suppressed == (("jane@example.com", Cause.BOUNCE),)
+    finally:
+        await store.close()
