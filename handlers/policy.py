@@ -6,6 +6,10 @@ machine-readable reason. The checks run cheapest and most certain first, in the 
 of Dovecot Pigeonhole's ``act_vacation_commit``, so the reason names the strongest
 signal. Every rule only ever turns a reply into a skip; none can force a reply.
 
+A ``skip`` rule of ``rules.toml`` that matched (``rule:<name>``) is checked right after
+the allow and deny lists and the suppression list: it is the operator's choice, like them, so loop protection
+keeps its more certain reasons and the limits below never count such a message.
+
 The message's age (``too_old``) is checked after every rule about the message itself and
 before the thread cap and the sender cooldown: a message the other rules would skip
 anyway keeps their reason, so ``too_old`` counts exactly the messages that would have
@@ -44,6 +48,9 @@ REASONS: tuple[str, ...] = (
     "thread_cap",
     "sender_cooldown",
 )
+#: A message a ``skip`` rule matched is skipped with this prefix and the rule's name,
+#: ``rule:<name>``: one reason per rule, so operators see which rule held it back.
+RULE_REASON_PREFIX = "rule:"
 
 #: AgentMail labels that mark mail we must never answer.
 BAD_LABELS = frozenset({"spam", "blocked", "unauthenticated"})
@@ -164,6 +171,7 @@ class _Case:
     now: datetime
     replied_label: str
     enqueued_at: datetime | None
+    skip_rule: str | None
 
 
 def decide(
@@ -174,16 +182,18 @@ def decide(
     now: datetime,
     replied_label: str = "replied",
     enqueued_at: datetime | None = None,
+    skip_rule: str | None = None,
 ) -> Decision:
     """Decide whether ``message`` gets an automatic reply; the first failing rule wins.
 
     ``enqueued_at`` is when the service first knew of the message (its job's creation):
     the message is at least that old, so it dates the message for the age check when the
-    message carries no ``timestamp`` (see ``check_age``).
+    message carries no ``timestamp`` (see ``check_age``). ``skip_rule`` names the
+    ``action = "skip"`` rule of ``rules.toml`` that matched the message, if one did.
     """
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware")
-    case = _Case(message, config, history, now, replied_label, enqueued_at)
+    case = _Case(message, config, history, now, replied_label, enqueued_at, skip_rule)
     for check in _CHECKS:
         decision = check(case)
         if decision is not None:
@@ -332,6 +342,12 @@ def _check_suppressed(case: _Case) -> Decision | None:
     return None if suppressed is None else _skip("suppressed", suppressed)
 
 
+def _check_skip_rule(case: _Case) -> Decision | None:
+    if case.skip_rule is None:
+        return None
+    return _skip(RULE_REASON_PREFIX + case.skip_rule, f"rules.toml: rule {case.skip_rule!r} skips")
+
+
 def _check_age(case: _Case) -> Decision | None:
     received_at = case.message.timestamp or case.enqueued_at
     return check_age(case.config, received_at, now=case.now)
@@ -372,6 +388,7 @@ _CHECKS: tuple[Callable[[_Case], Decision | None], ...] = (
     _check_recipient,
     _check_allow_deny,
     _check_suppressed,
+    _check_skip_rule,
     _check_age,
     _check_thread,
     _check_cooldown,

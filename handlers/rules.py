@@ -1,7 +1,9 @@
 """Which template answers a message: the rules of ``rules.toml``, parsed and matched.
 
-A rule names a template and up to three conditions (inbox, sender, subject). A rule
-matches when every condition it sets matches; within a condition, any listed value
+A rule names a template (or ``action = "skip"``: no reply at all) and up to four
+conditions: inbox, sender, subject, and when the message was received (``weekly``
+windows and ``dates`` ranges in the rule's ``timezone``, see ``handlers.schedule``). A
+rule matches when every condition it sets matches; within a condition, any listed value
 will do. The first matching rule wins; when none matches, the default template is used.
 A rule may also set the grace period (``delay``) of what it matches; without one, the
 global ``AUTOREPLY_REPLY_DELAY`` applies (``reply_delay``).
@@ -15,18 +17,36 @@ import re
 import tomllib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, date, datetime, timedelta, tzinfo
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from handlers import policy
+from handlers import policy, schedule
 from handlers.message import InboundMessage
+from handlers.schedule import Period, Schedule
 
 #: A template is a folder; its name must be a plain folder name. Folders starting
 #: with ``_`` hold partials for ``{% include %}`` and are not templates.
 TEMPLATE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 _TOP_KEYS = ("default", "vars", "rule")
-_RULE_KEYS = ("name", "template", "inbox", "sender", "subject", "delay", "vars")
+_RULE_KEYS = (
+    "name",
+    "template",
+    "action",
+    "inbox",
+    "sender",
+    "subject",
+    "timezone",
+    "weekly",
+    "dates",
+    "delay",
+    "vars",
+)
+#: What a matching rule does: answer with its template, or leave the message unanswered.
+REPLY, SKIP = "reply", "skip"
+ACTIONS = (REPLY, SKIP)
+
 _TOML_POSITION = re.compile(r"\s*\(at line (\d+), column \d+\)|\s*\(at end of document\)")
 
 
@@ -44,13 +64,17 @@ class Rule:
     """One ``[[rule]]``: conditions, the template it picks and its variables."""
 
     name: str
-    template: str
+    #: The template to answer with; None for a ``skip`` rule.
+    template: str | None
+    action: str = REPLY
     #: Inbox address or domain patterns; empty means any inbox.
     inboxes: tuple[str, ...] = ()
     #: Sender address or domain patterns; empty means any sender.
     senders: tuple[str, ...] = ()
     #: Case-insensitive regular expressions searched in the subject; empty means any.
     subjects: tuple[re.Pattern[str], ...] = ()
+    #: When the message must have been received; empty (false) means any time.
+    schedule: Schedule = field(default_factory=lambda: Schedule(UTC))
     variables: Mapping[str, Any] = field(default_factory=dict)
     #: The grace period of what this rule matches (``delay = "10m"``; ``"0"`` answers at
     #: once); None leaves it to ``AUTOREPLY_REPLY_DELAY``.
@@ -58,14 +82,17 @@ class Rule:
     #: Line of the rule in ``rules.toml`` (0 when built in code).
     line: int = 0
 
-    def matches(self, message: InboundMessage) -> bool:
-        """True when every condition this rule sets holds for ``message``."""
+    def matches(self, message: InboundMessage, *, received_at: datetime) -> bool:
+        """True when every condition this rule sets holds for ``message``, received
+        (by AgentMail: the message's ``timestamp``) at ``received_at``."""
         if self.inboxes and policy.first_match(message.inbox_id, self.inboxes) is None:
             return False
         if self.senders and policy.first_match(message.sender_address, self.senders) is None:
             return False
         subject = message.subject or ""
-        return not self.subjects or any(p.search(subject) for p in self.subjects)
+        if self.subjects and not any(p.search(subject) for p in self.subjects):
+            return False
+        return not self.schedule or self.schedule.holds(received_at)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -78,33 +105,56 @@ class Rules:
     #: Line of ``default = ...`` (0 when absent or built in code).
     default_line: int = 0
 
-    def choice(self, rule: Rule | None) -> Choice:
-        """The choice made when ``rule`` matches; None means no rule matched."""
-        return _choice(self, self.default if rule is None else rule.template, rule)
+    def choice(self, rule: Rule | None, *, received_at: datetime | None = None) -> Choice:
+        """The choice made when ``rule`` matches a message received at ``received_at``
+        (which dates the rule's window, if it has one); None means no rule matched."""
+        if rule is None:
+            return _choice(self, self.default, None, None)
+        window = None
+        if rule.schedule and received_at is not None:
+            window = rule.schedule.period(received_at)
+        return _choice(self, rule.template, rule, window)
 
-    def for_template(self, template: str) -> Choice:
+    def for_template(self, template: str, *, received_at: datetime | None = None) -> Choice:
         """The choice made by forcing ``template``: variables of the first rule using it."""
         rule = next((r for r in self.rules if r.template == template), None)
-        return _choice(self, template, rule)
+        window = None
+        if rule is not None and rule.schedule and received_at is not None:
+            window = rule.schedule.period(received_at)
+        return _choice(self, template, rule, window)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Choice:
-    """The template to render, the rule that chose it (None: the default) and its vars."""
+    """The template to render (None: a ``skip`` rule matched, nothing is sent), the
+    rule that chose it (None: the default), its vars and its matched time window."""
 
-    template: str
+    template: str | None
     rule_name: str | None
     variables: Mapping[str, Any]
+    #: The stretch of time the rule's ``weekly``/``dates`` condition holds around the
+    #: message's receipt; None when the rule has no time condition (or none matched).
+    window: Period | None = None
+
+    @property
+    def skip_rule(self) -> str | None:
+        """The name of the ``skip`` rule that matched, else None (the policy skips the
+        message as ``rule:<name>``)."""
+        return self.rule_name if self.template is None else None
 
 
-def choose(rules: Rules, message: InboundMessage) -> Choice:
-    """Pick the template for ``message``: the first matching rule, else the default."""
-    return rules.choice(matching_rule(rules, message))
+def choose(rules: Rules, message: InboundMessage, *, received_at: datetime) -> Choice:
+    """Pick the template for ``message``, received at ``received_at`` (timezone-aware):
+    the first matching rule, else the default."""
+    rule = matching_rule(rules, message, received_at=received_at)
+    return rules.choice(rule, received_at=received_at)
 
 
-def matching_rule(rules: Rules, message: InboundMessage) -> Rule | None:
-    """The first rule that matches ``message``, or None."""
-    return next((r for r in rules.rules if r.matches(message)), None)
+def matching_rule(rules: Rules, message: InboundMessage, *, received_at: datetime) -> Rule | None:
+    """The first rule that matches ``message`` received at ``received_at``, or None."""
+    if received_at.tzinfo is None:
+        raise ValueError("received_at must be timezone-aware")
+    return next((r for r in rules.rules if r.matches(message, received_at=received_at)), None)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -116,10 +166,13 @@ class Delay:
     rule_name: str | None
 
 
-def reply_delay(rules: Rules, message: InboundMessage, default: timedelta) -> Delay:
-    """The grace period of ``message``: the first matching rule's ``delay`` if it sets
-    one (first match wins, as for the template), else ``default``."""
-    rule = matching_rule(rules, message)
+def reply_delay(
+    rules: Rules, message: InboundMessage, default: timedelta, *, received_at: datetime
+) -> Delay:
+    """The grace period of ``message`` received at ``received_at``: the first matching
+    rule's ``delay`` if it sets one (first match wins, as for the template), else
+    ``default``."""
+    rule = matching_rule(rules, message, received_at=received_at)
     if rule is None or rule.delay is None:
         return Delay(delay=default, rule_name=None)
     return Delay(delay=rule.delay, rule_name=rule.name)
@@ -130,16 +183,19 @@ def configured_delay(rules: Rules, default: timedelta) -> bool:
     return bool(default) or any(rule.delay for rule in rules.rules)
 
 
-def _choice(rules: Rules, template: str, rule: Rule | None) -> Choice:
+def _choice(rules: Rules, template: str | None, rule: Rule | None, window: Period | None) -> Choice:
     variables = dict(rules.variables)
     if rule is not None:
         variables.update(rule.variables)
     name = None if rule is None else rule.name
-    return Choice(template=template, rule_name=name, variables=variables)
+    return Choice(template=template, rule_name=name, variables=variables, window=window)
 
 
-def parse_rules(text: str) -> Rules:
-    """Parse the text of ``rules.toml``; raise ``RulesError`` with the line at fault."""
+def parse_rules(text: str, *, timezone: tzinfo = UTC) -> Rules:
+    """Parse the text of ``rules.toml``; raise ``RulesError`` with the line at fault.
+
+    ``timezone`` is the zone of rules that name none (``AUTOREPLY_TIMEZONE``).
+    """
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -154,14 +210,14 @@ def parse_rules(text: str) -> Rules:
     raw_rules = data.get("rule", [])
     if not isinstance(raw_rules, list):
         raise RulesError("'rule' must be an array of tables: [[rule]]", line=where.top("rule"))
-    rules = tuple(_parse_rule(raw, index, where) for index, raw in enumerate(raw_rules))
+    rules = tuple(_parse_rule(raw, index, where, timezone) for index, raw in enumerate(raw_rules))
     _reject_duplicates(rules)
     return Rules(
         rules=rules, default=default, variables=variables, default_line=where.top("default")
     )
 
 
-def _parse_rule(raw: object, index: int, where: _Locator) -> Rule:
+def _parse_rule(raw: object, index: int, where: _Locator, default_zone: tzinfo) -> Rule:
     def line(key: str | None = None) -> int:
         return where.rule(index, key)
 
@@ -171,18 +227,34 @@ def _parse_rule(raw: object, index: int, where: _Locator) -> Rule:
     name = raw.get("name")
     if not isinstance(name, str) or not name.strip():
         raise RulesError('[[rule]] needs a name, e.g. name = "billing"', line=line("name"))
-    if "template" not in raw:
+    action = raw.get("action", REPLY)
+    if action not in ACTIONS:
+        raise RulesError(
+            f'rule {name!r}: action must be "reply" or "skip", got {action!r}',
+            line=line("action"),
+        )
+    template = None
+    if action == SKIP:
+        for key in ("template", "vars", "delay"):
+            if key in raw:
+                message = f"rule {name!r} skips (sends nothing), so it takes no {key}"
+                raise RulesError(message, line=line(key))
+    elif "template" not in raw:
         raise RulesError(f'rule {name!r} needs a template = "..."', line=line())
-    _check_template_name(raw["template"], "template", line("template"))
+    else:
+        _check_template_name(raw["template"], "template", line("template"))
+        template = raw["template"]
     variables = raw.get("vars", {})
     if not isinstance(variables, dict):
         raise RulesError(f"rule {name!r}: 'vars' must be a table", line=line("vars"))
     return Rule(
         name=name,
-        template=raw["template"],
+        template=template,
+        action=action,
         inboxes=_patterns(raw, "inbox", name, line("inbox")),
         senders=_patterns(raw, "sender", name, line("sender")),
         subjects=_regexes(raw, name, line("subject")),
+        schedule=_schedule(raw, name, index, where, default_zone),
         variables=variables,
         delay=_delay(raw, name, line("delay")),
         line=line(),
@@ -206,6 +278,77 @@ def _delay(raw: Mapping[str, Any], rule: str, line: int) -> timedelta | None:
         return policy.parse_duration(value)
     except ValueError as exc:
         raise RulesError(f"rule {rule!r}: delay: {exc}", line=line) from None
+
+
+def _schedule(
+    raw: Mapping[str, Any], rule: str, index: int, where: _Locator, default_zone: tzinfo
+) -> Schedule:
+    """The rule's ``timezone``, ``weekly`` and ``dates``, each entry checked on its line."""
+    zone = default_zone
+    if "timezone" in raw:
+        line = where.rule(index, "timezone")
+        if "weekly" not in raw and "dates" not in raw:
+            message = f"rule {rule!r}: timezone applies to weekly and dates; it has neither"
+            raise RulesError(message, line=line)
+        zone = _zone(raw["timezone"], rule, line)
+    weekly = tuple(
+        _entry(schedule.parse_weekly, text, rule, "weekly", line)
+        for text, line in _entries(raw, "weekly", rule, index, where)
+    )
+    dates = tuple(
+        _entry(schedule.parse_dates, text, rule, "dates", line)
+        for text, line in _entries(raw, "dates", rule, index, where)
+    )
+    for key, overlap in (
+        ("weekly", schedule.weekly_overlap(weekly)),
+        ("dates", schedule.dates_overlap(dates)),
+    ):
+        if overlap is not None:
+            message = f"rule {rule!r}: {key}: {overlap}; a rule's windows must not overlap"
+            raise RulesError(message, line=where.rule(index, key))
+    return Schedule(zone, weekly=weekly, dates=dates)
+
+
+def _zone(value: object, rule: str, line: int) -> tzinfo:
+    if not isinstance(value, str) or not value:
+        raise RulesError(f"rule {rule!r}: timezone must be a name like Europe/Paris", line=line)
+    try:
+        return ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        message = f"rule {rule!r}: unknown time zone {value!r} (use an IANA name like Europe/Paris)"
+        raise RulesError(message, line=line) from None
+
+
+def _entries(
+    raw: Mapping[str, Any], key: str, rule: str, index: int, where: _Locator
+) -> list[tuple[str, int]]:
+    """The strings of list key ``key``, each with its own line (a single string will do;
+    a TOML date in ``dates`` stands for that one day)."""
+    if key not in raw:
+        return []
+    line = where.rule(index, key)
+    value = raw[key]
+    values = [value] if isinstance(value, str | date) else value
+    if not isinstance(values, list) or not values:
+        raise RulesError(f"rule {rule!r}: {key} must be a string or a non-empty list", line=line)
+    entries = []
+    for item in values:
+        if key == "dates" and isinstance(item, date) and not isinstance(item, datetime):
+            item = item.isoformat()
+        if not isinstance(item, str):
+            message = f"rule {rule!r}: {key} entries are strings, e.g. " + (
+                '"Mon-Fri 09:00-17:00"' if key == "weekly" else '"2026-12-24 - 2027-01-01"'
+            )
+            raise RulesError(message, line=line)
+        entries.append((item, where.entry(line, item)))
+    return entries
+
+
+def _entry(parse: Callable[[str], Any], text: str, rule: str, key: str, line: int) -> Any:
+    try:
+        return parse(text)
+    except ValueError as exc:
+        raise RulesError(f"rule {rule!r}: {key}: {exc}", line=line) from None
 
 
 def _strings(raw: Mapping[str, Any], key: str, rule: str, line: int) -> tuple[str, ...]:
@@ -281,6 +424,7 @@ class _Locator:
     _KEY = re.compile(r"\s*([A-Za-z0-9_-]+)\s*=")
 
     def __init__(self, text: str) -> None:
+        self._lines = text.splitlines()
         self._top: dict[str, int] = {}
         self._rules: list[int] = []
         self._rule_keys: dict[tuple[int, str], int] = {}
@@ -308,6 +452,17 @@ class _Locator:
     def top(self, key: str) -> int:
         """Line of a top-level key or table; 0 when not found."""
         return self._top.get(key, 0)
+
+    def entry(self, line: int, value: str) -> int:
+        """Line of the list entry ``value`` of a key on ``line``: the first line from
+        there holding it quoted (an entry of a list spread over lines), else ``line``."""
+        if line <= 0:
+            return line
+        quoted = (f'"{value}"', f"'{value}'")
+        for number in range(line, len(self._lines) + 1):
+            if any(q in self._lines[number - 1] for q in quoted):
+                return number
+        return line
 
     def rule(self, index: int, key: str | None = None) -> int:
         """Line of ``key`` in the ``index``-th rule, else of the rule itself; 0 if unknown."""

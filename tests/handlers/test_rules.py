@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+import re
+from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -17,6 +19,9 @@ from handlers.rules import (
     parse_rules,
     reply_delay,
 )
+
+#: When the messages below were received (rules without a time condition ignore it).
+AT = datetime(2026, 12, 1, 10, 0, tzinfo=UTC)
 
 RULES = """\
 default = "general"
@@ -73,16 +78,19 @@ def message(**fields: Any) -> InboundMessage:
 )
 def test_first_matching_rule_wins(fields: dict[str, Any], template: str, rule: str | None) -> None:
     """Rules are tried in file order; every condition a rule sets must hold."""
-    choice = choose(parse_rules(RULES), message(**fields))
+    choice = choose(parse_rules(RULES), message(**fields), received_at=AT)
     assert (choice.template, choice.rule_name) == (template, rule)
 
 
 def test_rule_vars_override_global_vars() -> None:
     """A rule's [rule.vars] are merged over [vars]."""
     rules = parse_rules(RULES)
-    vip = choose(rules, message(sender="ceo@partner.com"))
+    vip = choose(rules, message(sender="ceo@partner.com"), received_at=AT)
     assert vip.variables == {"team": "Your account manager", "hours": "9:00-17:00"}
-    assert choose(rules, message()).variables == {"team": "The Example team", "hours": "9:00-17:00"}
+    assert choose(rules, message(), received_at=AT).variables == {
+        "team": "The Example team",
+        "hours": "9:00-17:00",
+    }
 
 
 def test_forcing_a_template_uses_the_vars_of_its_first_rule() -> None:
@@ -98,7 +106,7 @@ def test_forcing_a_template_uses_the_vars_of_its_first_rule() -> None:
 
 def test_empty_file_means_the_default_template() -> None:
     """No rules file content: everything gets the template called default."""
-    assert choose(parse_rules(""), message()) == Choice(
+    assert choose(parse_rules(""), message(), received_at=AT) == Choice(
         template="default", rule_name=None, variables={}
     )
 
@@ -177,7 +185,7 @@ def test_the_first_matching_rule_chooses_the_delay(fields: dict[str, Any], expec
     """The delay follows first-match-wins like the template; a matching rule without a
     delay leaves it to the global one, and delay "0" answers at once."""
     rules = parse_rules(DELAYS)
-    assert reply_delay(rules, message(**fields), timedelta(minutes=5)) == expected
+    assert reply_delay(rules, message(**fields), timedelta(minutes=5), received_at=AT) == expected
 
 
 def test_a_delay_is_configured_when_global_or_in_any_rule() -> None:
@@ -187,3 +195,118 @@ def test_a_delay_is_configured_when_global_or_in_any_rule() -> None:
     assert not configured_delay(parse_rules(""), timedelta(0))
     only_zero = '[[rule]]\nname = "a"\ntemplate = "a"\ndelay = "0"\n'
     assert not configured_delay(parse_rules(only_zero), timedelta(0))
+
+
+TIMED = """\
+[[rule]]
+name = "partner ticketing"
+sender = "@tickets.partner.example"
+action = "skip"
+
+[[rule]]
+name = "vacation"
+dates = ["2026-12-24 - 2026-12-31"]
+template = "away"
+
+[[rule]]
+name = "after hours"
+timezone = "America/New_York"
+weekly = [
+  "Mon-Thu 17:00-09:00",
+  "Fri 17:00 - Mon 09:00",
+]
+subject = "order"
+template = "closed"
+"""
+
+
+@pytest.mark.parametrize(
+    ("received", "fields", "template", "rule"),
+    [
+        # Outside New York's hours, but only for subjects the rule names.
+        ("2026-12-01T23:00Z", {"subject": "My order"}, "closed", "after hours"),
+        ("2026-12-01T23:00Z", {"subject": "Hello"}, "general", None),
+        ("2026-12-01T15:00Z", {"subject": "My order"}, "general", None),
+        # The vacation is in the service's zone (Europe/Berlin here): its first minute
+        # is 23:00 UTC the day before.
+        ("2026-12-23T22:59Z", {}, "general", None),
+        ("2026-12-23T23:00Z", {}, "away", "vacation"),
+        ("2026-12-31T22:59Z", {}, "away", "vacation"),
+        ("2026-12-31T23:00Z", {}, "general", None),
+        # A skip rule wins whatever the time, being first.
+        ("2026-12-25T12:00Z", {"sender": "bot@tickets.partner.example"}, None, "partner ticketing"),
+    ],
+)
+def test_rules_with_times_and_skips(
+    received: str, fields: dict[str, Any], template: str | None, rule: str | None
+) -> None:
+    """Time conditions add to the others; a rule without a zone uses the default one."""
+    rules = parse_rules('default = "general"\n' + TIMED, timezone=ZoneInfo("Europe/Berlin"))
+    choice = choose(rules, message(**fields), received_at=datetime.fromisoformat(received))
+    assert (choice.template, choice.rule_name) == (template, rule)
+    assert choice.skip_rule == (rule if template is None else None)
+
+
+def test_the_chosen_rule_carries_its_window() -> None:
+    """A rule with a time condition gives the stretch it holds for; others give none."""
+    rules = parse_rules(TIMED, timezone=ZoneInfo("Europe/Berlin"))
+    friday_night = datetime(2026, 12, 5, 1, 0, tzinfo=UTC)  # Fri 20:00 in New York
+    choice = choose(rules, message(subject="order 7"), received_at=friday_night)
+    assert choice.window is not None
+    assert choice.window.end == datetime(2026, 12, 7, 9, 0, tzinfo=ZoneInfo("America/New_York"))
+    assert str(choice.window.end) == "2026-12-07 09:00:00-05:00"
+    assert choose(rules, message(), received_at=friday_night).window is None
+
+
+def rule(*lines: str) -> str:
+    """A one-rule file: the rule's header on line 1, then ``lines`` from line 2."""
+    return "\n".join(["[[rule]]", 'name = "r"', 'template = "t"', *lines]) + "\n"
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "message_part"),
+    [
+        (rule('weekly = "Mnday 09:00-17:00"'), 4, "'Mnday' is not a day of the week"),
+        (rule('weekly = "Mon-Fri 25:00-26:00"'), 4, "25:00 is not a time of day"),
+        (rule("weekly = [", '  "Mon-Fri 09:00-17:00",', '  "Sat 9:00-9:00",', "]"), 6, "empty"),
+        (rule("weekly = []"), 4, "non-empty list"),
+        (rule("weekly = [3]"), 4, "entries are strings"),
+        (rule('dates = "2027-01-06 - 2026-12-24"'), 4, "ends before it starts"),
+        (rule('dates = "2026-02-30"'), 4, "2026-02-30 is not a date"),
+        (rule("dates = [", '  "2026-12-24",', '  "2026-13-01",', "]"), 6, "not a date"),
+        (rule('timezone = "Mars/Olympus"', 'weekly = "Sat-Sun"'), 4, "unknown time zone"),
+        (rule('timezone = "Europe/Paris"'), 4, "it has neither"),
+        (
+            rule("weekly = [", '  "Mon-Fri 09:00-17:00",', '  "Fri 12:00-18:00",', "]"),
+            4,
+            "'Mon-Fri 09:00-17:00' and 'Fri 12:00-18:00' overlap (Fri 12:00 to Fri 17:00)",
+        ),
+        (
+            rule('dates = ["2026-12-20 - 2026-12-27", "2026-12-27 - 2027-01-03"]'),
+            4,
+            "overlap (from 2026-12-27 00:00)",
+        ),
+        (rule('action = "ignore"'), 4, 'action must be "reply" or "skip"'),
+        (rule('action = "skip"'), 3, "takes no template"),
+        ('[[rule]]\nname = "s"\naction = "skip"\n[rule.vars]\nx = 1\n', 4, "takes no vars"),
+        ('[[rule]]\nname = "s"\naction = "skip"\ndelay = "5m"\n', 4, "takes no delay"),
+    ],
+)
+def test_time_and_action_errors_name_the_line(text: str, line: int, message_part: str) -> None:
+    """Impossible days, hours, dates, zones, empty or overlapping windows: refused at
+    the line of the entry (for lists spread over lines, the entry's own line)."""
+    with pytest.raises(RulesError, match=re.escape(message_part)) as caught:
+        parse_rules(text)
+    assert caught.value.line == line
+
+
+def test_windows_that_only_touch_and_a_toml_date_are_fine() -> None:
+    """Adjacent windows are how after-hours are written; a bare TOML date is one day."""
+    parsed = parse_rules(
+        rule(
+            'weekly = ["Mon-Thu 18:00-09:00", "Fri 18:00 - Mon 09:00"]',
+            "dates = [2026-12-24, '2026-12-25 - 2026-12-26']",
+        )
+    )
+    [only] = parsed.rules
+    assert [d.text for d in only.schedule.dates] == ["2026-12-24", "2026-12-25 - 2026-12-26"]
