@@ -32,6 +32,7 @@ import handlers
 from handlers import reply
 from handlers.message import InboundMessage
 from handlers.rules import TEMPLATE_NAME, Choice, Rules, RulesError, choose, parse_rules
+from handlers.schedule import Period, instant
 
 #: Where the shipped templates live.
 SHIPPED_DIR = Path(handlers.__file__).parent / "templates"
@@ -80,8 +81,14 @@ def template_context(
     variables: Mapping[str, Any],
     received_at: datetime,
     timezone: ZoneInfo,
+    window: Period | None = None,
 ) -> dict[str, Any]:
-    """The documented variables every template sees (``docs/templates.md``)."""
+    """The documented variables every template sees (``docs/templates.md``).
+
+    ``window`` is the stretch of time during which the chosen rule's ``weekly`` or
+    ``dates`` condition holds around ``received_at`` (``window.end``: when the office
+    opens again); None for a rule without one, and for the default template.
+    """
     return {
         "sender": {"name": message.sender_name, "address": message.sender_address},
         "subject": message.subject or "",
@@ -91,6 +98,7 @@ def template_context(
         "received_at": received_at.astimezone(timezone),
         "preview": reply.preview_of(message),
         "vars": dict(variables),
+        "window": None if window is None else {"start": window.start, "end": window.end},
     }
 
 
@@ -134,12 +142,23 @@ class TemplateSet:
         """Where template ``name`` comes from, as a path to show the user."""
         return self._folder(name).shown
 
-    def choose(self, message: InboundMessage, *, template: str | None = None) -> Choice:
-        """The template for ``message``: forced by name, else chosen by the rules."""
+    def choose(
+        self,
+        message: InboundMessage,
+        *,
+        received_at: datetime | None = None,
+        template: str | None = None,
+    ) -> Choice:
+        """The template for ``message``: forced by name, else chosen by the rules.
+
+        ``received_at`` (when AgentMail received it) defaults to the message's
+        timestamp, else the current time; the rules' time conditions are read on it.
+        """
+        when = received_at or message.timestamp or datetime.now(UTC)
         if template is None:
-            return choose(self.rules, message)
+            return choose(self.rules, message, received_at=when)
         self._folder(template)
-        return self.rules.for_template(template)
+        return self.rules.for_template(template, received_at=when)
 
     def render(
         self,
@@ -152,18 +171,27 @@ class TemplateSet:
 
         ``received_at`` defaults to the message's timestamp, else the current time.
         """
-        return self.render_choice(
-            self.choose(message, template=template), message, received_at=received_at
-        )
+        when = received_at or message.timestamp or datetime.now(UTC)
+        choice = self.choose(message, received_at=when, template=template)
+        return self.render_choice(choice, message, received_at=when)
 
     def render_choice(
         self, choice: Choice, message: InboundMessage, *, received_at: datetime | None = None
     ) -> RenderedReply:
-        """Render the template of an explicit ``choice`` (used by ``check`` and the CLI)."""
+        """Render the template of an explicit ``choice`` (used by ``check`` and the CLI).
+
+        A choice made by a ``skip`` rule has nothing to render: ``ValueError``.
+        """
+        if choice.template is None:
+            raise ValueError(f"rule {choice.rule_name!r} skips: there is no reply to render")
         folder = self._folder(choice.template)
         when = received_at or message.timestamp or datetime.now(UTC)
         context = template_context(
-            message, variables=choice.variables, received_at=when, timezone=self.timezone
+            message,
+            variables=choice.variables,
+            received_at=when,
+            timezone=self.timezone,
+            window=choice.window,
         )
         html = None
         if (folder.path / HTML_FILE).is_file():
@@ -202,7 +230,7 @@ def _load(
     env = _environment(folders)
     for folder in folders.values():
         _compile(env, folder, errors)
-    parsed = _load_rules(directory, folders, errors)
+    parsed = _load_rules(directory, folders, errors, zone)
     if errors:
         return None, errors
     loaded = TemplateSet(
@@ -398,7 +426,10 @@ def _check_references(
 
 
 def _load_rules(
-    directory: Path | None, folders: Mapping[str, _Folder], errors: list[TemplateError]
+    directory: Path | None,
+    folders: Mapping[str, _Folder],
+    errors: list[TemplateError],
+    zone: ZoneInfo,
 ) -> Rules:
     path = directory / RULES_FILE if directory is not None else None
     if path is None or not path.is_file():
@@ -408,7 +439,7 @@ def _load_rules(
         return Rules()
     else:
         try:
-            parsed = parse_rules(path.read_text(encoding="utf-8"))
+            parsed = parse_rules(path.read_text(encoding="utf-8"), timezone=zone)
         except RulesError as exc:
             errors.append(TemplateError(str(path), exc.line, exc.message))
             return Rules()
@@ -417,7 +448,7 @@ def _load_rules(
             return Rules()
     shown = str(path or SHIPPED_DIR)
     known = sorted(n for n in folders if not n.startswith("_"))
-    uses = [(r.template, r.line, f"rule {r.name!r}") for r in parsed.rules]
+    uses = [(r.template, r.line, f"rule {r.name!r}") for r in parsed.rules if r.template]
     uses.append((parsed.default, parsed.default_line, "default"))
     for template, line, who in uses:
         if template not in known:
@@ -494,10 +525,20 @@ class LiveTemplates:
         return self._current
 
     def render(
-        self, message: InboundMessage, *, received_at: datetime | None = None
+        self,
+        message: InboundMessage,
+        *,
+        received_at: datetime | None = None,
+        choice: Choice | None = None,
+        using: TemplateSet | None = None,
     ) -> RenderedReply:
-        """Render with the current set (see ``TemplateSet.render``)."""
-        return self._current.render(message, received_at=received_at)
+        """Render with the current set (see ``TemplateSet.render``), or with ``using``,
+        the set a ``choice`` made earlier came from (the worker chooses the rule when it
+        decides, and renders that very choice even if a reload came in between)."""
+        loaded = using or self._current
+        if choice is None:
+            return loaded.render(message, received_at=received_at)
+        return loaded.render_choice(choice, message, received_at=received_at)
 
     def reload(self) -> TemplateError | None:
         """Load the folder again; on error keep the current set and return the error.
@@ -595,22 +636,36 @@ def check(directory: Path | None, *, timezone: str = "UTC") -> list[str]:
     if loaded is None:
         return [str(error) for error in errors]
     problems: dict[tuple[str, str | None], str] = {}
-    for choice in _reachable_choices(loaded):
+    for choice, received_at in _reachable_choices(loaded):
         for label, message in sample_messages():
             try:
-                loaded.render_choice(choice, message, received_at=SAMPLE_TIME)
+                loaded.render_choice(choice, message, received_at=received_at)
             except TemplateError as exc:
                 who = f"rule {choice.rule_name!r}" if choice.rule_name else "no rule"
                 problems.setdefault((str(exc), choice.rule_name), f"{exc} ({who}, {label})")
     return list(problems.values())
 
 
-def _reachable_choices(loaded: TemplateSet) -> list[Choice]:
+def _reachable_choices(loaded: TemplateSet) -> list[tuple[Choice, datetime]]:
+    """Every way a template can be rendered, with a time at which it would be: a rule
+    with a time condition is rendered at a moment it holds (its first date range's
+    start, else the first moment after ``SAMPLE_TIME``), so its ``window`` is set."""
     parsed = loaded.rules
-    choices = [parsed.choice(rule) for rule in parsed.rules] + [parsed.choice(None)]
-    named = {choice.template for choice in choices}
+    choices: list[tuple[Choice, datetime]] = []
+    for rule in parsed.rules:
+        if rule.template is None:
+            continue
+        when = SAMPLE_TIME
+        if rule.schedule.dates:
+            first = min(d.start for d in rule.schedule.dates)
+            when = instant(first, rule.schedule.zone)
+        elif rule.schedule:
+            when = rule.schedule.first_start(SAMPLE_TIME) or SAMPLE_TIME
+        choices.append((parsed.choice(rule, received_at=when), when))
+    choices.append((parsed.choice(None), SAMPLE_TIME))
+    named = {choice.template for choice, _ in choices}
     choices += [
-        Choice(template=name, rule_name=None, variables=dict(parsed.variables))
+        (Choice(template=name, rule_name=None, variables=dict(parsed.variables)), SAMPLE_TIME)
         for name in loaded.names
         if name not in named
     ]

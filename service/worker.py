@@ -35,12 +35,12 @@ from handlers.message import MESSAGE_RECEIVED, InboundMessage, PayloadError
 from handlers.policy import Decision, History, PolicyConfig, decide
 from handlers.reply import reply_headers, reply_recipient
 from handlers.retry import SEND_WINDOW, RetryPolicy
-from handlers.rules import Delay, reply_delay
+from handlers.rules import Choice, Delay, reply_delay
 from service import metrics
 from service.agentmail_port import AgentMailPort, ApiFailure
 from service.models import AttemptOutcome, Job, JobState, PreparedReply
 from service.store.base import GRACE_PERIOD, Store, StoreUnavailable
-from service.templates import LiveTemplates, TemplateError
+from service.templates import LiveTemplates, TemplateError, TemplateSet
 
 log = structlog.get_logger("autoreply.worker")
 
@@ -80,6 +80,14 @@ class _SendWindowStart:
     an attempt needs it: a retry must not fall outside the Idempotency-Key's window."""
 
     first_send_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Chosen:
+    """The rule's choice for a message and the receipt time it was made for."""
+
+    choice: Choice
+    received_at: datetime
 
 
 class LostLease(Exception):
@@ -243,16 +251,20 @@ class Worker:
         )
         reply = job.reply
         if reply is None:
-            grace = self._grace(job, message)
+            # One set of templates for the whole attempt: the rule chosen (and its time
+            # window) is the one whose template is rendered, even if a reload lands
+            # in between.
+            templates = self.templates.current
+            grace = self._grace(job, message, templates)
             if grace is not None and self.clock() < grace.due and job.reason != GRACE_PERIOD:
                 # Claimed for the first time within the delay. What rules out a reply
-                # whatever happens meanwhile (a list post, an auto-reply) is decided now;
-                # the rest waits until the delay is over.
-                early = self._decide_early(job, message)
+                # whatever happens meanwhile (a list post, an auto-reply, a skip rule) is
+                # decided now; the rest waits until the delay is over.
+                early = self._decide_early(job, message, templates)
                 if early is not None and not early.reply:
                     return await self._skip(job, early)
                 return await self._defer(job, grace)
-            decision, message = await self._decide(job, message)
+            decision, message, chosen = await self._decide(job, message, templates)
             if not decision.reply:
                 return await self._skip(job, decision)
             if grace is not None:
@@ -267,7 +279,7 @@ class Worker:
             if self.config.dry_run:
                 # Nothing is sent, so nothing is reserved: a dry run leaves the ledger
                 # as it found it.
-                reply = self._prepare(message)
+                reply = self._prepare(message, templates, chosen)
                 await self._finish(job, JobState.SKIPPED, "dry_run")
                 return AttemptOutcome.DRY_RUN, {
                     "to": reply.to,
@@ -292,7 +304,7 @@ class Worker:
             # Labelled first: if rendering or sending then fails for good, the message
             # stays visibly awaiting its reply in AgentMail for a person to see.
             await self._label(job, add=[self.config.unreplied_label])
-            reply = self._prepare(message)
+            reply = self._prepare(message, templates, chosen)
             attempt.first_send_at = self.clock()
             if not await self.store.save_reply(
                 job.id, owner=self.owner, reply=reply, now=attempt.first_send_at
@@ -332,12 +344,21 @@ class Worker:
         await self._finish(job, JobState.DONE, "replied")
         return AttemptOutcome.REPLIED, {"sent_message_id": sent_id, "template": reply.template}
 
-    async def _decide(self, job: Job, message: InboundMessage) -> tuple[Decision, InboundMessage]:
-        """Apply the policy, first fetching the message when the payload omitted parts.
+    async def _decide(
+        self, job: Job, message: InboundMessage, templates: TemplateSet
+    ) -> tuple[Decision, InboundMessage, _Chosen]:
+        """Choose the rule, then apply the policy, first fetching the message when the
+        payload omitted parts.
 
         The policy is applied to every job that has no stored reply, whatever brought it
         in (a webhook, a late retry, the sweep, a requeue), so its age is judged now: a
         message older than ``max_age`` is skipped ``too_old`` before anything is reserved.
+
+        The rules match the time AgentMail received the message (its ``timestamp``;
+        without one, when its job was created), not when the job runs: a message that
+        came in on Friday evening is answered as Friday evening mail even if a backlog
+        or a retry sends the reply on Monday. A ``skip`` rule's match goes to the policy,
+        which skips the message ``rule:<name>`` unless a stronger reason applies.
 
         The job's own reservation (from an earlier attempt) is left out of the history:
         it is this job's place, not an earlier reply.
@@ -345,6 +366,9 @@ class Worker:
         if message.incomplete and message.event_type == MESSAGE_RECEIVED:
             data = await self.api.get_message(message.inbox_id, message.message_id)
             message = InboundMessage.from_payload(data, event_type=message.event_type)
+        enqueued_at = datetime.fromtimestamp(job.created_at, UTC)
+        received_at = _received_at(job, message)
+        choice = templates.choose(message, received_at=received_at)
         history = await self.store.history(
             inbox_id=message.inbox_id,
             thread_id=message.thread_id,
@@ -359,24 +383,27 @@ class Worker:
             replied_label=self.config.replied_label,
             # Dates a message without a timestamp for the max age: it is at least as
             # old as its job (a requeue, a sweep or a late retry may come days later).
-            enqueued_at=datetime.fromtimestamp(job.created_at, UTC),
+            enqueued_at=enqueued_at,
+            skip_rule=choice.skip_rule,
         )
-        return decision, message
+        return decision, message, _Chosen(choice, received_at)
 
-    def _grace(self, job: Job, message: InboundMessage) -> _Grace | None:
+    def _grace(self, job: Job, message: InboundMessage, templates: TemplateSet) -> _Grace | None:
         """The message's grace period, or None without one.
 
         The delay is the first matching rule's, else ``AUTOREPLY_REPLY_DELAY``; it counts
         from the message's timestamp (when AgentMail received it), or, without one, from
         when its job was created.
         """
-        delay = reply_delay(self.templates.current.rules, message, self.config.reply_delay)
+        received = _received_at(job, message)
+        delay = reply_delay(templates.rules, message, self.config.reply_delay, received_at=received)
         if not delay.delay:
             return None
-        received = message.timestamp.timestamp() if message.timestamp else job.created_at
-        return _Grace(delay=delay, due=received + delay.delay.total_seconds())
+        return _Grace(delay=delay, due=received.timestamp() + delay.delay.total_seconds())
 
-    def _decide_early(self, job: Job, message: InboundMessage) -> Decision | None:
+    def _decide_early(
+        self, job: Job, message: InboundMessage, templates: TemplateSet
+    ) -> Decision | None:
         """The policy's rules about the message itself, before its delay: None when the
         payload lacks parts (they are fetched when the job is decided, after the delay).
 
@@ -385,6 +412,7 @@ class Worker:
         """
         if message.incomplete:
             return None
+        choice = templates.choose(message, received_at=_received_at(job, message))
         return decide(
             message,
             self.config.policy,
@@ -392,6 +420,7 @@ class Worker:
             now=datetime.fromtimestamp(self.clock(), UTC),
             replied_label=self.config.replied_label,
             enqueued_at=datetime.fromtimestamp(job.created_at, UTC),
+            skip_rule=choice.skip_rule,
         )
 
     async def _defer(self, job: Job, grace: _Grace) -> tuple[AttemptOutcome, dict[str, object]]:
@@ -452,8 +481,12 @@ class Worker:
             job, add=[self.config.replied_label], remove=[self.config.unreplied_label]
         )
 
-    def _prepare(self, message: InboundMessage) -> PreparedReply:
-        rendered = self.templates.render(message)
+    def _prepare(
+        self, message: InboundMessage, templates: TemplateSet, chosen: _Chosen
+    ) -> PreparedReply:
+        rendered = self.templates.render(
+            message, received_at=chosen.received_at, choice=chosen.choice, using=templates
+        )
         return PreparedReply(
             to=reply_recipient(message),
             text=rendered.text,
@@ -510,6 +543,12 @@ class Worker:
             return AttemptOutcome.STORE_UNAVAILABLE, fields
         metrics.REPLIES_DEAD.inc()
         return AttemptOutcome.DEAD, fields
+
+
+def _received_at(job: Job, message: InboundMessage) -> datetime:
+    """When AgentMail received the message (its ``timestamp``), or, without one, when its
+    job was created (the message is at least that old): what rules and delays read."""
+    return message.timestamp or datetime.fromtimestamp(job.created_at, UTC)
 
 
 def _raise_first(*results: object) -> None:

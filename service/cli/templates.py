@@ -2,7 +2,8 @@
 
 ``check`` renders every template and rule against sample messages and prints each
 problem as ``file:line: message``; ``preview`` prints a reply exactly as it would be
-sent, which rule chose it and the message's grace period (``delay``). Both read
+sent, which rule chose it and the message's grace period (``delay``); ``--at`` says
+when the message was received, for rules with ``weekly`` or ``dates``. Both read
 ``AUTOREPLY_TEMPLATES_DIR``, ``AUTOREPLY_TIMEZONE`` (and ``preview``
 ``AUTOREPLY_REPLY_DELAY``) when ``--dir`` and ``--timezone`` are not given.
 """
@@ -16,10 +17,12 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from handlers.grace import format_delay
 from handlers.message import MESSAGE_RECEIVED, InboundMessage, PayloadError
 from handlers.rules import Delay, reply_delay
+from handlers.schedule import instants
 from service import templates
 from service.settings import SettingsError, reply_delay_setting, template_settings
 
@@ -48,6 +51,12 @@ def add_commands(subparsers: Any) -> None:
     preview.add_argument("--to", metavar="INBOX", help=f"receiving inbox (default {DEFAULT_INBOX})")
     preview.add_argument(
         "--message", type=Path, metavar="FILE", help="a message or webhook event as JSON"
+    )
+    preview.add_argument(
+        "--at",
+        metavar="WHEN",
+        help="when the message was received, e.g. 2026-12-24T18:30 (in --timezone) or "
+        "2026-12-24T18:30+01:00 (default: now, or the --message's timestamp)",
     )
     preview.set_defaults(handler=_preview)
 
@@ -99,13 +108,27 @@ def _preview(args: argparse.Namespace) -> int:
     try:
         directory, timezone = _settings(args)
         message = _message(args)
+        if args.at is not None:
+            message = replace(message, timestamp=_received_at(args.at, timezone))
         loaded = templates.TemplateSet.load(directory, timezone=timezone)
         choice = loaded.choose(message, template=args.template)
-        rendered = loaded.render_choice(choice, message, received_at=message.timestamp)
-        delay = reply_delay(loaded.rules, message, _default_delay())
+        rendered = None
+        if choice.skip_rule is None:
+            rendered = loaded.render_choice(choice, message, received_at=message.timestamp)
+        received = message.timestamp or datetime.now(UTC)  # _message always sets it
+        delay = reply_delay(loaded.rules, message, _default_delay(), received_at=received)
     except (_Usage, ValueError, templates.TemplateError) as exc:
         return _fail(str(exc))
     out = sys.stdout
+    if args.at is not None or choice.window is not None:
+        out.write(f"received: {_when(received.astimezone(loaded.timezone))}\n")
+    if choice.window is not None:
+        start, end = choice.window.start, choice.window.end
+        out.write(f"window: {_when(start)} to {_when(end)}\n")
+    if rendered is None:
+        out.write(f"chosen by: rule {choice.rule_name!r}\n")
+        out.write(f"action: skip, no reply is sent (reason rule:{choice.rule_name})\n")
+        return 0
     out.write(f"template: {rendered.template} ({loaded.source(rendered.template)})\n")
     out.write(f"chosen by: {_chosen_by(args.template, rendered.rule)}\n")
     out.write(f"delay: {_delay(delay)}\n")
@@ -134,6 +157,46 @@ def _delay(delay: Delay) -> str:
         f"{format_delay(delay.delay)} ({source}): decided {format_delay(delay.delay)} after "
         "it arrives; not answered if someone answers the thread first"
     )
+
+
+def _received_at(text: str, timezone: str) -> datetime:
+    """``--at``: an ISO 8601 date and time; without an offset, wall-clock time in the
+    templates' zone, refused when that zone's clock skips it or shows it twice."""
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise _Usage(
+            f"--at {text!r} is not a date and time; write e.g. 2026-12-24T18:30 "
+            "or 2026-12-24T18:30+01:00"
+        ) from None
+    if moment.tzinfo is not None:
+        return moment
+    zone = ZoneInfo(timezone)
+    found = instants(moment, zone)
+    if len(found) == 2:
+        offsets = " or ".join(_offset(m) for m in found)
+        raise _Usage(
+            f"--at {text}: clocks in {timezone} show that time twice (they go back); "
+            f"add the offset: {offsets}"
+        )
+    if found[0].replace(tzinfo=None) != moment:
+        raise _Usage(
+            f"--at {text}: clocks in {timezone} skip that time (they jump forward to "
+            f"{found[0]:%H:%M}); no message can be received then"
+        )
+    return found[0]
+
+
+def _offset(moment: datetime) -> str:
+    text = moment.strftime("%z")
+    return f"{text[:3]}:{text[3:]}"
+
+
+def _when(moment: datetime | None) -> str:
+    """A moment as people read it: ``Thursday 2026-12-24 18:30 CET (+01:00)``."""
+    if moment is None:
+        return "(not within a week: the windows cover it all)"
+    return f"{moment:%A %Y-%m-%d %H:%M} {moment.tzname()} ({_offset(moment)})"
 
 
 def _chosen_by(forced: str | None, rule: str | None) -> str:

@@ -280,3 +280,159 @@ def test_check_reports_a_bad_rule_delay_with_its_line(
     assert main(["templates", "check", "--dir", str(folder)]) == 1
     out = capsys.readouterr().out
     assert f"{folder}/rules.toml:8: rule 'invoices': delay: invalid duration" in out
+
+
+TIMED_RULES = """\
+[[rule]]
+name = "partners"
+sender = "@partner.example"
+action = "skip"
+
+[[rule]]
+name = "christmas"
+dates = "2026-12-24 - 2026-12-26"
+template = "holiday"
+
+[[rule]]
+name = "after hours"
+weekly = ["Mon-Thu 18:00-09:00", "Fri 18:00 - Mon 09:00"]
+template = "closed"
+"""
+
+
+@pytest.fixture
+def timed(tmp_path: Path) -> Path:
+    """Office hours in Berlin, a Christmas break, and partners never answered."""
+    root = tmp_path / "timed"
+    for name, body in {
+        "closed": 'Closed. Back {{ window.end.strftime("%A %H:%M") }}.\n',
+        "holiday": 'Away until {{ (window.end).strftime("%d %B") }}, {{ sender.name }}.\n',
+        "default": "Hello {{ sender.name }}.\n",
+    }.items():
+        (root / name).mkdir(parents=True)
+        (root / name / "body.txt").write_text(body)
+    (root / "rules.toml").write_text(TIMED_RULES)
+    return root
+
+
+def preview(timed: Path, *args: str) -> list[str]:
+    return ["templates", "preview", "--dir", str(timed), "--timezone", "Europe/Berlin", *args]
+
+
+@pytest.mark.parametrize(
+    ("at", "expected"),
+    [
+        (
+            "2026-12-24T18:30",
+            "received: Thursday 2026-12-24 18:30 CET (+01:00)\n"
+            "window: Thursday 2026-12-24 00:00 CET (+01:00)"
+            " to Sunday 2026-12-27 00:00 CET (+01:00)\n"
+            "template: holiday ({root}/holiday)\n"
+            "chosen by: rule 'christmas'\n"
+            "delay: 0 (AUTOREPLY_REPLY_DELAY): answered at once\n"
+            "--- body.txt ---\n"
+            "Away until 27 December, Jane Doe.\n",
+        ),
+        (
+            # An offset is honoured: 12:30 in New York is 18:30 in Berlin, a Friday.
+            "2026-12-04T12:30-05:00",
+            "received: Friday 2026-12-04 18:30 CET (+01:00)\n"
+            "window: Friday 2026-12-04 18:00 CET (+01:00) to Monday 2026-12-07 09:00 CET (+01:00)\n"
+            "template: closed ({root}/closed)\n"
+            "chosen by: rule 'after hours'\n"
+            "delay: 0 (AUTOREPLY_REPLY_DELAY): answered at once\n"
+            "--- body.txt ---\n"
+            "Closed. Back Monday 09:00.\n",
+        ),
+        (
+            # The weekend the clocks go forward: closed in CET, open again in CEST.
+            "2026-03-28T10:00Z",
+            "received: Saturday 2026-03-28 11:00 CET (+01:00)\n"
+            "window: Friday 2026-03-27 18:00 CET (+01:00)"
+            " to Monday 2026-03-30 09:00 CEST (+02:00)\n"
+            "template: closed ({root}/closed)\n"
+            "chosen by: rule 'after hours'\n"
+            "delay: 0 (AUTOREPLY_REPLY_DELAY): answered at once\n"
+            "--- body.txt ---\n"
+            "Closed. Back Monday 09:00.\n",
+        ),
+        (
+            "2026-12-01T10:00",
+            "received: Tuesday 2026-12-01 10:00 CET (+01:00)\n"
+            "template: default ({root}/default)\n"
+            "chosen by: default (no rule matched)\n"
+            "delay: 0 (AUTOREPLY_REPLY_DELAY): answered at once\n"
+            "--- body.txt ---\n"
+            "Hello Jane Doe.\n",
+        ),
+    ],
+)
+def test_preview_at_a_moment_shows_the_rule_and_window(
+    timed: Path, at: str, expected: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--at says when the message was received; the rule for that moment answers and
+    its window's end is computed ("back Monday 09:00"), across a clock change too."""
+    assert main(preview(timed, "--at", at)) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(expected.format(root=timed)), out
+
+
+def test_preview_of_a_skip_rule_says_nothing_is_sent(
+    timed: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = preview(timed, "--at", "2026-12-24T18:30", "--from", "Bot <bot@partner.example>")
+    assert main(argv) == 0
+    assert capsys.readouterr().out == (
+        "received: Thursday 2026-12-24 18:30 CET (+01:00)\n"
+        "chosen by: rule 'partners'\n"
+        "action: skip, no reply is sent (reason rule:partners)\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("at", "error"),
+    [
+        ("2026-03-29T02:30", "skip that time (they jump forward to 03:00)"),
+        (
+            "2026-10-25T02:30",
+            "show that time twice (they go back); add the offset: +02:00 or +01:00",
+        ),
+        ("24.12.2026 18:30", "is not a date and time"),
+    ],
+)
+def test_preview_refuses_a_moment_that_is_not_one(
+    timed: Path, at: str, error: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A wall-clock time the zone skips or repeats is refused with the way out."""
+    assert main(preview(timed, "--at", at)) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert error in err
+
+
+def test_check_renders_window_templates_inside_their_window(
+    timed: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Templates reading window.end check clean under their time rules; the same
+    template reachable without a window (here: the default) is an error with its line."""
+    assert main(["templates", "check", "--dir", str(timed)]) == 0
+    assert capsys.readouterr().out.startswith(
+        "ok: 3 template(s) (closed, default, holiday), 3 rule(s)"
+    )
+    (timed / "rules.toml").write_text('default = "closed"\n' + TIMED_RULES)
+    assert main(["templates", "check", "--dir", str(timed)]) == 1
+    assert capsys.readouterr().out.splitlines()[0] == (
+        f"{timed}/closed/body.txt:1: 'None' has no attribute 'end' (no rule, named sender)"
+    )
+
+
+def test_check_reports_rules_errors_with_file_and_line(
+    timed: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (timed / "rules.toml").write_text(TIMED_RULES.replace("Fri 18:00 - Mon", "Fri 25:00 - Mon"))
+    assert main(["templates", "check", "--dir", str(timed)]) == 1
+    assert capsys.readouterr().out.splitlines() == [
+        f"{timed}/rules.toml:13: rule 'after hours': weekly: 25:00 is not a time of day "
+        "(00:00 to 23:59)",
+        "1 problem(s) found",
+    ]

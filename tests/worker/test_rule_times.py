@@ -1,0 +1,109 @@
+"""Rules with time conditions and ``action = "skip"`` in the worker: the rule is chosen
+on when AgentMail received the message (its ``timestamp``), not on when the job runs, and
+a skip rule finishes the job ``rule:<name>`` before anything reaches AgentMail or the
+ledger, counted and logged like any other skip."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from prometheus_client import REGISTRY
+
+from handlers.policy import History
+from service.models import AttemptOutcome, JobState
+from service.templates import LiveTemplates
+from tests.worker.conftest import INBOX, MESSAGE_ID, START, THREAD_ID, Harness, payload
+
+RULES = """\
+[[rule]]
+name = "partner tickets"
+sender = "@tickets.partner.example"
+action = "skip"
+
+[[rule]]
+name = "after hours"
+timezone = "Europe/Berlin"
+weekly = ["Mon-Thu 18:00-09:00", "Fri 18:00 - Mon 09:00"]
+template = "closed"
+"""
+
+
+@pytest.fixture
+def timed(harness: Harness, tmp_path: Path) -> Harness:
+    """The harness with office hours in Berlin and a skip rule."""
+    root = tmp_path / "templates"
+    for name, body in {
+        "closed": 'Closed, back {{ window.end.strftime("%A %H:%M %Z") }}.\n',
+        "default": "We are open.\n",
+    }.items():
+        (root / name).mkdir(parents=True)
+        (root / name / "body.txt").write_text(body)
+    (root / "rules.toml").write_text(RULES)
+    harness.configure(templates=LiveTemplates(root))
+    return harness
+
+
+def skipped(reason: str) -> float:
+    value = REGISTRY.get_sample_value("autoreply_replies_skipped_total", {"reason": reason})
+    return value or 0.0
+
+
+@pytest.mark.parametrize(
+    ("timestamp", "text"),
+    [
+        ("2026-11-27T17:30:00Z", "Closed, back Monday 09:00 CET.\n"),  # Fri 18:30 in Berlin
+        ("2026-11-30T08:00:00Z", "We are open.\n"),  # Mon 09:00 in Berlin
+    ],
+)
+async def test_the_received_time_chooses_the_template(
+    timed: Harness, timestamp: str, text: str
+) -> None:
+    """The worker's clock (``START``, a Sunday) plays no part: the message's timestamp
+    does, read in the rule's zone, and the window gives the reopening time."""
+    await timed.deliver(payload(timestamp=timestamp))
+    timed.clock.now = START
+
+    assert await timed.run() == AttemptOutcome.REPLIED
+
+    [reply] = timed.api.called("reply")
+    assert reply.reply is not None
+    assert reply.reply.text == text
+    job = await timed.job()
+    assert job.reply is not None
+    assert job.reply.rule == ("after hours" if "Closed" in text else None)
+
+
+async def test_a_skip_rule_answers_nothing_and_records_its_name(timed: Harness) -> None:
+    """Skipped ``rule:partner tickets``: no label, no reply, no place in the ledger; the
+    metric and the job's log line carry the reason."""
+    before = skipped("rule:partner tickets")
+    await timed.deliver(payload(**{"from": "Desk <desk@tickets.partner.example>"}))
+
+    assert await timed.run() == AttemptOutcome.SKIPPED
+
+    assert timed.journal == ["history", "finish skipped"]
+    assert timed.api.calls == []
+    job = await timed.job()
+    assert (job.state, job.reason) == (JobState.SKIPPED, "rule:partner tickets")
+    assert skipped("rule:partner tickets") == before + 1
+    assert timed.attempts[0]["reason"] == "rule:partner tickets"
+    assert (
+        await timed.store.history(
+            inbox_id=INBOX, thread_id=THREAD_ID, sender="desk@tickets.partner.example"
+        )
+        == History()
+    )
+    assert job.message_id == MESSAGE_ID
+
+
+async def test_loop_protection_keeps_its_reason_over_a_skip_rule(timed: Harness) -> None:
+    """An auto-reply from the partner is ``auto_submitted``, the stronger signal."""
+    await timed.deliver(
+        payload(
+            **{"from": "desk@tickets.partner.example"},
+            headers={"Auto-Submitted": "auto-replied"},
+        )
+    )
+    assert await timed.run() == AttemptOutcome.SKIPPED
+    assert (await timed.job()).reason == "auto_submitted"
