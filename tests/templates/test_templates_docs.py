@@ -17,23 +17,43 @@ from service.templates import (
 )
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "templates.md"
-#: Fenced blocks whose info string names a file, e.g. ```toml rules.toml
-FILE_BLOCK = re.compile(r"^```\w+ (\S+)\n(.*?)^```$", re.MULTILINE | re.DOTALL)
+#: Fenced blocks whose info string names a file, e.g. ```toml rules.toml; a file of a
+#: further example is named with the example's prefix, e.g. ```toml hours:rules.toml
+FILE_BLOCK = re.compile(r"^```\w+ (?:(\w+):)?(\S+)\n(.*?)^```$", re.MULTILINE | re.DOTALL)
 
 
-@pytest.fixture
-def example(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """The documented folder, written out as templates/ under a fresh working directory."""
+def write_example(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, prefix: str, expected: set[str]
+) -> Path:
+    """The documented folder of one example, written out as templates/ under a fresh
+    working directory."""
     monkeypatch.delenv("AUTOREPLY_TEMPLATES_DIR", raising=False)
     monkeypatch.delenv("AUTOREPLY_TIMEZONE", raising=False)
     monkeypatch.chdir(tmp_path)
-    blocks = FILE_BLOCK.findall(DOC.read_text(encoding="utf-8"))
-    assert {name for name, _ in blocks} >= {"rules.toml", "billing/body.txt"}
+    blocks = [
+        (name, text)
+        for example, name, text in FILE_BLOCK.findall(DOC.read_text(encoding="utf-8"))
+        if example == prefix
+    ]
+    assert {name for name, _ in blocks} >= expected
     for name, text in blocks:
         path = tmp_path / "templates" / name
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text, encoding="utf-8")
     return Path("templates")
+
+
+@pytest.fixture
+def example(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The first example: billing, a key account and a shared signature."""
+    return write_example(tmp_path, monkeypatch, "", {"rules.toml", "billing/body.txt"})
+
+
+@pytest.fixture
+def hours(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The worked example of office hours, a vacation and a skip rule."""
+    expected = {"rules.toml", "closed/body.txt", "holiday/body.txt"}
+    return write_example(tmp_path, monkeypatch, "hours", expected)
 
 
 def test_documented_example_passes_check(example: Path) -> None:
@@ -92,3 +112,29 @@ def test_documented_variables_are_the_context() -> None:
     )
     documented = set(re.findall(r"^\| `(\w+)[.`]", DOC.read_text(encoding="utf-8"), re.M))
     assert documented >= set(context)
+
+
+def test_documented_office_hours_example_passes_check(hours: Path) -> None:
+    assert check(hours, timezone="UTC") == []
+
+
+@pytest.mark.parametrize("at", ["2026-12-04T18:30", "2026-12-28T10:00"])
+def test_documented_office_hours_previews(
+    hours: Path, at: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The documented previews are what the command prints (as far as the docs show)."""
+    argv = ["templates", "preview", "--dir", "templates/", "--timezone", "Europe/Berlin"]
+    assert main([*argv, "--at", at]) == 0
+    out = capsys.readouterr().out
+    command = f"$ autoreply templates preview --dir templates/ --timezone Europe/Berlin --at {at}\n"
+    doc = DOC.read_text(encoding="utf-8")
+    shown = doc[doc.index(command) + len(command) :].split("```", 1)[0]
+    assert out.startswith(shown)
+
+
+def test_documented_skip_rule_preview(hours: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["templates", "preview", "--dir", "templates/", "--from", "t@tickets.partner.example"]
+    assert main(argv) == 0
+    line = capsys.readouterr().out.splitlines()[-1]
+    assert line == "action: skip, no reply is sent (reason rule:partner tickets)"
+    assert f"`{line}`" in " ".join(DOC.read_text(encoding="utf-8").split())
