@@ -7,8 +7,9 @@ of Dovecot Pigeonhole's ``act_vacation_commit``, so the reason names the stronge
 signal. Every rule only ever turns a reply into a skip; none can force a reply.
 
 A ``skip`` rule of ``rules.toml`` that matched (``rule:<name>``) is checked right after
-the allow and deny lists and the suppression list: it is the operator's choice, like them, so loop protection
-keeps its more certain reasons and the limits below never count such a message.
+the allow and deny lists and the suppression list: it is the operator's choice, like
+them, so loop protection keeps its more certain reasons and the limits below never count
+such a message.
 
 The message's age (``too_old``) is checked after every rule about the message itself and
 before the thread cap and the sender cooldown: a message the other rules would skip
