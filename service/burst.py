@@ -11,6 +11,11 @@ loop's CPU share and decides, with hysteresis, whether this is a burst, and its
 ``claim_limit`` is the one thing the worker asks, which also logs ``worker_steps_back``
 and ``worker_resumes``.
 
+The sweep's backlog waits for a lower bar: ``intake_busy`` holds while webhooks arrive
+at ``BUSY_RATE`` or more a second (or during a burst), and for ``QUIET_AFTER`` seconds
+after, so a catch-up pass over thousands of old messages runs between the waves of live
+deliveries, never in them (``service.sweep``).
+
 Many requests in progress alone are not a burst: with a slow disk or a sender that
 keeps a hundred deliveries in flight, they wait on commits while the loop idles. So the
 loop's own CPU counts too, sampled every ``INTERVAL`` from its thread's CPU time. A
@@ -40,6 +45,13 @@ START_LOAD = 0.75
 #: ``END_LOAD``.
 END_IN_FLIGHT = 4
 END_LOAD = 0.5
+#: Webhook requests a second from which intake counts as busy for the sweep: far above
+#: the few a second of normal traffic, far below what a burst needs. Deliveries arriving
+#: at this rate also show the webhook works, so a catch-up can wait for a lull.
+BUSY_RATE = 50.0
+#: How long intake stays busy after the last sample at ``BUSY_RATE`` (or in a burst):
+#: the sweep resumes only after this much quiet, not in every gap between two waves.
+QUIET_AFTER = 2.0
 
 
 class WebhookBurst:
@@ -55,6 +67,11 @@ class WebhookBurst:
     ) -> None:
         """``on_end`` is called as a burst ends (the runtime wakes the worker with it)."""
         self.in_flight = 0
+        #: Webhook requests started since the last sample, and their rate over it.
+        self.started = 0
+        self.rate = 0.0
+        #: Wall-clock time (``wall_clock``) until which intake counts as busy.
+        self.busy_until = float("-inf")
         #: CPU time of the loop's thread over the last interval, per second of wall time.
         self.load = 0.0
         self.active = False
@@ -67,6 +84,7 @@ class WebhookBurst:
     def request_started(self) -> None:
         """A webhook request came in."""
         self.in_flight += 1
+        self.started += 1
         self._update()
 
     def request_finished(self) -> None:
@@ -98,10 +116,20 @@ class WebhookBurst:
             cpu, wall = self._cpu_clock(), self._wall_clock()
 
     def sample(self, cpu_since: float, wall_since: float) -> None:
-        """Set ``load`` from the clocks' readings since ``cpu_since`` and ``wall_since``."""
-        spent = self._cpu_clock() - cpu_since
-        self.load = spent / max(self._wall_clock() - wall_since, 1e-6)
+        """Set ``load`` and ``rate`` from the clocks' readings since ``cpu_since`` and
+        ``wall_since`` (and the requests started since the previous sample)."""
+        now = self._wall_clock()
+        elapsed = max(now - wall_since, 1e-6)
+        self.load = (self._cpu_clock() - cpu_since) / elapsed
+        self.rate, self.started = self.started / elapsed, 0
         self._update()
+        if self.active or self.rate >= BUSY_RATE:
+            self.busy_until = now + QUIET_AFTER
+
+    def intake_busy(self) -> bool:
+        """Whether live deliveries are arriving fast enough that backlog work (the
+        sweep) should wait: a burst, or ``BUSY_RATE`` a second within ``QUIET_AFTER``."""
+        return self.active or self._wall_clock() < self.busy_until
 
     def _update(self) -> None:
         if not self.active:

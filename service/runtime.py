@@ -96,16 +96,13 @@ class Runtime:
                 inbox_ids=tuple(settings.inbox_ids),
                 replied_label=settings.replied_label,
                 wake=self.wake_worker,
+                busy=self.burst.intake_busy,
                 # The worker's token: ``leases.owner`` names the replica sweeping, as
                 # ``jobs.lease_owner`` names the one working a job.
                 owner=self.worker.owner,
                 lease_seconds=settings.sweep_lease_seconds,
             )
-            self.sweep_loop = SweepLoop(
-                sweeper,
-                interval=settings.sweep_interval.total_seconds(),
-                busy=lambda: self.burst.active,
-            )
+            self.sweep_loop = SweepLoop(sweeper, interval=settings.sweep_interval.total_seconds())
         self._background: list[asyncio.Task[None]] = []
         if settings.webhook_secrets:
             self.verifier = _verifier(settings.webhook_secrets)

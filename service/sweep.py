@@ -12,10 +12,13 @@ the mark moves) are in ``handlers.sweep``; this module does the I/O:
   every inbox of the account): per inbox from its mark minus the overlap (a first look
   sets the mark to now, so a new deployment never answers old mail), or from ``since``
   (``autoreply sweep --since``), oldest first, page by page. The mark moves after each
-  page, so an interrupted pass loses nothing: the next resumes from the mark.
+  page, so an interrupted pass loses nothing: the next resumes from the mark. Before
+  each page it waits while live intake is busy (``busy``, the runtime's
+  ``WebhookBurst.intake_busy``): the pass and the jobs it creates share intake's event
+  loop and database writer, and a backlog can wait where a delivery cannot.
 * ``SweepLoop`` runs a pass every ``AUTOREPLY_SWEEP_INTERVAL`` under the store's sweep
-  lease, so one replica (or ``autoreply sweep``) sweeps at a time, and waits while a
-  webhook burst has the worker stepped back: intake comes first.
+  lease, so one replica (or ``autoreply sweep``) sweeps at a time, and starts it only
+  when intake is not busy.
 """
 
 from __future__ import annotations
@@ -51,8 +54,8 @@ LEASE_TTL = 120.0
 MAX_TRIES = 8
 #: The longest wait between two tries, whatever ``Retry-After`` asks.
 MAX_BACKOFF = 60.0
-#: How often a loop that found intake busy looks again.
-BUSY_RECHECK = 5.0
+#: How often a sweeper waiting for intake to calm down looks again.
+BUSY_RECHECK = 1.0
 
 
 class SweepInterrupted(Exception):
@@ -120,6 +123,7 @@ class Sweeper:
         inbox_ids: Sequence[str],
         replied_label: str,
         wake: Callable[[], None] = lambda: None,
+        busy: Callable[[], bool] = lambda: False,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         page_size: int = PAGE_SIZE,
@@ -133,6 +137,8 @@ class Sweeper:
         self.inbox_ids = tuple(sorted(inbox_ids))
         self.replied_label = replied_label
         self.wake = wake
+        #: True while live intake is busy: the sweep waits before its next page.
+        self.busy = busy
         self.clock = clock
         self.sleep = sleep
         self.page_size = page_size
@@ -145,6 +151,8 @@ class Sweeper:
         self.owner = owner or f"sweep-{uuid.uuid4().hex[:12]}"
         #: Whether the pass holds the lease and must renew it (``run_leased``).
         self._leased = False
+        #: When the lease was last taken or renewed (``clock``).
+        self._renewed_at = float("-inf")
         #: Called with an inbox's counts after each page (the CLI's progress line).
         self.progress: Callable[[InboxCounts], None] | None = None
 
@@ -152,9 +160,9 @@ class Sweeper:
 
     async def acquire(self) -> bool:
         """Take the sweep lease; False if another sweeper holds it."""
-        self._leased = await self.store.try_sweep_lease(
-            self.owner, self.clock(), self.lease_seconds
-        )
+        now = self.clock()
+        self._leased = await self.store.try_sweep_lease(self.owner, now, self.lease_seconds)
+        self._renewed_at = now
         return self._leased
 
     async def release(self) -> None:
@@ -167,11 +175,13 @@ class Sweeper:
                 log.warning("sweep_lease_not_released", error=str(exc))
 
     async def _renew(self) -> None:
+        now = self.clock()
         if self._leased and not await self.store.try_sweep_lease(
-            self.owner, self.clock(), self.lease_seconds
+            self.owner, now, self.lease_seconds
         ):
             self._leased = False
             raise SweepInterrupted("the sweep lease was taken over")
+        self._renewed_at = now
 
     # -- one pass --------------------------------------------------------------------
 
@@ -220,6 +230,7 @@ class Sweeper:
             keep_mark = not dry_run and (current is None or since <= current)
         page_token: str | None = None
         while True:
+            await self._yield_to_intake(inbox_id)
             page: MessagePage = await self._call(
                 functools.partial(
                     self.api.list_received,
@@ -296,6 +307,23 @@ class Sweeper:
                 await self._wait(delay)
         raise AssertionError("unreachable")  # pragma: no cover
 
+    async def _yield_to_intake(self, inbox_id: str) -> None:
+        """Wait while live intake is busy, renewing the lease every third of its time.
+
+        Under a sustained rate of deliveries the pass waits as long as the rate lasts:
+        webhooks are evidently arriving then, and what the sweep looks for can wait for
+        the lull. A log line says when it stops and goes on.
+        """
+        if not self.busy():
+            return
+        paused = self.clock()
+        log.info("sweep_waits_for_intake", inbox_id=inbox_id)
+        while self.busy():
+            await self.sleep(BUSY_RECHECK)
+            if self.clock() - self._renewed_at >= self.lease_seconds / 3:
+                await self._renew()
+        log.info("sweep_resumes", inbox_id=inbox_id, waited_s=round(self.clock() - paused, 1))
+
     async def _wait(self, seconds: float) -> None:
         """Sleep, renewing the lease at least every third of its time."""
         while seconds > 0:
@@ -355,19 +383,17 @@ def record(report: SweepReport | None, *, outcome: str, now: float, started: flo
 
 
 class SweepLoop:
-    """A pass every ``interval`` seconds under the lease, after intake's bursts."""
+    """A pass every ``interval`` seconds under the lease, started when intake is calm."""
 
-    def __init__(
-        self, sweeper: Sweeper, *, interval: float, busy: Callable[[], bool] = lambda: False
-    ) -> None:
+    def __init__(self, sweeper: Sweeper, *, interval: float) -> None:
         self.sweeper = sweeper
         self.interval = interval
-        self.busy = busy
 
     async def run(self) -> None:
         """Sweep now and then every interval, until cancelled."""
         while True:
-            while self.busy():
+            # Waiting here holds no lease: another replica with calm intake may sweep.
+            while self.sweeper.busy():
                 await self.sweeper.sleep(BUSY_RECHECK)
             try:
                 await self.sweeper.run_leased()

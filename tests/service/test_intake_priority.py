@@ -20,8 +20,10 @@ import structlog
 from service.agentmail_api import AgentMailApi
 from service.app import create_app
 from service.burst import (
+    BUSY_RATE,
     END_IN_FLIGHT,
     END_LOAD,
+    QUIET_AFTER,
     START_IN_FLIGHT,
     START_LOAD,
     CountRequests,
@@ -176,6 +178,31 @@ def test_load_is_the_loops_cpu_time_per_second_of_wall_time() -> None:
     assert burst.load == pytest.approx(0.4)
     assert not burst.active
     assert ended == [pytest.approx(0.4)]
+
+
+def test_intake_is_busy_for_the_backlog_from_a_rate_of_deliveries_until_a_quiet_spell() -> None:
+    """The sweep's bar: ``BUSY_RATE`` deliveries a second (no burst needed), and busy
+    for ``QUIET_AFTER`` seconds after the last such sample, not in every short gap."""
+    wall = [0.0]
+    burst = WebhookBurst(on_end=lambda: None, cpu_clock=lambda: 0.0, wall_clock=lambda: wall[0])
+
+    def deliveries(count: int, seconds: float) -> None:
+        for _ in range(count):
+            burst.request_started()
+            burst.request_finished()
+        before = wall[0]
+        wall[0] += seconds
+        burst.sample(0.0, before)
+
+    assert not burst.intake_busy()
+    deliveries(int(BUSY_RATE / 10) - 1, 0.1)  # just under the rate
+    assert not burst.intake_busy()
+    deliveries(int(BUSY_RATE / 10), 0.1)  # at the rate, on an idle loop: no burst
+    assert (burst.active, burst.intake_busy()) == (False, True)
+    deliveries(0, QUIET_AFTER - 0.2)
+    assert burst.intake_busy()  # a gap shorter than the quiet spell
+    deliveries(0, 0.2)
+    assert not burst.intake_busy()
 
 
 async def test_an_idle_loop_measures_as_idle() -> None:

@@ -23,7 +23,7 @@ from service.agentmail_api import AgentMailApi
 from service.agentmail_port import MessagePage
 from service.models import JobSource
 from service.store import Store, open_store
-from service.sweep import Sweeper, SweepLoop
+from service.sweep import BUSY_RECHECK, Sweeper, SweepLoop
 from tests.conftest import SandboxFactory, SandboxHandle
 from tests.support import postgres
 from tests.support.waiting import until_awaited
@@ -303,8 +303,9 @@ async def test_the_loop_sweeps_every_interval_and_wakes_the_worker(
         inbox_ids=(sandbox.inbox,),
         replied_label="replied",
         wake=lambda: woken.append(True),
+        busy=lambda: busy[0],
     )
-    task = asyncio.create_task(SweepLoop(sweep, interval=0.05, busy=lambda: busy[0]).run())
+    task = asyncio.create_task(SweepLoop(sweep, interval=0.05).run())
     try:
 
         async def marked() -> bool:
@@ -326,25 +327,68 @@ async def test_the_loop_sweeps_every_interval_and_wakes_the_worker(
 async def test_the_loop_waits_while_intake_is_busy(
     sandbox: SandboxHandle, store: Store, api: AgentMailApi
 ) -> None:
-    """A webhook burst has the worker stepped back: the loop sweeps only after it."""
+    """Live deliveries arriving fast: the loop starts its pass only after they calm down."""
     busy = [True]
     sleeps: list[float] = []
 
     async def sleep(seconds: float) -> None:
         sleeps.append(seconds)
         busy[0] = len(sleeps) < 3
-        # The burst's rechecks return at once; the interval after the pass really waits.
-        await asyncio.sleep(0 if seconds <= 5 else seconds)
+        # The rechecks return at once; the interval after the pass really waits.
+        await asyncio.sleep(0 if seconds <= BUSY_RECHECK else seconds)
 
-    sweep = sweeper(store, api, (sandbox.inbox,), sleep=sleep)
-    task = asyncio.create_task(SweepLoop(sweep, interval=3600, busy=lambda: busy[0]).run())
+    sweep = sweeper(store, api, (sandbox.inbox,), sleep=sleep, busy=lambda: busy[0])
+    task = asyncio.create_task(SweepLoop(sweep, interval=3600).run())
     try:
 
         async def marked() -> bool:
             return sandbox.inbox in await store.get_marks()
 
-        await until_awaited(marked, what="the pass after the burst")
-        assert sleeps[:3] == [5.0, 5.0, 5.0]
+        await until_awaited(marked, what="the pass after intake calmed down")
+        assert sleeps[:3] == [BUSY_RECHECK] * 3
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_a_pass_waits_between_pages_while_intake_is_busy(
+    sandbox: SandboxHandle, store: Store, api: AgentMailApi
+) -> None:
+    """Intake turning busy in the middle of a pass stops it after the page in hand (the
+    jobs already written stay); it goes on from there once intake is calm, keeping its
+    lease meanwhile, and ends with every message enqueued once."""
+    await sweeper(store, api, (sandbox.inbox,)).sweep()
+    ids = inject(sandbox, 25)
+    busy = [False]
+    calls = 0
+    during: list[int] = []
+
+    class CountingApi:
+        """The real API; busy turns on after the second page is listed."""
+
+        async def list_inbox_ids(self) -> list[str]:
+            return await api.list_inbox_ids()
+
+        async def list_received(self, *args: Any, **kwargs: Any) -> MessagePage:
+            nonlocal calls
+            calls += 1
+            if calls == 2:
+                busy[0] = True
+            return await api.list_received(*args, **kwargs)
+
+    async def sleep(seconds: float) -> None:
+        done = await sources(store, sandbox.inbox, ids)
+        during.append(len([source for source in done if source is not None]))
+        busy[0] = len(during) < 3
+        await asyncio.sleep(0)
+
+    sweep = sweeper(
+        store, CountingApi(), (sandbox.inbox,), sleep=sleep, busy=lambda: busy[0], page_size=10
+    )
+    report = await sweep.run_leased()
+    assert report is not None
+    assert report.ok
+    # Waited three times with two pages (20 jobs) written, then swept the rest.
+    assert during == [20, 20, 20]
+    assert report.totals()["enqueued"] == 25
+    assert await sources(store, sandbox.inbox, ids) == [JobSource.SWEEP] * 25
