@@ -47,6 +47,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -473,11 +474,17 @@ class ServiceRuns:
         self.problems: list[str] = []
 
     def run(
-        self, name: str, seconds: float, expected_rps: float, profile: Path | None = None
+        self,
+        name: str,
+        seconds: float,
+        expected_rps: float,
+        profile: Path | None = None,
+        just_before: Callable[[], None] | None = None,
     ) -> dict[str, Any]:
         """A run of requests signed just before it, unique for twice ``expected_rps``.
 
         Optionally under py-spy (``profile``), which samples without pausing the process.
+        ``just_before`` is called after the signing, as the load starts.
         """
         count = expected_rps * seconds * POOL_FACTOR + POOL_MARGIN
         per_thread = math.ceil(count / self.load.threads)
@@ -494,6 +501,8 @@ class ServiceRuns:
                 preexec_fn=_die_with_parent,
             )
             time.sleep(0.5)  # let py-spy attach before the load starts
+        if just_before is not None:
+            just_before()
         try:
             result = run_wrk(self.load, self.service, self.folder, name, seconds)
         finally:

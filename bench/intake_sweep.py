@@ -109,16 +109,19 @@ def sweep_progress(database: Path) -> dict[str, int]:
 
 
 def log_events(logfile: Path) -> dict[str, Any]:
-    """The service log's step-backs and its sweep line (a pass that ended), if any."""
-    steps_back, sweep = 0, None
+    """The service log's step-backs, the sweep's waits for intake, and its sweep line
+    (a pass that ended), if any."""
+    steps_back, waits, sweep = 0, 0, None
     for line in logfile.read_text(errors="replace").splitlines():
         with contextlib.suppress(ValueError):
             entry = json.loads(line)
             if entry.get("event") == "worker_steps_back":
                 steps_back += 1
+            elif entry.get("event") == "sweep_waits_for_intake":
+                waits += 1
             elif entry.get("event") == "sweep":
                 sweep = {k: entry.get(k) for k in ("outcome", "scanned", "enqueued", "duration_ms")}
-    return {"worker_stepped_back": steps_back, "sweep_log": sweep}
+    return {"worker_stepped_back": steps_back, "sweep_waited": waits, "sweep_log": sweep}
 
 
 def one_run(
@@ -150,9 +153,17 @@ def one_run(
         service.wait_ready("/readyz")
         runs = ServiceRuns(load, folder, secret, service)
         runs.run("warm", load.warmup, expected_rps)
-        before = sweep_progress(database)
-        sandbox_cpu = sandbox.cpu_seconds()
-        result = runs.run("run", load.duration, max(runs.best_rps, expected_rps))
+        before: dict[str, int] = {}
+        sandbox_cpu = 0.0
+
+        def starting() -> None:
+            nonlocal sandbox_cpu
+            before.update(sweep_progress(database))
+            sandbox_cpu = sandbox.cpu_seconds()
+
+        result = runs.run(
+            "run", load.duration, max(runs.best_rps, expected_rps), just_before=starting
+        )
         result["sandbox_cpu_s"] = round(sandbox.cpu_seconds() - sandbox_cpu, 2)
         after = sweep_progress(database)
     finally:
@@ -188,7 +199,8 @@ def summary_row(pair: int, first: str, without: dict[str, Any], with_: dict[str,
         f" | {w['sandbox_cpu_s']:.1f} / {s['sandbox_cpu_s']:.1f}"
         f" | {a['enqueued'] - b['enqueued']:,} ({b['enqueued']:,} → {a['enqueued']:,})"
         f" | {a['finished'] - b['finished']:,}"
-        f" | {without['sweep']['worker_stepped_back']} / {sweep['worker_stepped_back']} |"
+        f" | {without['sweep']['worker_stepped_back']} / {sweep['worker_stepped_back']}"
+        f" | {sweep.get('sweep_waited', 0)} |"
     )
 
 
@@ -205,8 +217,9 @@ def markdown(report: dict[str, Any]) -> str:
             "| pair | without req/s | with req/s | ratio | without p50 / p99 ms"
             " | with p50 / p99 ms | CPU ms per 1,000 req: without / with"
             " | sandbox CPU s: without / with | swept during the run (jobs at start → end)"
-            " | swept jobs finished during the run | worker stepped back: without / with |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+            " | swept jobs finished during the run | worker stepped back: without / with"
+            " | sweep waited for intake |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for n, pair in enumerate(level["pairs"], 1):
             lines.append(summary_row(n, pair["first"], pair["without"], pair["with"]))

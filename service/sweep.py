@@ -13,7 +13,7 @@ the mark moves) are in ``handlers.sweep``; this module does the I/O:
   sets the mark to now, so a new deployment never answers old mail), or from ``since``
   (``autoreply sweep --since``), oldest first, page by page. The mark moves after each
   page, so an interrupted pass loses nothing: the next resumes from the mark. Before
-  each page it waits while live intake is busy (``busy``, the runtime's
+  each page and each message it waits while live intake is busy (``busy``, the runtime's
   ``WebhookBurst.intake_busy``): the pass and the jobs it creates share intake's event
   loop and database writer, and a backlog can wait where a delivery cannot.
 * ``SweepLoop`` runs a pass every ``AUTOREPLY_SWEEP_INTERVAL`` under the store's sweep
@@ -242,6 +242,9 @@ class Sweeper:
             )
             created = 0
             for item in page.messages:
+                # Also within a page: a page's writes and the jobs they wake are a
+                # quarter of a second of the loop, enough to hold up a wave of deliveries.
+                await self._yield_to_intake(inbox_id)
                 created += await self._consider(counts, item, dry_run=dry_run)
             if created:
                 self.wake()

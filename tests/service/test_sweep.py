@@ -351,10 +351,10 @@ async def test_the_loop_waits_while_intake_is_busy(
         await asyncio.gather(task, return_exceptions=True)
 
 
-async def test_a_pass_waits_between_pages_while_intake_is_busy(
+async def test_a_pass_waits_in_the_middle_while_intake_is_busy(
     sandbox: SandboxHandle, store: Store, api: AgentMailApi
 ) -> None:
-    """Intake turning busy in the middle of a pass stops it after the page in hand (the
+    """Intake turning busy in the middle of a pass stops it before its next write (the
     jobs already written stay); it goes on from there once intake is calm, keeping its
     lease meanwhile, and ends with every message enqueued once."""
     await sweeper(store, api, (sandbox.inbox,)).sweep()
@@ -388,7 +388,8 @@ async def test_a_pass_waits_between_pages_while_intake_is_busy(
     report = await sweep.run_leased()
     assert report is not None
     assert report.ok
-    # Waited three times with two pages (20 jobs) written, then swept the rest.
-    assert during == [20, 20, 20]
+    # Busy from the second listing on: waited three times with the first page (10 jobs)
+    # written and none of the second, then swept the rest.
+    assert during == [10, 10, 10]
     assert report.totals()["enqueued"] == 25
     assert await sources(store, sandbox.inbox, ids) == [JobSource.SWEEP] * 25
