@@ -115,7 +115,8 @@ class _Snapshot(Collector):
             oldest = self.stats.oldest_pending_created_at
             age = GaugeMetricFamily(
                 "autoreply_oldest_pending_job_age_seconds",
-                "Age of the oldest job not yet finished (pending or running); 0 when none.",
+                "Age of the oldest job not yet finished (pending or running), from when it "
+                "fell due (the end of its grace period, if it has one); 0 when none.",
             )
             age.add_metric([], 0.0 if oldest is None else max(0.0, self.now - oldest))
             yield age

@@ -245,9 +245,14 @@ class QueueStats:
     """Counts for ``/metrics``, ``/readyz`` and ``autoreply status``."""
 
     by_state: dict[str, int]
+    #: When the oldest unfinished (pending or running) job fell due: its creation, or
+    #: for a job waiting out a grace period the end of its delay (Unix seconds; may lie
+    #: ahead when every unfinished job is still waiting). A delay is not a backlog.
     oldest_pending_created_at: float | None
     #: Entries of the suppression list by cause (``handlers.suppression.Cause``).
     suppressions: dict[str, int] = field(default_factory=dict)
+    #: Pending jobs waiting out their grace period (``AUTOREPLY_REPLY_DELAY``).
+    waiting: int = 0
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

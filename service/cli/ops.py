@@ -107,7 +107,10 @@ async def _queue_report(store: Store, *, database: str, now: float, limit: int) 
         "database": redact_url(database),
         "queue": {
             **{state.value: stats.by_state.get(state.value, 0) for state in JobState},
-            "oldest_unfinished_age_seconds": None if oldest is None else round(now - oldest, 1),
+            "oldest_unfinished_age_seconds": (
+                None if oldest is None else round(max(0.0, now - oldest), 1)
+            ),
+            "waiting_out_grace_period": stats.waiting,
         },
         "suppressions": {
             "total": sum(stats.suppressions.values()),
@@ -252,6 +255,11 @@ def _format_status(report: dict[str, Any], *, now: float) -> str:
     lines.append("  " + "   ".join(f"{state.value} {queue[state.value]}" for state in JobState))
     age = queue["oldest_unfinished_age_seconds"]
     lines.append(f"  oldest unfinished job: {'none' if age is None else _duration(age) + ' old'}")
+    if queue["waiting_out_grace_period"]:
+        lines.append(
+            f"  waiting out a grace period: {queue['waiting_out_grace_period']} "
+            "(pending until their delay is over)"
+        )
     suppressions = report["suppressions"]
     lines.append("")
     if suppressions["total"]:

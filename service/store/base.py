@@ -398,7 +398,11 @@ class Store(Protocol):
     async def retry(
         self, job_id: int, *, owner: str, run_after: float, error: str, now: float
     ) -> bool:
-        """Release the job to run again at ``run_after``, noting the error."""
+        """Release the job to run again at ``run_after``, noting the error.
+
+        A job retried after its grace period no longer counts as waiting (its ``reason``
+        ``GRACE_PERIOD`` is cleared): from then on its age counts from its creation.
+        """
 
     async def defer(self, job_id: int, *, owner: str, run_after: float, now: float) -> bool:
         """Put the claimed job back to wait until ``run_after`` (its grace period).
@@ -435,7 +439,8 @@ class Store(Protocol):
         """
 
     async def stats(self) -> QueueStats:
-        """Queue depth by state and the age of the oldest pending job."""
+        """Queue depth by state, when the oldest unfinished job fell due, and how many
+        jobs wait out a grace period (``QueueStats``)."""
 
     async def get_job(self, inbox_id: str, message_id: str) -> Job | None:
         """The job of one message, if any (inspection and tests)."""

@@ -734,9 +734,10 @@ class PostgresStore:
         return (
             await self._rowcount(
                 """UPDATE jobs SET state = 'pending', run_after = %s, last_error = %s,
+                       reason = CASE WHEN reason = %s THEN NULL ELSE reason END,
                        lease_owner = NULL, lease_until = NULL, updated_at = %s
                    WHERE id = %s AND lease_owner = %s AND state = 'running'""",
-                (run_after, error, now, job_id, owner),
+                (run_after, error, GRACE_PERIOD, now, job_id, owner),
             )
             == 1
         )
@@ -810,20 +811,27 @@ class PostgresStore:
 
     async def stats(self) -> QueueStats:
         async def stats(conn: Conn) -> QueueStats:
+            # A job waiting out its grace period falls due at its run_after, not at its
+            # creation: a delay is not a backlog.
             cursor = await conn.execute(
-                """SELECT state, count(*), min(created_at) FILTER
-                       (WHERE state IN ('pending', 'running'))
-                   FROM jobs GROUP BY state"""
+                """SELECT state, count(*),
+                       min(CASE WHEN reason = %s THEN run_after ELSE created_at END) FILTER
+                       (WHERE state IN ('pending', 'running')),
+                       count(*) FILTER (WHERE state = 'pending' AND reason = %s)
+                   FROM jobs GROUP BY state""",
+                (GRACE_PERIOD, GRACE_PERIOD),
             )
             rows = await cursor.fetchall()
-            counts = {state: int(count) for state, count, _ in rows}
-            oldest = [first for _, _, first in rows if first is not None]
+            counts = {state: int(count) for state, count, _, _ in rows}
+            oldest = [first for _, _, first, _ in rows if first is not None]
+            waiting = sum(int(count) for _, _, _, count in rows)
             cursor = await conn.execute("SELECT cause, count(*) FROM suppressions GROUP BY cause")
             suppressions = {cause: int(count) for cause, count in await cursor.fetchall()}
             return QueueStats(
                 by_state={state.value: counts.get(state.value, 0) for state in JobState},
                 oldest_pending_created_at=min(oldest) if oldest else None,
                 suppressions=suppressions,
+                waiting=waiting,
             )
 
         return await self._run(stats)

@@ -531,9 +531,10 @@ class SQLiteStore:
     ) -> bool:
         return await self._update(
             """UPDATE jobs SET state = 'pending', run_after = ?, last_error = ?,
+                   reason = CASE WHEN reason = ? THEN NULL ELSE reason END,
                    lease_owner = NULL, lease_until = NULL, updated_at = ?
                WHERE id = ? AND lease_owner = ? AND state = 'running'""",
-            (run_after, error, now, job_id, owner),
+            (run_after, error, GRACE_PERIOD, now, job_id, owner),
         )
 
     async def defer(self, job_id: int, *, owner: str, run_after: float, now: float) -> bool:
@@ -585,9 +586,7 @@ class SQLiteStore:
     async def stats(self) -> QueueStats:
         def stats(conn: sqlite3.Connection) -> QueueStats:
             counts = dict(conn.execute("SELECT state, count(*) FROM jobs GROUP BY state"))
-            oldest = conn.execute(
-                "SELECT min(created_at) FROM jobs WHERE state IN ('pending', 'running')"
-            ).fetchone()[0]
+            oldest, waiting = conn.execute(_UNFINISHED, (GRACE_PERIOD, GRACE_PERIOD)).fetchone()
             suppressions = dict(
                 conn.execute("SELECT cause, count(*) FROM suppressions GROUP BY cause")
             )
@@ -595,6 +594,7 @@ class SQLiteStore:
                 by_state={state.value: int(counts.get(state.value, 0)) for state in JobState},
                 oldest_pending_created_at=oldest,
                 suppressions={cause: int(count) for cause, count in suppressions.items()},
+                waiting=int(waiting or 0),
             )
 
         return await self._read(stats)
@@ -644,6 +644,12 @@ class SQLiteStore:
     async def _update(self, sql: str, params: tuple[Any, ...]) -> bool:
         return await self._call(lambda conn: conn.execute(sql, params).rowcount == 1)
 
+
+#: ``stats``: when the oldest unfinished job fell due (a job waiting out its grace period
+#: falls due at its ``run_after``), and how many wait so.
+_UNFINISHED = """SELECT min(CASE WHEN reason = ? THEN run_after ELSE created_at END),
+        sum(state = 'pending' AND reason = ?)
+    FROM jobs WHERE state IN ('pending', 'running')"""
 
 #: ``sent_in_thread``: through the ledger's thread index, the jobs' sent reply ids.
 _SENT_IN_THREAD = """SELECT jobs.sent_message_id FROM replies JOIN jobs ON jobs.id = replies.job_id

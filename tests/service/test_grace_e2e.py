@@ -9,6 +9,7 @@ whenever the service gets to the job after that, it reads the thread and finds t
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -130,6 +131,11 @@ def test_a_restart_and_a_kill_during_the_delay_neither_lose_nor_repeat_the_reply
     first = grace.start(AUTOREPLY_REPLY_DELAY="10s")
     message_ids = inject(sandbox, 3)
     grace.wait_until(lambda: waiting(grace, message_ids), what="jobs waiting out the delay")
+    status = grace.run("status", "--json", "--no-api")
+    assert status.returncode == 0, status.stderr
+    queue = json.loads(status.stdout)["queue"]
+    assert queue["waiting_out_grace_period"] == 3
+    assert queue["oldest_unfinished_age_seconds"] == 0, "a delay is not a backlog"
     first.kill()
     second = grace.start(AUTOREPLY_REPLY_DELAY="10s")
     assert waiting(grace, message_ids)

@@ -248,6 +248,10 @@ async def test_a_deferred_job_waits_until_its_time_without_using_an_attempt(
     assert not await store.defer(job.id, owner="a", run_after=T0 + 600, now=T0)
     assert await store.claim(owner="a", now=T0 + 299, lease=60, limit=1) == []
     assert await store.next_due() == T0 + 300
+    stats = await store.stats()
+    assert (stats.by_state["pending"], stats.waiting) == (1, 1)
+    # A delay is not a backlog: the job falls due at the end of its delay.
+    assert stats.oldest_pending_created_at == T0 + 300
     await store.close()
     reopened = open_store(url)
     await reopened.open()
@@ -255,6 +259,14 @@ async def test_a_deferred_job_waits_until_its_time_without_using_an_attempt(
         [again] = await reopened.claim(owner="c", now=T0 + 300, lease=60, limit=1)
         assert (again.id, again.attempts, again.reason) == (job.id, 1, GRACE_PERIOD)
         assert (await reopened.stats()).by_state["running"] == 1
+        assert (await reopened.stats()).oldest_pending_created_at == T0 + 300
+        # Retried after its delay, it is an ordinary job again: its age counts from T0.
+        assert await reopened.retry(again.id, owner="c", run_after=T0 + 310, error="x", now=T0)
+        stats = await reopened.stats()
+        assert (stats.waiting, stats.oldest_pending_created_at) == (0, T0)
+        retried = await reopened.get_job(job.inbox_id, job.message_id)
+        assert retried is not None
+        assert retried.reason == "x"
     finally:
         await reopened.close()
         await store.open()
