@@ -177,3 +177,37 @@ async def test_without_a_delay_the_thread_is_never_read(harness: Harness) -> Non
 
     assert "get_thread" not in harness.journal
     assert "defer" not in harness.journal
+
+
+async def test_the_sender_cooldown_applies_after_the_delay_not_before(harness: Harness) -> None:
+    """Two messages from Jane in two threads during one delay: the first is answered when
+    its delay is over, the second is then within the cooldown."""
+    harness.configure(reply_delay=DELAY)
+    first = received("<first@example.com>")
+    later = datetime.fromtimestamp(START + 60, UTC).isoformat()
+    second = received("<second@example.com>", timestamp=later, thread_id="thread-2")
+    for message in (first, second):
+        await harness.deliver(message)
+        assert await harness.run() == AttemptOutcome.DEFERRED
+
+    assert await harness.run_when_due() == AttemptOutcome.REPLIED
+    assert await harness.run_when_due() == AttemptOutcome.SKIPPED
+
+    assert (await harness.job("<second@example.com>")).reason == "sender_cooldown"
+    assert len(harness.api.sent) == 1
+
+
+async def test_a_cooldown_that_ends_during_the_delay_does_not_skip(harness: Harness) -> None:
+    """Jane was answered almost a day ago: at arrival the cooldown would skip her new
+    message, but it is judged when the delay is over, and by then it has passed."""
+    harness.clock.now = START - 86_400 + 100
+    await harness.deliver(received("<yesterday@example.com>", thread_id="thread-0"))
+    assert await harness.run() == AttemptOutcome.REPLIED
+    harness.configure(reply_delay=DELAY)
+    harness.clock.now = START
+    await harness.deliver(received())
+
+    assert await harness.run() == AttemptOutcome.DEFERRED
+    assert await harness.run_when_due() == AttemptOutcome.REPLIED
+
+    assert len(harness.api.sent) == 2
