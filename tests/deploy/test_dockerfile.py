@@ -79,6 +79,9 @@ def test_final_stage_is_debian_slim_with_debians_python_and_no_compiler() -> Non
     assert root_of(final, every) == "debian:bookworm-slim"
     installed = set().union(*(apt_packages(s) for s in stage_chain(final, every)))
     assert "python3" in installed
+    # zoneinfo reads the system's zone files: AUTOREPLY_TIMEZONE and the rules'
+    # timezone (Europe/Berlin, Asia/Kathmandu...) resolve only with tzdata.
+    assert "tzdata" in installed
     compilers = {"gcc", "g++", "build-essential", "clang", "make", "python3-dev", "python3-pip"}
     assert not installed & compilers
     assert final.all("COPY") == ["--from=build /opt/autoreply /opt/autoreply"]

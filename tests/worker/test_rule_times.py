@@ -5,6 +5,7 @@ ledger, counted and logged like any other skip."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -107,3 +108,50 @@ async def test_loop_protection_keeps_its_reason_over_a_skip_rule(timed: Harness)
     )
     assert await timed.run() == AttemptOutcome.SKIPPED
     assert (await timed.job()).reason == "auto_submitted"
+
+
+async def test_a_skip_rule_skips_at_once_even_with_a_grace_period(timed: Harness) -> None:
+    """With a delay configured, a skip rule's message is not held for the delay: what
+    the rules already rule out is decided on the first claim, like a list post."""
+    timed.configure(templates=timed.worker.templates, reply_delay=timedelta(minutes=10))
+    await timed.deliver(
+        payload(
+            **{"from": "desk@tickets.partner.example"},
+            timestamp=datetime.fromtimestamp(START, UTC).isoformat(),
+        )
+    )
+
+    assert await timed.run() == AttemptOutcome.SKIPPED
+
+    assert timed.journal == ["finish skipped"]
+    assert (await timed.job()).reason == "rule:partner tickets"
+
+
+@pytest.mark.parametrize(
+    ("received", "outcome"),
+    [
+        (datetime(2026, 11, 28, 22, 0, tzinfo=UTC), AttemptOutcome.DEFERRED),  # Sat 23:00
+        (datetime(2026, 11, 28, 12, 0, tzinfo=UTC), AttemptOutcome.REPLIED),  # Sat 13:00
+    ],
+)
+async def test_a_rule_delay_follows_the_received_time(
+    harness: Harness, tmp_path: Path, received: datetime, outcome: str
+) -> None:
+    """A rule's delay applies when its time condition held at the message's receipt:
+    at night, wait an hour for a person; by day, no rule matches and it is answered at
+    once (no global delay)."""
+    root = tmp_path / "templates"
+    (root / "default").mkdir(parents=True)
+    (root / "default" / "body.txt").write_text("Thanks.\n")
+    (root / "rules.toml").write_text(
+        '[[rule]]\nname = "night"\ntimezone = "Europe/Berlin"\n'
+        'weekly = "daily 20:00-08:00"\ntemplate = "default"\ndelay = "1h"\n'
+    )
+    harness.configure(templates=LiveTemplates(root))
+    harness.clock.now = received.timestamp()
+    await harness.deliver(payload(timestamp=received.isoformat()))
+
+    assert await harness.run() == outcome
+    if outcome == AttemptOutcome.DEFERRED:
+        assert harness.attempts[0]["delay_rule"] == "night"
+        assert await harness.store.next_due() == received.timestamp() + 3600
