@@ -61,6 +61,12 @@ _DATE_RANGE = re.compile(rf"{_DATE_POINT}(?:{_DATE_SEP}{_DATE_POINT})?")
 #: not the whole week ends within a week; a day more covers the clocks changing.
 _WEEKLY_HORIZON = timedelta(days=8)
 _SECOND = timedelta(seconds=1)
+#: Years a date range may name: any real vacation, and no date the clock arithmetic
+#: cannot reach (9999-12-31 as a last day would end past the last date Python has).
+FIRST_YEAR, LAST_YEAR = 1970, 2999
+#: How far from a message ``Schedule.period`` looks for where its stretch began and
+#: ends: a vacation of a year is found whole; "always" is not searched for ever.
+MAX_REACH = timedelta(days=400)
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,8 +171,11 @@ class Schedule:
         of a window or range as the clock shows it (or the jump that skips it), and
         each change of the zone's offset. "Near": a week and a day either side of
         ``at`` and of every date range within reach, since a stretch of weekly windows
-        that is not the whole week lasts less than a week."""
+        that is not the whole week lasts less than a week; and never more than
+        ``MAX_REACH`` from ``at``, so a range of years costs no more than one of weeks
+        (a stretch longer than that has no ``start`` or ``end``)."""
         wall = self.wall(at)
+        floor, ceiling = wall - MAX_REACH, wall + MAX_REACH
         low, high = wall - _WEEKLY_HORIZON, wall + _WEEKLY_HORIZON
         ranges: list[DateRange] = []
         grown = True
@@ -175,10 +184,15 @@ class Schedule:
             for dates in self.dates:
                 if dates not in ranges and dates.start <= high and dates.end >= low:
                     ranges.append(dates)
-                    low = min(low, dates.start - _WEEKLY_HORIZON)
-                    high = max(high, dates.end + _WEEKLY_HORIZON)
+                    low = max(floor, min(low, dates.start - _WEEKLY_HORIZON))
+                    high = min(ceiling, max(high, dates.end + _WEEKLY_HORIZON))
                     grown = True
-        walls = [edge for dates in ranges for edge in (dates.start, dates.end)]
+        walls = [
+            edge
+            for dates in ranges
+            for edge in (dates.start, dates.end)
+            if floor <= edge <= ceiling
+        ]
         if self.weekly:
             monday = _monday(low)
             while monday <= high:
@@ -470,6 +484,8 @@ def _moment(day: str, clock: str | None, *, end: bool) -> datetime:
         parsed = date.fromisoformat(day)
     except ValueError:
         raise ValueError(f"{day} is not a date (YYYY-MM-DD)") from None
+    if not FIRST_YEAR <= parsed.year <= LAST_YEAR:
+        raise ValueError(f"{day}: use a year from {FIRST_YEAR} to {LAST_YEAR}")
     if clock is None:
         midnight = datetime.combine(parsed, time())
         return midnight + timedelta(days=1) if end else midnight

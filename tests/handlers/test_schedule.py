@@ -19,6 +19,7 @@ from handlers.schedule import (
     DAY,
     DAY_NAMES,
     WEEK,
+    Period,
     Schedule,
     WeeklyWindow,
     complement,
@@ -190,6 +191,20 @@ def test_a_vacation_joined_to_evenings_and_a_weekend_ends_when_the_office_opens(
     assert period.end == datetime(2027, 1, 4, 9, tzinfo=BERLIN)
 
 
+def test_a_stretch_of_years_is_not_searched_to_its_ends() -> None:
+    """A range of centuries ("always") holds, but its start and end lie beyond the reach
+    of the search: None, found in milliseconds, not by walking a thousand years."""
+    schedule = Schedule(
+        BERLIN, weekly=closed().weekly, dates=(parse_dates("1970-01-01 - 2999-12-31"),)
+    )
+    assert schedule.period(datetime(2026, 6, 1, tzinfo=UTC)) == Period(start=None, end=None)
+    year = Schedule(BERLIN, dates=(parse_dates("2026-01-01 - 2026-12-31"),))
+    period = year.period(datetime(2026, 6, 1, tzinfo=UTC))
+    assert period == Period(
+        start=datetime(2026, 1, 1, tzinfo=BERLIN), end=datetime(2027, 1, 1, tzinfo=BERLIN)
+    )
+
+
 def test_a_window_ending_in_the_skipped_hour_ends_when_the_clock_jumps() -> None:
     """A window ending at 02:30 on the night clocks go forward ends at the jump (03:00
     CEST, 01:00 UTC), the first moment the clock shows 02:30 or later."""
@@ -283,6 +298,8 @@ def test_impossible_weekly_entries_are_refused(text: str, error: str) -> None:
         ("2026-12-24 18:00", "give an end too"),
         ("24.12.2026", "not a date range"),
         ("2026-12-24-2027-01-01", "not a date range"),
+        ("2026-12-24 - 9999-12-31", "9999-12-31: use a year from 1970 to 2999"),
+        ("0001-01-01", "use a year from 1970 to 2999"),
     ],
 )
 def test_impossible_date_entries_are_refused(text: str, error: str) -> None:
@@ -366,9 +383,30 @@ CLOCK_CHANGE_DAYS = [66, 87, 94, 276, 297, 304]
 ZONES = ["Europe/Berlin", "America/New_York", "Asia/Kathmandu", "Australia/Lord_Howe", "UTC"]
 
 
+@st.composite
+def date_ranges(draw: st.DrawFn) -> list[str]:
+    """Up to two non-overlapping ranges in 2026, whole days or moments."""
+    count = draw(st.integers(0, 2))
+    starts = sorted(draw(st.lists(st.integers(0, 360 * DAY), min_size=count, max_size=count)))
+    texts, previous_end = [], -1
+    for start in starts:
+        start = max(start, previous_end)
+        length = draw(st.integers(1, 20 * DAY))
+        first = datetime(2026, 1, 1) + timedelta(minutes=start)
+        last = first + timedelta(minutes=length)
+        if draw(st.booleans()):
+            texts.append(f"{first:%Y-%m-%d %H:%M} - {last:%Y-%m-%d %H:%M}")
+            previous_end = start + length
+        else:
+            texts.append(f"{first:%Y-%m-%d} - {last:%Y-%m-%d}")
+            previous_end = (start // DAY + length // DAY + 2) * DAY
+    return texts
+
+
 @settings(max_examples=200, deadline=None)
 @given(
-    entries=st.lists(weekly_entries(), min_size=1, max_size=3),
+    entries=st.lists(weekly_entries(), min_size=0, max_size=3),
+    ranges=date_ranges(),
     zone=st.sampled_from(ZONES),
     minute=st.one_of(
         st.integers(min_value=0, max_value=365 * DAY),
@@ -381,19 +419,21 @@ ZONES = ["Europe/Berlin", "America/New_York", "Asia/Kathmandu", "Australia/Lord_
     ),
 )
 def test_the_period_is_exactly_the_unbroken_stretch_around_the_receipt(
-    entries: list[str], zone: str, minute: int
+    entries: list[str], ranges: list[str], zone: str, minute: int
 ) -> None:
     """Whatever the zone (DST both ways, +05:45, Lord Howe's half-hour DST): the schedule
     holds at every real minute from the period's start up to its end, and not in the
     minute before the start nor at the end."""
     windows = tuple(parse_weekly(e) for e in entries)
-    schedule = Schedule(ZoneInfo(zone), weekly=windows)
+    dates = tuple(parse_dates(r) for r in ranges)
+    schedule = Schedule(ZoneInfo(zone), weekly=windows, dates=dates)
     at = datetime(2026, 1, 1, tzinfo=UTC) + timedelta(minutes=minute)
     period = schedule.period(at)
     assert (period is not None) == schedule.holds(at)
     if period is None:
         return
     if period.end is None:  # the windows cover the whole week
+        assert windows
         assert complement(windows) == ()
         return
     assert period.start is not None
