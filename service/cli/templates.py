@@ -195,7 +195,7 @@ def _offset(moment: datetime) -> str:
 def _when(moment: datetime | None) -> str:
     """A moment as people read it: ``Thursday 2026-12-24 18:30 CET (+01:00)``."""
     if moment is None:
-        return "(not within a week: the windows cover it all)"
+        return "(none within 400 days)"
     return f"{moment:%A %Y-%m-%d %H:%M} {moment.tzname()} ({_offset(moment)})"
 
 

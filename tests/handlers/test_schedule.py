@@ -449,3 +449,14 @@ def test_the_period_is_exactly_the_unbroken_stretch_around_the_receipt(
 def test_one_entry_is_a_window_in_one_zone() -> None:
     """The parsed window keeps the text for messages."""
     assert parse_weekly("Sat-Sun") == WeeklyWindow("Sat-Sun", ((5 * DAY, 2 * DAY),))
+
+
+def test_a_public_holiday_in_an_after_hours_rule_joins_the_evening_and_weekend() -> None:
+    """A holiday listed in the same rule as the weekly windows: closed from Thursday
+    18:00 (Christmas Eve evening) through Friday the 25th and the weekend to Monday."""
+    schedule = Schedule(BERLIN, weekly=closed().weekly, dates=(parse_dates("2026-12-25"),))
+    period = schedule.period(datetime(2026, 12, 25, 12, tzinfo=BERLIN))
+    assert period == Period(
+        start=datetime(2026, 12, 24, 18, tzinfo=BERLIN),
+        end=datetime(2026, 12, 28, 9, tzinfo=BERLIN),
+    )

@@ -436,3 +436,20 @@ def test_check_reports_rules_errors_with_file_and_line(
         "(00:00 to 23:59)",
         "1 problem(s) found",
     ]
+
+
+def test_preview_of_a_window_without_an_end(
+    timed: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Windows covering the whole week have no end to announce: said so, not a crash."""
+    (timed / "always").mkdir()
+    (timed / "always" / "body.txt").write_text("{% if window.end %}back{% endif %}always\n")
+    (timed / "rules.toml").write_text(
+        '[[rule]]\nname = "a"\nweekly = "daily"\ntemplate = "always"\n'
+    )
+    assert main(preview(timed, "--at", "2026-12-01T10:00")) == 0
+    out = capsys.readouterr().out
+    assert "window: (none within 400 days) to (none within 400 days)\n" in out
+    assert out.endswith(
+        "--- body.txt ---\nalways\n--- body.html: none, the reply is plain text only ---\n"
+    )
