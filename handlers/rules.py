@@ -5,6 +5,7 @@ conditions: inbox, sender, subject, and when the message was received (``weekly`
 windows and ``dates`` ranges in the rule's ``timezone``, see ``handlers.schedule``). A
 rule matches when every condition it sets matches; within a condition, any listed value
 will do. The first matching rule wins; when none matches, the default template is used.
+A rule may also set the reply ``mode`` for what it matches (``send`` or ``draft``).
 A rule may also set the grace period (``delay``) of what it matches; without one, the
 global ``AUTOREPLY_REPLY_DELAY`` applies (``reply_delay``).
 Parsing takes the file's text (no I/O here) and reports errors with their line.
@@ -16,13 +17,14 @@ import difflib
 import re
 import tomllib
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from handlers import policy, schedule
 from handlers.message import InboundMessage
+from handlers.modes import MODES, ReplyMode
 from handlers.schedule import Period, Schedule
 
 #: A template is a folder; its name must be a plain folder name. Folders starting
@@ -42,6 +44,7 @@ _RULE_KEYS = (
     "dates",
     "delay",
     "vars",
+    "mode",
 )
 #: What a matching rule does: answer with its template, or leave the message unanswered.
 REPLY, SKIP = "reply", "skip"
@@ -79,6 +82,8 @@ class Rule:
     #: The grace period of what this rule matches (``delay = "10m"``; ``"0"`` answers at
     #: once); None leaves it to ``AUTOREPLY_REPLY_DELAY``.
     delay: timedelta | None = None
+    #: The reply mode for what this rule matches; None leaves it to ``AUTOREPLY_MODE``.
+    mode: ReplyMode | None = None
     #: Line of the rule in ``rules.toml`` (0 when built in code).
     line: int = 0
 
@@ -116,12 +121,18 @@ class Rules:
         return _choice(self, rule.template, rule, window)
 
     def for_template(self, template: str, *, received_at: datetime | None = None) -> Choice:
-        """The choice made by forcing ``template``: variables of the first rule using it."""
+        """The choice made by forcing ``template``: variables of the first rule using it
+        (not its mode: that rule did not match, so ``AUTOREPLY_MODE`` applies)."""
         rule = next((r for r in self.rules if r.template == template), None)
         window = None
         if rule is not None and rule.schedule and received_at is not None:
             window = rule.schedule.period(received_at)
-        return _choice(self, template, rule, window)
+        return replace(_choice(self, template, rule, window), mode=None)
+
+    @property
+    def modes(self) -> frozenset[ReplyMode]:
+        """Every mode a rule sets (registration subscribes to what they need)."""
+        return frozenset(r.mode for r in self.rules if r.mode is not None)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -135,12 +146,22 @@ class Choice:
     #: The stretch of time the rule's ``weekly``/``dates`` condition holds around the
     #: message's receipt; None when the rule has no time condition (or none matched).
     window: Period | None = None
+    #: The mode the rule sets; None: the rule sets none (or no rule matched), so
+    #: ``AUTOREPLY_MODE`` decides (see :func:`resolve_mode`).
+    mode: ReplyMode | None = None
 
     @property
     def skip_rule(self) -> str | None:
         """The name of the ``skip`` rule that matched, else None (the policy skips the
         message as ``rule:<name>``)."""
         return self.rule_name if self.template is None else None
+
+
+def resolve_mode(choice: Choice, default: ReplyMode) -> tuple[ReplyMode, str]:
+    """The mode of a reply and what chose it: ``rule 'NAME'`` or ``AUTOREPLY_MODE``."""
+    if choice.mode is not None and choice.rule_name is not None:
+        return choice.mode, f"rule {choice.rule_name!r}"
+    return default, "AUTOREPLY_MODE"
 
 
 def choose(rules: Rules, message: InboundMessage, *, received_at: datetime) -> Choice:
@@ -188,7 +209,8 @@ def _choice(rules: Rules, template: str | None, rule: Rule | None, window: Perio
     if rule is not None:
         variables.update(rule.variables)
     name = None if rule is None else rule.name
-    return Choice(template=template, rule_name=name, variables=variables, window=window)
+    mode = None if rule is None else rule.mode
+    return Choice(template=template, rule_name=name, variables=variables, window=window, mode=mode)
 
 
 def parse_rules(text: str, *, timezone: tzinfo = UTC) -> Rules:
@@ -257,6 +279,7 @@ def _parse_rule(raw: object, index: int, where: _Locator, default_zone: tzinfo) 
         schedule=_schedule(raw, name, index, where, default_zone),
         variables=variables,
         delay=_delay(raw, name, line("delay")),
+        mode=_mode(raw, name, line("mode")),
         line=line(),
     )
 
@@ -349,6 +372,19 @@ def _entry(parse: Callable[[str], Any], text: str, rule: str, key: str, line: in
         return parse(text)
     except ValueError as exc:
         raise RulesError(f"rule {rule!r}: {key}: {exc}", line=line) from None
+
+
+def _mode(raw: Mapping[str, Any], rule: str, line: int) -> ReplyMode | None:
+    value = raw.get("mode")
+    if value is None:
+        return None
+    if not isinstance(value, str) or value not in MODES:
+        raise RulesError(
+            f"rule {rule!r}: mode must be one of {', '.join(repr(m) for m in MODES)},"
+            f" got {value!r}",
+            line=line,
+        )
+    return ReplyMode(value)
 
 
 def _strings(raw: Mapping[str, Any], key: str, rule: str, line: int) -> tuple[str, ...]:

@@ -134,6 +134,68 @@ class AgentMailApi:
             messages=messages, next_page_token=thread.next_page_token if messages else None
         )
 
+    async def create_draft(
+        self, inbox_id: str, message_id: str, reply: PreparedReply, *, client_id: str
+    ) -> str:
+        """Create the reply as a reply draft to the sender only; return its id.
+
+        AgentMail's drafts take no custom headers (neither ``CreateDraftRequest`` nor
+        ``Draft`` has the field), so ``reply.headers`` (``Auto-Submitted`` ...) cannot
+        go with the draft: a person sends it, and it goes out as their message.
+        """
+        async with _as_api_failure("create draft"):
+            draft = await self._client.inboxes.drafts.create(
+                _path(inbox_id),
+                in_reply_to=message_id,
+                to=[reply.to],
+                text=reply.text,
+                html=reply.html if reply.html is not None else None,
+                client_id=client_id,
+                request_options=_NO_RETRIES,
+            )
+        return str(draft.draft_id)
+
+    async def draft_exists(self, inbox_id: str, draft_id: str) -> bool:
+        """Whether the draft is still there (404: sent or deleted)."""
+        try:
+            async with _as_api_failure("get draft"):
+                await self._client.inboxes.drafts.get(
+                    _path(inbox_id), _path(draft_id), request_options=_NO_RETRIES
+                )
+        except ApiFailure as failure:
+            if failure.status == 404:
+                return False
+            raise
+        return True
+
+    async def list_drafts(self, inbox_id: str) -> list[dict[str, Any]]:
+        """Every draft of the inbox (all pages), newest first, as JSON items."""
+        drafts: list[dict[str, Any]] = []
+        page_token: str | None = None
+        while True:
+            async with _as_api_failure("list drafts"):
+                page = await self._client.inboxes.drafts.list(
+                    _path(inbox_id), limit=100, page_token=page_token, request_options=_NO_RETRIES
+                )
+            drafts.extend(
+                item.model_dump(mode="json", by_alias=True, exclude_unset=True)
+                for item in page.drafts
+            )
+            page_token = page.next_page_token
+            if not page_token or not page.drafts:
+                return drafts
+
+    async def send_draft(self, inbox_id: str, draft_id: str, *, idempotency_key: str) -> str:
+        """Send a draft under ``idempotency_key``; return the sent message's id."""
+        async with _as_api_failure("send draft"):
+            response = await self._client.inboxes.drafts.send(
+                _path(inbox_id),
+                _path(draft_id),
+                idempotency_key=idempotency_key,
+                request_options=_NO_RETRIES,
+            )
+        return str(response.message_id)
+
     async def list_inbox_ids(self) -> list[str]:
         """Every inbox of the account, all pages (the sweep's scope without
         ``AUTOREPLY_INBOX_IDS``)."""

@@ -1,7 +1,8 @@
 """What the worker needs from AgentMail: the ``AgentMailPort`` protocol and ``ApiFailure``.
 
 The worker's steps are decided here in the service; AgentMail only answers four calls
-(the fourth, reading a thread, only for messages with a grace period).
+(the fourth, reading a thread, only for messages with a grace period or in draft mode),
+and two more in draft mode (create a reply draft, see whether it is still there).
 The catch-up sweep (``service.sweep``) needs two more, listing calls, named apart in
 ``SweepPort`` so the worker's port stays its three calls.
 Naming those calls as a protocol lets the worker run against anything that answers
@@ -78,6 +79,18 @@ class AgentMailPort(Protocol):
         """One page of a thread's messages: the newest first page, then older ones."""
         ...
 
+    async def create_draft(
+        self, inbox_id: str, message_id: str, reply: PreparedReply, *, client_id: str
+    ) -> str:
+        """Create ``reply`` as a reply draft to ``message_id``, to the sender only, under
+        ``client_id``; return the draft's id (the existing draft's when ``client_id`` was
+        used before and that draft still exists)."""
+        ...
+
+    async def draft_exists(self, inbox_id: str, draft_id: str) -> bool:
+        """Whether the draft is still there (False once it was sent or deleted: 404)."""
+        ...
+
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class ThreadPage:
@@ -95,6 +108,8 @@ class ThreadPage:
 #: The label AgentMail puts on every inbound message (sent ones carry ``sent``): the
 #: sweep lists only these.
 RECEIVED_LABEL = "received"
+#: The label AgentMail puts on every message an inbox sent.
+SENT_LABEL = "sent"
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -28,6 +28,12 @@ DELIVERIES = Counter(
 #: Labelled with ``service.models.AttemptOutcome``.
 JOB_ATTEMPTS = Counter("autoreply_job_attempts_total", "Job attempts by outcome.", ["outcome"])
 REPLIES_SENT = Counter("autoreply_replies_sent_total", "Auto-replies sent.")
+DRAFTS_CREATED = Counter(
+    "autoreply_drafts_created_total", "Reply drafts created for review (draft mode)."
+)
+DRAFTS_DISCARDED = Counter(
+    "autoreply_drafts_discarded_total", "Reply drafts deleted without being sent (draft mode)."
+)
 REPLIES_SKIPPED = Counter(
     "autoreply_replies_skipped_total", "Messages not answered, by policy reason.", ["reason"]
 )

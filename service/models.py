@@ -47,6 +47,19 @@ class Feedback:
 
 
 @dataclass(kw_only=True, slots=True)
+class SentRef:
+    """What a ``message.sent`` event reports: a message an inbox sent, in which thread.
+
+    It names no draft; draft mode matches it to a job by its thread and lets the worker
+    find out from AgentMail whether it was the job's draft (see ``service.worker``).
+    """
+
+    inbox_id: str
+    thread_id: str
+    message_id: str
+
+
+@dataclass(kw_only=True, slots=True)
 class Delivery:
     """A verified delivery: who sent it (``svix_id``) and what it carries.
 
@@ -66,16 +79,29 @@ class Delivery:
     #: The bounce or complaint of a ``message.bounced`` / ``message.complained`` event
     #: the service acts on (``AUTOREPLY_SUPPRESSION``), else None.
     feedback: Feedback | None = None
+    #: The sent message of a ``message.sent`` event the service acts on (draft mode),
+    #: else None.
+    sent: SentRef | None = None
 
 
 class JobState(enum.StrEnum):
-    """Where a job is. ``done``, ``skipped`` and ``dead`` are final."""
+    """Where a job is. ``done``, ``skipped``, ``dead`` and ``discarded`` are final."""
 
     PENDING = "pending"
     RUNNING = "running"
+    #: Draft mode: the reply draft exists and awaits review; the job waits for the
+    #: draft to be sent (``message.sent``) and looks at it every
+    #: ``AUTOREPLY_DRAFT_CHECK_INTERVAL`` (``run_after``).
+    DRAFTED = "drafted"
     DONE = "done"
     SKIPPED = "skipped"
     DEAD = "dead"
+    #: Draft mode: the draft was deleted without being sent; the message stays unreplied.
+    DISCARDED = "discarded"
+
+
+#: The states a job ends in; it changes no more (``requeue`` aside, for dead ones).
+FINAL_STATES = frozenset({JobState.DONE, JobState.SKIPPED, JobState.DEAD, JobState.DISCARDED})
 
 
 class JobSource(enum.StrEnum):
@@ -114,6 +140,12 @@ class AttemptOutcome(enum.StrEnum):
     LEASE_LOST = "lease_lost"
     #: The store could not be written; the lease runs out and the job is claimed again.
     STORE_UNAVAILABLE = "store_unavailable"
+    #: Draft mode: the reply draft is created and awaits review.
+    DRAFTED = "drafted"
+    #: Draft mode: the draft still awaits review; looked at again later.
+    WAITING = "waiting"
+    #: Draft mode: the draft was deleted without being sent.
+    DISCARDED = "discarded"
     #: The outcome until the attempt knows better (every path that ends it sets another).
     ERROR = "error"
 
@@ -164,6 +196,9 @@ class PreparedReply:
     idempotency_key: str
     template: str
     rule: str | None
+    #: ``send`` or ``draft`` (``handlers.modes``), fixed with the reply: a rules change
+    #: after it was prepared does not turn a draft into a send or back.
+    mode: str = "send"
 
     def to_json(self) -> str:
         """Serialise for the ``jobs.reply`` column."""
@@ -176,6 +211,7 @@ class PreparedReply:
                 "idempotency_key": self.idempotency_key,
                 "template": self.template,
                 "rule": self.rule,
+                "mode": self.mode,
             },
             ensure_ascii=False,
             sort_keys=True,
@@ -193,6 +229,8 @@ class PreparedReply:
             idempotency_key=data["idempotency_key"],
             template=data["template"],
             rule=data["rule"],
+            # Replies stored before draft mode existed were all sent at once.
+            mode=data.get("mode", "send"),
         )
 
 
@@ -220,6 +258,13 @@ class Job:
     reason: str | None = None
     #: What brought the job in.
     source: JobSource = JobSource.WEBHOOK
+    #: Draft mode: the id of the reply draft, once created.
+    draft_id: str | None = None
+    #: Draft mode: the id of a message a ``message.sent`` event reported in the job's
+    #: thread while the draft awaited review (it may be the draft, sent).
+    sent_hint: str | None = None
+    #: The conversation the message belongs to.
+    thread_id: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -238,6 +283,8 @@ class JobSummary:
     sent_message_id: str | None
     #: What brought the job in.
     source: JobSource = JobSource.WEBHOOK
+    #: Draft mode: the id of the reply draft, once created.
+    draft_id: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

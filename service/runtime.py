@@ -84,6 +84,9 @@ class Runtime:
                 dry_run=settings.dry_run,
                 policy=policy_config(settings),
                 reply_delay=settings.reply_delay,
+                mode=settings.mode,
+                draft_label=settings.draft_label,
+                draft_check_seconds=settings.draft_check_interval.total_seconds(),
             ),
             claim_limit=self.burst.claim_limit,
         )

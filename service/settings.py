@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from dotenv import dotenv_values
 
+from handlers.modes import ReplyMode, parse_mode
 from handlers.policy import parse_duration, parse_patterns
 from handlers.suppression import DEFAULT_TRANSIENT_LIMIT
 from service.webhooks import secret_key
@@ -93,6 +94,14 @@ class Settings:
     #: address (within ``handlers.suppression.TRANSIENT_WINDOW``) that suppress it; 0: a
     #: transient bounce never does.
     transient_bounce_limit: int = DEFAULT_TRANSIENT_LIMIT
+    #: ``AUTOREPLY_MODE``: how replies go out unless a rule says otherwise (``send`` at
+    #: once, or ``draft`` for review); see ``handlers.modes``.
+    mode: ReplyMode = ReplyMode.SEND
+    #: ``AUTOREPLY_DRAFT_LABEL``: the label on a message whose reply draft awaits review.
+    draft_label: str = "autoreply-draft"
+    #: ``AUTOREPLY_DRAFT_CHECK_INTERVAL``: how often a waiting draft is looked at, to
+    #: notice one deleted without sending (or a ``message.sent`` event that was lost).
+    draft_check_interval: timedelta = timedelta(minutes=10)
 
     @property
     def webhook_url(self) -> str | None:
@@ -107,6 +116,14 @@ class Settings:
     ) -> Settings:
         """Build from ``environ`` (default ``os.environ``) over an optional ``.env`` file."""
         return _parse(_Reader(_environment(environ, dotenv)))
+
+
+def mode_setting(
+    environ: Mapping[str, str] | None = None, *, dotenv: Path | None = Path(".env")
+) -> ReplyMode:
+    """``AUTOREPLY_MODE`` alone, read and checked as ``Settings`` reads it: for
+    ``autoreply templates preview``, which shows the mode of a reply."""
+    return _Reader(_environment(environ, dotenv)).get("AUTOREPLY_MODE", parse_mode, ReplyMode.SEND)
 
 
 def template_settings(
@@ -225,6 +242,11 @@ def _parse(r: _Reader) -> Settings:
         transient_bounce_limit=r.get(
             "AUTOREPLY_TRANSIENT_BOUNCE_LIMIT", _int_between(0, 100), DEFAULT_TRANSIENT_LIMIT
         ),
+        mode=r.get("AUTOREPLY_MODE", parse_mode, ReplyMode.SEND),
+        draft_label=r.get("AUTOREPLY_DRAFT_LABEL", _label, "autoreply-draft"),
+        draft_check_interval=r.get(
+            "AUTOREPLY_DRAFT_CHECK_INTERVAL", _draft_check_interval, timedelta(minutes=10)
+        ),
     )
 
 
@@ -239,6 +261,18 @@ def _sweep_interval(value: str) -> timedelta:
     interval = parse_duration(value)
     if interval and interval < MIN_SWEEP_INTERVAL:
         raise ValueError(f"must be 0 (no sweep) or at least 10s, got {value!r}")
+    return interval
+
+
+#: The shortest draft check interval: each check of a waiting draft is one API call.
+MIN_DRAFT_CHECK_INTERVAL = timedelta(seconds=1)
+
+
+def _draft_check_interval(value: str) -> timedelta:
+    """A duration of at least one second (each check is an API call per waiting draft)."""
+    interval = parse_duration(value)
+    if interval < MIN_DRAFT_CHECK_INTERVAL:
+        raise ValueError(f"must be at least 1s, got {value!r}")
     return interval
 
 

@@ -31,6 +31,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 import handlers
 from handlers import reply
 from handlers.message import InboundMessage
+from handlers.modes import ReplyMode
 from handlers.rules import TEMPLATE_NAME, Choice, Rules, RulesError, choose, parse_rules
 from handlers.schedule import Period, instant
 
@@ -63,6 +64,8 @@ class RenderedReply:
     rule: str | None
     text: str
     html: str | None
+    #: The reply mode the matching rule sets; None leaves it to ``AUTOREPLY_MODE``.
+    mode: ReplyMode | None = None
 
 
 def parse_timezone(name: str) -> ZoneInfo:
@@ -201,6 +204,7 @@ class TemplateSet:
             rule=choice.rule_name,
             text=self._render(folder, TEXT_FILE, context),
             html=html,
+            mode=choice.mode,
         )
 
     def _folder(self, name: str) -> _Folder:
@@ -423,6 +427,20 @@ def _check_references(
                     errors.append(TemplateError(shown, node.lineno, message))
             except jinja2.TemplateError:
                 pass  # the included file's own error is reported where it is compiled
+
+
+def rule_modes(directory: Path | None) -> frozenset[ReplyMode]:
+    """The reply modes the ``rules.toml`` of ``directory`` sets, read without compiling
+    the templates: for the webhook registration, which subscribes to what draft mode
+    needs. Empty without a rules file, or with one that cannot be read or parsed
+    (loading the templates reports that, with its line)."""
+    if directory is None or not (directory / RULES_FILE).is_file():
+        return frozenset()
+    try:
+        text = read_confined(directory / RULES_FILE, directory.resolve())
+        return frozenset() if text is None else parse_rules(text).modes
+    except (OSError, UnicodeDecodeError, RulesError):
+        return frozenset()
 
 
 def _load_rules(

@@ -14,6 +14,13 @@ When it falls due the worker reads the message's thread before anything else rea
 AgentMail; a message sent in it after the inbound one by anyone but this service (see
 ``handlers.grace``) skips the job ``answered_in_thread``, and the message is not
 labelled. Without a delay none of this runs: no deferral, no thread read.
+
+In draft mode (``AUTOREPLY_MODE`` or a rule's ``mode``) the stored reply becomes a reply
+draft instead, created under a ``client_id`` derived from the message (a retry or
+another replica gets the same draft back). The job then waits in ``drafted``: a
+``message.sent`` event in its thread (intake notes it on the job) or the periodic check
+(``AUTOREPLY_DRAFT_CHECK_INTERVAL``) brings it back, and it finds out from AgentMail
+whether the draft was sent (relabel, ``done``) or deleted unsent (``discarded``).
 """
 
 from __future__ import annotations
@@ -30,14 +37,15 @@ import orjson
 import structlog
 
 from handlers.grace import ANSWERED_IN_THREAD, Seen, ThreadMessage, first_answer, sent_after
-from handlers.idempotency import reply_key
+from handlers.idempotency import draft_client_id, reply_key
 from handlers.message import MESSAGE_RECEIVED, InboundMessage, PayloadError
+from handlers.modes import ReplyMode
 from handlers.policy import Decision, History, PolicyConfig, decide
 from handlers.reply import reply_headers, reply_recipient
 from handlers.retry import SEND_WINDOW, RetryPolicy
 from handlers.rules import Choice, Delay, reply_delay
 from service import metrics
-from service.agentmail_port import AgentMailPort, ApiFailure
+from service.agentmail_port import SENT_LABEL, AgentMailPort, ApiFailure
 from service.models import AttemptOutcome, Job, JobState, PreparedReply
 from service.store.base import GRACE_PERIOD, Store, StoreUnavailable
 from service.templates import LiveTemplates, TemplateError, TemplateSet
@@ -63,6 +71,13 @@ class WorkerConfig:
     policy: PolicyConfig
     #: ``AUTOREPLY_REPLY_DELAY``: the grace period of messages no rule gives their own.
     reply_delay: timedelta = timedelta(0)
+    #: ``AUTOREPLY_MODE``: the mode of replies no rule sets one for.
+    mode: ReplyMode = ReplyMode.SEND
+    #: ``AUTOREPLY_DRAFT_LABEL``: on a message whose reply draft awaits review.
+    draft_label: str = "autoreply-draft"
+    #: ``AUTOREPLY_DRAFT_CHECK_INTERVAL`` in seconds: how often a waiting draft is
+    #: looked at (a deleted draft, or a lost ``message.sent`` event, is noticed then).
+    draft_check_seconds: float = 600.0
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -284,6 +299,7 @@ class Worker:
                 return AttemptOutcome.DRY_RUN, {
                     "to": reply.to,
                     "template": reply.template,
+                    "mode": reply.mode,
                     "text": reply.text,
                 }
             # The decision above read the ledger; another job may have reserved the
@@ -310,6 +326,18 @@ class Worker:
                 job.id, owner=self.owner, reply=reply, now=attempt.first_send_at
             ):
                 raise LostLease
+        elif reply.mode == ReplyMode.DRAFT and job.draft_id is None:
+            # Prepared by an attempt that may have created the draft and stopped before
+            # recording it; a person may have sent that draft since, which frees its
+            # client_id: look before creating it again.
+            sent = await self._find_sent_reply(job, message)
+            if sent is not None:
+                return await self._draft_sent(job, message, reply, sent)
+        if reply.mode == ReplyMode.DRAFT:
+            # No Idempotency-Key window applies to a draft: a failed check may retry
+            # however long the draft has been waiting.
+            attempt.first_send_at = None
+            return await self._draft(job, message, reply)
         sent_id = job.sent_message_id
         if sent_id is None:
             if job.first_send_at is not None and self.clock() > job.first_send_at + SEND_WINDOW:
@@ -343,6 +371,113 @@ class Worker:
             await self._relabel(job)
         await self._finish(job, JobState.DONE, "replied")
         return AttemptOutcome.REPLIED, {"sent_message_id": sent_id, "template": reply.template}
+
+    # -- draft mode ------------------------------------------------------------------
+
+    async def _draft(
+        self, job: Job, message: InboundMessage, reply: PreparedReply
+    ) -> tuple[AttemptOutcome, dict[str, object]]:
+        """Create the reply draft and wait, or look at the waiting one."""
+        if job.draft_id is not None:
+            return await self._check_draft(job, message, reply, job.draft_id)
+        client_id = draft_client_id(job.inbox_id, job.message_id)
+        draft_id = await self.api.create_draft(
+            job.inbox_id, job.message_id, reply, client_id=client_id
+        )
+        await self._label(job, add=[self.config.draft_label])
+        await self._await_draft(job, draft_id, seen_hint=None)
+        metrics.DRAFTS_CREATED.inc()
+        return AttemptOutcome.DRAFTED, {"draft_id": draft_id, "template": reply.template}
+
+    async def _check_draft(
+        self, job: Job, message: InboundMessage, reply: PreparedReply, draft_id: str
+    ) -> tuple[AttemptOutcome, dict[str, object]]:
+        """Was the draft sent, deleted, or does it still wait?
+
+        A ``message.sent`` hint is checked first (one call): the sent message answering
+        this one means the draft went out. Otherwise the draft itself: still there, the
+        job waits again; gone, the thread tells a sent draft (its reply is there) from a
+        deleted one.
+        """
+        hint = job.sent_hint
+        sent_id = None
+        if hint is not None and await self._answers(job, hint):
+            sent_id = hint
+        if sent_id is None:
+            if await self.api.draft_exists(job.inbox_id, draft_id):
+                await self._await_draft(job, draft_id, seen_hint=hint)
+                return AttemptOutcome.WAITING, {"draft_id": draft_id}
+            sent_id = await self._find_sent_reply(job, message)
+        if sent_id is None:
+            # Deleted unsent: the message stays unreplied, for a person to see.
+            await self._label(job, remove=[self.config.draft_label])
+            await self._finish(job, JobState.DISCARDED, "discarded")
+            metrics.DRAFTS_DISCARDED.inc()
+            return AttemptOutcome.DISCARDED, {"draft_id": draft_id}
+        return await self._draft_sent(job, message, reply, sent_id)
+
+    async def _find_sent_reply(self, job: Job, message: InboundMessage) -> str | None:
+        """The newest message the inbox sent in the thread in reply to the job's, if any:
+        how a draft that was sent is told from one deleted. Reads the thread's newest
+        page (up to 100 messages): a reply is newer than the message it answers."""
+        page = await self.api.get_thread(job.inbox_id, message.thread_id)
+        for item in reversed(page.messages):
+            if item.get("in_reply_to") == job.message_id and SENT_LABEL in item.get("labels", ()):
+                return str(item["message_id"])
+        return None
+
+    async def _answers(self, job: Job, message_id: str) -> bool:
+        """Whether ``message_id`` is a message the inbox sent in reply to the job's."""
+        try:
+            sent = await self.api.get_message(job.inbox_id, message_id)
+        except ApiFailure as failure:
+            if failure.status == 404:
+                return False
+            raise
+        return sent.get("in_reply_to") == job.message_id and SENT_LABEL in sent.get("labels", ())
+
+    async def _draft_sent(
+        self, job: Job, message: InboundMessage, reply: PreparedReply, sent_id: str
+    ) -> tuple[AttemptOutcome, dict[str, object]]:
+        """The draft went out as ``sent_id``: one PATCH, ledger, done."""
+        marked, relabelled = await asyncio.gather(
+            self.store.mark_sent(
+                job.id,
+                owner=self.owner,
+                sent_message_id=sent_id,
+                thread_id=message.thread_id,
+                sender=reply.to,
+                now=self.clock(),
+            ),
+            self._label(
+                job,
+                add=[self.config.replied_label],
+                remove=[self.config.unreplied_label, self.config.draft_label],
+            ),
+            return_exceptions=True,
+        )
+        _raise_first(marked, relabelled)
+        if marked is False:
+            raise LostLease
+        await self._finish(job, JobState.DONE, "replied")
+        metrics.REPLIES_SENT.inc()
+        return AttemptOutcome.REPLIED, {
+            "sent_message_id": sent_id,
+            "draft_id": job.draft_id,
+            "template": reply.template,
+        }
+
+    async def _await_draft(self, job: Job, draft_id: str, *, seen_hint: str | None) -> None:
+        now = self.clock()
+        if not await self.store.await_draft(
+            job.id,
+            owner=self.owner,
+            draft_id=draft_id,
+            seen_hint=seen_hint,
+            check_at=now + self.config.draft_check_seconds,
+            now=now,
+        ):
+            raise LostLease
 
     async def _decide(
         self, job: Job, message: InboundMessage, templates: TemplateSet
@@ -469,10 +604,10 @@ class Worker:
         return AttemptOutcome.SKIPPED, {"reason": decision.reason, "detail": decision.detail}
 
     async def _label(
-        self, job: Job, *, add: list[str], remove: list[str] | None = None
+        self, job: Job, *, add: list[str] | None = None, remove: list[str] | None = None
     ) -> list[str]:
         return await self.api.update_labels(
-            job.inbox_id, job.message_id, add=add, remove=remove or ()
+            job.inbox_id, job.message_id, add=add or (), remove=remove or ()
         )
 
     async def _relabel(self, job: Job) -> list[str]:
@@ -495,6 +630,7 @@ class Worker:
             idempotency_key=reply_key(message.inbox_id, message.message_id),
             template=rendered.template,
             rule=rendered.rule,
+            mode=(rendered.mode or self.config.mode).value,
         )
 
     async def _finish(self, job: Job, state: JobState, reason: str) -> None:

@@ -142,13 +142,14 @@ def sweep_event_id(message_id: str) -> str:
 #: The columns ``job_from_row`` reads, in order (the SQL stores select exactly these).
 JOB_COLUMNS = (
     "id, inbox_id, message_id, event_id, event_type, message_json, state, attempts,"
-    " created_at, reply, first_send_at, sent_message_id, coalesce(reason, last_error), source"
+    " created_at, reply, first_send_at, sent_message_id, coalesce(reason, last_error), source,"
+    " draft_id, sent_hint, thread_id"
 )
 
 #: The columns ``summary_from_row`` reads, in order.
 SUMMARY_COLUMNS = (
     "inbox_id, message_id, state, attempts, reason, last_error,"
-    " created_at, updated_at, first_send_at, sent_message_id, source"
+    " created_at, updated_at, first_send_at, sent_message_id, source, draft_id"
 )
 
 
@@ -184,6 +185,9 @@ def job_from_row(row: tuple[Any, ...]) -> Job:
         sent_message_id=row[11],
         reason=row[12],
         source=JobSource(row[13]),
+        draft_id=row[14],
+        sent_hint=row[15],
+        thread_id=row[16],
     )
 
 
@@ -201,6 +205,7 @@ def summary_from_row(row: tuple[Any, ...]) -> JobSummary:
         first_send_at=row[8],
         sent_message_id=row[9],
         source=JobSource(row[10]),
+        draft_id=row[11],
     )
 
 
@@ -386,13 +391,16 @@ class Store(Protocol):
     async def finish(
         self, job_id: int, *, owner: str, state: JobState, reason: str, now: float
     ) -> bool:
-        """Move the job to a final state (``done``, ``skipped`` or ``dead``) with a reason.
+        """Move the job to a final state (``done``, ``skipped``, ``dead`` or ``discarded``)
+        with a reason.
 
         A job that ends ``skipped`` or ``dead`` before its reply was stored releases its
         reservation, if it holds one: nothing was sent, and nothing can be sent for it
-        later (a requeued job decides again). Once the reply is stored the reservation
-        counts even if the job dies: the reply may have gone out (an attempt whose answer
-        was lost), and ``requeue`` may still send it.
+        later (a requeued job decides again). A ``discarded`` job (its draft deleted
+        unsent) always releases it: nothing was sent, and nothing will be. Otherwise,
+        once the reply is stored, the reservation counts even if the job dies: the reply
+        may have gone out (an attempt whose answer was lost), and ``requeue`` may still
+        send it.
         """
 
     async def retry(
@@ -421,6 +429,31 @@ class Store(Protocol):
         reply ledger, which is indexed by thread: the grace period asks this to tell the
         service's own replies from a person's answer.
         """
+
+    async def await_draft(
+        self,
+        job_id: int,
+        *,
+        owner: str,
+        draft_id: str,
+        seen_hint: str | None,
+        check_at: float,
+        now: float,
+    ) -> bool:
+        """Draft mode: record the job's draft and let the job wait in ``drafted``.
+
+        The job is claimed again at ``check_at`` (to look at the draft), or at once if a
+        ``message.sent`` hint arrived that this attempt did not see: ``seen_hint`` is the
+        hint the attempt looked at (None: none), and it is cleared; a newer one stays and
+        makes the job due now, so an event landing during the attempt is not lost. The
+        lease is released and ``attempts`` restarts (waiting is not failing).
+        """
+
+    async def note_sent(self, *, inbox_id: str, thread_id: str, message_id: str, now: float) -> int:
+        """A ``message.sent`` event in ``thread_id``: hint every job of that thread whose
+        draft awaits review (``drafted``, or being looked at now) with the sent message's
+        id and make it due now. Returns how many jobs it hinted (0: not about a draft of
+        ours, and the event is only recorded)."""
 
     async def release(self, *, owner: str, now: float) -> int:
         """Give back every lease ``owner`` holds (graceful shutdown); return how many."""

@@ -153,6 +153,17 @@ SQLITE: tuple[tuple[int, tuple[str, ...]], ...] = (
                 WHERE sent_message_id IS NOT NULL""",
         ),
     ),
+    (
+        7,
+        (
+            # Draft mode: the reply draft of a job, and the id of a message a
+            # ``message.sent`` event reported in its thread while the draft waited.
+            "ALTER TABLE jobs ADD COLUMN draft_id TEXT",
+            "ALTER TABLE jobs ADD COLUMN sent_hint TEXT",
+            # ``message.sent`` finds the jobs of its thread.
+            "CREATE INDEX jobs_thread ON jobs (inbox_id, thread_id)",
+        ),
+    ),
 )
 
 #: (version, statements) for PostgreSQL, oldest first: the same tables and columns as
@@ -268,6 +279,17 @@ POSTGRES: tuple[tuple[int, tuple[str, ...]], ...] = (
             "CREATE INDEX feedback_address ON feedback (inbox_id, address, kind, received_at)",
             """CREATE INDEX jobs_sent ON jobs (inbox_id, sent_message_id)
                 WHERE sent_message_id IS NOT NULL""",
+        ),
+    ),
+    (
+        7,
+        (
+            "ALTER TABLE jobs ADD COLUMN draft_id text",
+            "ALTER TABLE jobs ADD COLUMN sent_hint text",
+            # Waiting drafts are claimed when their check falls due, like pending jobs.
+            "CREATE INDEX jobs_drafted ON jobs (run_after, id) WHERE state = 'drafted'",
+            """CREATE INDEX jobs_thread ON jobs (inbox_id, thread_id)
+                WHERE state IN ('drafted', 'running')""",
         ),
     ),
 )

@@ -52,6 +52,7 @@ from psycopg_pool import AsyncConnectionPool
 from handlers.policy import Decision, History, PolicyConfig, check_limits
 from handlers.suppression import TRANSIENT_WINDOW, Cause, suppression_cause
 from service.models import (
+    FINAL_STATES,
     Delivery,
     Feedback,
     InboxSweep,
@@ -197,10 +198,18 @@ WITH expired AS (
     ORDER BY run_after, id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
+), drafted AS (
+    SELECT id FROM jobs
+    WHERE state = 'drafted' AND run_after <= %(now)s
+    ORDER BY run_after, id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
 )
 UPDATE jobs SET state = 'running', lease_owner = %(owner)s, lease_until = %(until)s,
        attempts = attempts + 1, updated_at = %(now)s
-WHERE id IN (SELECT id FROM expired UNION ALL SELECT id FROM due LIMIT %(limit)s)
+WHERE id IN (
+    SELECT id FROM expired UNION ALL SELECT id FROM due UNION ALL SELECT id FROM drafted
+    LIMIT %(limit)s)
 RETURNING {JOB_COLUMNS}
 """  # noqa: S608 - constant column list
 
@@ -230,11 +239,36 @@ WITH j AS (
     RETURNING id, reply IS NULL AS unsent
 ), r AS (
     DELETE FROM replies
-    WHERE job_id IN (SELECT id FROM j WHERE unsent) AND state = 'reserved'
-      AND %(state)s <> 'done'
+    WHERE job_id IN (SELECT id FROM j WHERE unsent OR %(state)s = 'discarded')
+      AND state = 'reserved' AND %(state)s <> 'done'
 )
 SELECT count(*) FROM j
 """
+
+#: ``await_draft``: the job waits in ``drafted`` until its check, or at once when a
+#: ``message.sent`` hint came that the attempt did not see (the seen one is cleared).
+_AWAIT_DRAFT = """
+UPDATE jobs SET state = 'drafted', draft_id = %(draft_id)s,
+       run_after = CASE WHEN sent_hint IS NOT NULL AND sent_hint IS DISTINCT FROM %(seen)s::text
+                        THEN %(now)s ELSE %(check_at)s END,
+       sent_hint = CASE WHEN sent_hint IS NOT DISTINCT FROM %(seen)s::text
+                        THEN NULL ELSE sent_hint END,
+       attempts = 0, lease_owner = NULL, lease_until = NULL, updated_at = %(now)s
+WHERE id = %(id)s AND lease_owner = %(owner)s AND state = 'running'
+"""
+
+#: ``note_sent``: hint the thread's jobs whose draft awaits review, and wake them (the
+#: workers of every replica, like an enqueue).
+_NOTE_SENT = f"""
+WITH j AS (
+    UPDATE jobs SET sent_hint = %(message_id)s, run_after = %(now)s, updated_at = %(now)s
+    WHERE inbox_id = %(inbox_id)s AND thread_id = %(thread_id)s AND draft_id IS NOT NULL
+      AND state IN ('drafted', 'running')
+    RETURNING id
+)
+SELECT (SELECT count(*) FROM j),
+       (SELECT pg_notify('{CHANNEL}', current_schema()) WHERE EXISTS (SELECT FROM j))
+"""  # noqa: S608 - a constant channel name
 
 #: What ``reserve`` reads, once it holds the ledger locks: the job (only while leased to
 #: the caller), whether it holds a reservation already, and the ledger of its thread and
@@ -723,7 +757,7 @@ class PostgresStore:
     async def finish(
         self, job_id: int, *, owner: str, state: JobState, reason: str, now: float
     ) -> bool:
-        if state not in (JobState.DONE, JobState.SKIPPED, JobState.DEAD):
+        if state not in FINAL_STATES:
             raise ValueError(f"{state} is not a final state")
         params = {"state": state.value, "reason": reason, "now": now, "id": job_id, "owner": owner}
         return bool(await self._one(_FINISH, params))
@@ -766,6 +800,35 @@ class PostgresStore:
 
         return await self._run(sent)
 
+    async def await_draft(
+        self,
+        job_id: int,
+        *,
+        owner: str,
+        draft_id: str,
+        seen_hint: str | None,
+        check_at: float,
+        now: float,
+    ) -> bool:
+        params = {
+            "draft_id": draft_id,
+            "seen": seen_hint,
+            "now": now,
+            "check_at": check_at,
+            "id": job_id,
+            "owner": owner,
+        }
+        return await self._rowcount(_AWAIT_DRAFT, params) == 1
+
+    async def note_sent(self, *, inbox_id: str, thread_id: str, message_id: str, now: float) -> int:
+        params = {
+            "message_id": message_id,
+            "now": now,
+            "inbox_id": inbox_id,
+            "thread_id": thread_id,
+        }
+        return int(await self._one(_NOTE_SENT, params))
+
     async def release(self, *, owner: str, now: float) -> int:
         return await self._rowcount(
             """UPDATE jobs SET state = 'pending', attempts = greatest(attempts - 1, 0),
@@ -777,7 +840,7 @@ class PostgresStore:
     async def next_due(self) -> float | None:
         due = await self._one(
             """SELECT least(
-                   (SELECT min(run_after) FROM jobs WHERE state = 'pending'),
+                   (SELECT min(run_after) FROM jobs WHERE state IN ('pending', 'drafted')),
                    (SELECT min(lease_until) FROM jobs WHERE state = 'running'))"""
         )
         return None if due is None else float(due)

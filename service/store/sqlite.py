@@ -29,6 +29,7 @@ import structlog
 from handlers.policy import Decision, History, PolicyConfig, check_limits
 from handlers.suppression import TRANSIENT_WINDOW, Cause, suppression_cause
 from service.models import (
+    FINAL_STATES,
     Delivery,
     Feedback,
     InboxSweep,
@@ -418,10 +419,15 @@ class SQLiteStore:
                             SELECT * FROM (
                                 SELECT id, lease_until AS due FROM jobs
                                 WHERE state = 'running' AND lease_until <= ?
-                                ORDER BY lease_until, id LIMIT ?))
+                                ORDER BY lease_until, id LIMIT ?)
+                            UNION ALL
+                            SELECT * FROM (
+                                SELECT id, run_after AS due FROM jobs
+                                WHERE state = 'drafted' AND run_after <= ?
+                                ORDER BY run_after, id LIMIT ?))
                         ORDER BY due, id LIMIT ?)
                     RETURNING {JOB_COLUMNS}""",  # noqa: S608 - constant column list
-                (owner, now + lease, now, now, limit, now, limit, limit),
+                (owner, now + lease, now, now, limit, now, limit, now, limit, limit),
             ).fetchall()
             return sorted((job_from_row(row) for row in rows), key=lambda job: job.id)
 
@@ -504,7 +510,7 @@ class SQLiteStore:
     async def finish(
         self, job_id: int, *, owner: str, state: JobState, reason: str, now: float
     ) -> bool:
-        if state not in (JobState.DONE, JobState.SKIPPED, JobState.DEAD):
+        if state not in FINAL_STATES:
             raise ValueError(f"{state} is not a final state")
 
         def finish(conn: sqlite3.Connection) -> bool:
@@ -517,7 +523,7 @@ class SQLiteStore:
             ).fetchone()
             if row is None:
                 return False
-            if state is not JobState.DONE and row[0]:
+            if (state is not JobState.DONE and row[0]) or state is JobState.DISCARDED:
                 # Nothing was sent and nothing will be: give the place back.
                 conn.execute(
                     "DELETE FROM replies WHERE job_id = ? AND state = 'reserved'", (job_id,)
@@ -553,6 +559,27 @@ class SQLiteStore:
 
         return await self._read(sent)
 
+    async def await_draft(
+        self,
+        job_id: int,
+        *,
+        owner: str,
+        draft_id: str,
+        seen_hint: str | None,
+        check_at: float,
+        now: float,
+    ) -> bool:
+        return await self._update(
+            _AWAIT_DRAFT, (draft_id, seen_hint, now, check_at, seen_hint, now, job_id, owner)
+        )
+
+    async def note_sent(self, *, inbox_id: str, thread_id: str, message_id: str, now: float) -> int:
+        return await self._call(
+            lambda conn: (
+                conn.execute(_NOTE_SENT, (message_id, now, now, inbox_id, thread_id)).rowcount
+            )
+        )
+
     async def release(self, *, owner: str, now: float) -> int:
         def release(conn: sqlite3.Connection) -> int:
             return conn.execute(
@@ -568,7 +595,7 @@ class SQLiteStore:
         def next_due(conn: sqlite3.Connection) -> float | None:
             row = conn.execute(
                 """SELECT min(t) FROM (
-                       SELECT min(run_after) AS t FROM jobs WHERE state = 'pending'
+                       SELECT min(run_after) AS t FROM jobs WHERE state IN ('pending', 'drafted')
                        UNION ALL
                        SELECT min(lease_until) FROM jobs WHERE state = 'running')"""
             ).fetchone()
@@ -654,6 +681,19 @@ _UNFINISHED = """SELECT min(CASE WHEN reason = ? THEN run_after ELSE created_at 
 #: ``sent_in_thread``: through the ledger's thread index, the jobs' sent reply ids.
 _SENT_IN_THREAD = """SELECT jobs.sent_message_id FROM replies JOIN jobs ON jobs.id = replies.job_id
     WHERE replies.inbox_id = ? AND replies.thread_id = ? AND jobs.sent_message_id IS NOT NULL"""
+
+#: ``await_draft``: the job waits in ``drafted`` until its check, or at once when a
+#: ``message.sent`` hint came that the attempt did not see (the seen one is cleared).
+_AWAIT_DRAFT = """UPDATE jobs SET state = 'drafted', draft_id = ?,
+        run_after = CASE WHEN sent_hint IS NOT NULL AND sent_hint IS NOT ? THEN ? ELSE ? END,
+        sent_hint = CASE WHEN sent_hint IS ? THEN NULL ELSE sent_hint END,
+        attempts = 0, lease_owner = NULL, lease_until = NULL, updated_at = ?
+    WHERE id = ? AND lease_owner = ? AND state = 'running'"""
+
+#: ``note_sent``: hint the thread's jobs whose draft awaits review, and wake them.
+_NOTE_SENT = """UPDATE jobs SET sent_hint = ?, run_after = ?, updated_at = ?
+    WHERE inbox_id = ? AND thread_id = ? AND draft_id IS NOT NULL
+      AND state IN ('drafted', 'running')"""
 
 #: ``record_swept``: the job alone (no delivery or event row), deduplicated like intake's.
 _INSERT_SWEPT = """INSERT INTO jobs (inbox_id, message_id, thread_id, event_id, event_type,

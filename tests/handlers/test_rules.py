@@ -10,6 +10,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from handlers.message import InboundMessage
+from handlers.modes import ReplyMode
 from handlers.rules import (
     Choice,
     Delay,
@@ -18,6 +19,7 @@ from handlers.rules import (
     configured_delay,
     parse_rules,
     reply_delay,
+    resolve_mode,
 )
 
 #: When the messages below were received (rules without a time condition ignore it).
@@ -137,6 +139,8 @@ def test_empty_file_means_the_default_template() -> None:
         ('[[rule]]\nname = "a"\ntemplate = "a"\ndelay = 300\n', 4, "duration string"),
         ('[[rule]]\nname = "a"\ntemplate = "a"\n\ndelay = "-1m"\n', 5, "rule 'a': delay"),
         ('[[rule]]\nname = "a"\ntemplate = "a"\ndelai = "1m"\n', 4, "did you mean 'delay'"),
+        ('[[rule]]\nname = "a"\ntemplate = "a"\nmode = "later"\n', 4, "mode must be one of"),
+        ('[[rule]]\nname = "a"\ntemplate = "a"\nmode = 1\n', 4, "'send', 'draft'"),
     ],
 )
 def test_errors_name_the_line(text: str, line: int, message_part: str | None) -> None:
@@ -310,3 +314,21 @@ def test_windows_that_only_touch_and_a_toml_date_are_fine() -> None:
     )
     [only] = parsed.rules
     assert [d.text for d in only.schedule.dates] == ["2026-12-24", "2026-12-25 - 2026-12-26"]
+
+
+def test_a_rule_sets_the_mode_of_what_it_matches() -> None:
+    """A matching rule's ``mode`` wins; otherwise (no rule, a rule without one, or a
+    forced template) ``AUTOREPLY_MODE`` decides, and the choice says who chose."""
+    rules = parse_rules(
+        '[[rule]]\nname = "vip"\ntemplate = "vip"\nsender = "vip.example"\nmode = "draft"\n'
+        '[[rule]]\nname = "other"\ntemplate = "general"\nsubject = "x"\n'
+    )
+    assert rules.modes == {ReplyMode.DRAFT}
+    vip = choose(rules, message(sender="a@vip.example"), received_at=AT)
+    assert resolve_mode(vip, ReplyMode.SEND) == (ReplyMode.DRAFT, "rule 'vip'")
+    other = choose(rules, message(subject="x"), received_at=AT)
+    assert resolve_mode(other, ReplyMode.DRAFT) == (ReplyMode.DRAFT, "AUTOREPLY_MODE")
+    nothing = choose(rules, message(), received_at=AT)
+    assert resolve_mode(nothing, ReplyMode.SEND) == (ReplyMode.SEND, "AUTOREPLY_MODE")
+    forced = rules.for_template("vip")
+    assert resolve_mode(forced, ReplyMode.SEND) == (ReplyMode.SEND, "AUTOREPLY_MODE")

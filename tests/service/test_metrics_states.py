@@ -43,6 +43,9 @@ def test_label_values_are_the_documented_ones() -> None:
         "retry",
         "lease_lost",
         "store_unavailable",
+        "drafted",
+        "waiting",
+        "discarded",
         "error",
     }
 

@@ -100,6 +100,10 @@ def test_dotenv_file_is_read_and_environment_wins(tmp_path: Path) -> None:
         ("AUTOREPLY_TRANSIENT_BOUNCE_LIMIT", "-1"),
         ("AUTOREPLY_TRANSIENT_BOUNCE_LIMIT", "101"),
         ("AUTOREPLY_TRANSIENT_BOUNCE_LIMIT", "three"),
+        ("AUTOREPLY_MODE", "later"),
+        ("AUTOREPLY_DRAFT_LABEL", "awaits review"),
+        ("AUTOREPLY_DRAFT_CHECK_INTERVAL", "0"),
+        ("AUTOREPLY_DRAFT_CHECK_INTERVAL", "soon"),
     ],
 )
 def test_bad_value_names_the_variable(name: str, value: str) -> None:
@@ -123,6 +127,10 @@ def test_bad_value_names_the_variable(name: str, value: str) -> None:
         ("AUTOREPLY_SWEEP_INTERVAL", "10s", "sweep_interval", timedelta(seconds=10)),
         ("AUTOREPLY_SWEEP_LEASE_SECONDS", "10", "sweep_lease_seconds", 10.0),
         ("AUTOREPLY_SWEEP_LEASE_SECONDS", "300", "sweep_lease_seconds", 300.0),
+        ("AUTOREPLY_MODE", "DRAFT", "mode", "draft"),
+        ("AUTOREPLY_MODE", "send", "mode", "send"),
+        ("AUTOREPLY_DRAFT_LABEL", "to-review", "draft_label", "to-review"),
+        ("AUTOREPLY_DRAFT_CHECK_INTERVAL", "90s", "draft_check_interval", timedelta(seconds=90)),
     ],
 )
 def test_durations_of_the_sweep_and_the_max_age(

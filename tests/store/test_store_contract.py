@@ -330,8 +330,9 @@ async def test_next_due_reports_earliest_retry(store: Store) -> None:
 
 
 async def test_final_states_are_not_claimed(store: Store) -> None:
-    """Done, skipped and dead jobs stay where they are."""
-    for i, state in enumerate((JobState.DONE, JobState.SKIPPED, JobState.DEAD)):
+    """Done, skipped, dead and discarded jobs stay where they are."""
+    finals = (JobState.DONE, JobState.SKIPPED, JobState.DEAD, JobState.DISCARDED)
+    for i, state in enumerate(finals):
         await store.record_delivery(delivery(f"s{i}", f"e{i}", f"<m{i}@x>"), now=T0)
         [job] = await store.claim(owner="a", now=T0, lease=1, limit=1)
         assert await store.finish(job.id, owner="a", state=state, reason="r", now=T0)
@@ -340,9 +341,11 @@ async def test_final_states_are_not_claimed(store: Store) -> None:
     assert stats.by_state == {
         "pending": 0,
         "running": 0,
+        "drafted": 0,
         "done": 1,
         "skipped": 1,
         "dead": 1,
+        "discarded": 1,
     }
 
 
@@ -1309,3 +1312,100 @@ async def test_a_database_from_before_the_suppression_list_upgrades_and_knows_it
         assert outcome.suppressed == (("jane@example.com", Cause.BOUNCE),)
     finally:
         await store.close()
+
+
+# -- draft mode -----------------------------------------------------------------------
+
+
+async def drafted(store: Store, i: int = 1, *, thread: str = "thd_1", check_at: float) -> Job:
+    """A job whose draft ``drf_<i>`` waits for review until ``check_at``."""
+    job = await claimed(store, i, thread=thread)
+    assert await store.save_reply(job.id, owner="a", reply=reply(), now=T0)
+    assert await store.await_draft(
+        job.id, owner="a", draft_id=f"drf_{i}", seen_hint=None, check_at=check_at, now=T0
+    )
+    return job
+
+
+async def test_a_drafted_job_waits_for_its_check_and_keeps_its_draft(store: Store) -> None:
+    """``drafted`` is neither pending (no falling-behind age) nor final: the job is claimed
+    again when its check falls due, with its draft and a fresh attempt count."""
+    job = await drafted(store, check_at=T0 + 600)
+    assert await store.claim(owner="b", now=T0 + 599, lease=60, limit=10) == []
+    stats = await store.stats()
+    assert stats.by_state["drafted"] == 1
+    assert stats.oldest_pending_created_at is None
+    assert await store.next_due() == T0 + 600
+    [again] = await store.claim(owner="b", now=T0 + 600, lease=60, limit=10)
+    assert (again.id, again.draft_id, again.attempts) == (job.id, "drf_1", 1)
+    assert again.state is JobState.RUNNING
+    [summary] = await store.list_jobs(states=(JobState.RUNNING,), limit=5)
+    assert summary.draft_id == "drf_1"
+    # The old owner is fenced, like every change to a job.
+    assert not await store.await_draft(
+        job.id, owner="a", draft_id="drf_1", seen_hint=None, check_at=T0 + 9e9, now=T0
+    )
+
+
+async def test_a_sent_event_wakes_the_drafted_jobs_of_its_thread_only(store: Store) -> None:
+    """``note_sent`` hints and wakes the waiting jobs of one thread; other threads, jobs
+    without a draft and finished jobs are left alone (0: the event is only recorded)."""
+    mine = await drafted(store, 1, thread="t1", check_at=T0 + 600)
+    await drafted(store, 2, thread="t2", check_at=T0 + 600)
+    await claimed(store, 3, thread="t1")  # running, no draft (a send-mode job)
+    hinted = await store.note_sent(
+        inbox_id="bot@agentmail.to", thread_id="t1", message_id="<sent@x>", now=T0 + 5
+    )
+    assert hinted == 1
+    assert (
+        await store.note_sent(
+            inbox_id="bot@agentmail.to", thread_id="t9", message_id="<s@x>", now=T0 + 5
+        )
+        == 0
+    )
+    [woken] = await store.claim(owner="b", now=T0 + 5, lease=60, limit=10)
+    assert (woken.id, woken.sent_hint, woken.thread_id) == (mine.id, "<sent@x>", "t1")
+    assert await store.finish(woken.id, owner="b", state=JobState.DONE, reason="replied", now=T0)
+    assert (
+        await store.note_sent(
+            inbox_id="bot@agentmail.to", thread_id="t1", message_id="<s2@x>", now=T0 + 6
+        )
+        == 0
+    )
+
+
+async def test_a_hint_arriving_during_a_check_is_not_lost(store: Store) -> None:
+    """A ``message.sent`` noted while a worker looks at the draft (it saw no hint) makes
+    the job due at once when the worker puts it back; the hint it saw is cleared."""
+    job = await drafted(store, check_at=T0 + 600)
+    [running] = await store.claim(owner="b", now=T0 + 600, lease=60, limit=1)
+    assert running.sent_hint is None
+    await store.note_sent(
+        inbox_id="bot@agentmail.to", thread_id="thd_1", message_id="<late@x>", now=T0 + 601
+    )
+    assert await store.await_draft(
+        job.id, owner="b", draft_id="drf_1", seen_hint=None, check_at=T0 + 1200, now=T0 + 602
+    )
+    [again] = await store.claim(owner="c", now=T0 + 602, lease=60, limit=1)
+    assert again.sent_hint == "<late@x>"
+    # Seen and not the draft's send: cleared, and the job waits for its next check.
+    assert await store.await_draft(
+        job.id, owner="c", draft_id="drf_1", seen_hint="<late@x>", check_at=T0 + 1800, now=T0 + 603
+    )
+    assert await store.claim(owner="d", now=T0 + 1799, lease=60, limit=1) == []
+    [last] = await store.claim(owner="d", now=T0 + 1800, lease=60, limit=1)
+    assert last.sent_hint is None
+
+
+async def test_a_discarded_draft_gives_its_place_back(store: Store, url: str) -> None:
+    """Nothing was sent: the thread cap and the sender's cooldown are free again, though
+    the reply was stored (a dead job with a stored reply keeps its place)."""
+    job = await claimed(store, 1)
+    assert await reserve(store, job) == "ok"
+    assert await store.save_reply(job.id, owner="a", reply=reply(), now=T0)
+    assert await store.finish(
+        job.id, owner="a", state=JobState.DISCARDED, reason="discarded", now=T0 + 1
+    )
+    assert ledger(url) == []
+    [summary] = await store.list_jobs(states=(JobState.DISCARDED,), limit=5)
+    assert (summary.message_id, summary.reason) == ("<m1@x>", "discarded")
