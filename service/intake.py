@@ -21,7 +21,7 @@ from starlette.types import Receive, Scope, Send
 
 from service import metrics
 from service.http_limits import BODY_TIMEOUT_SECONDS, SWEEP_SECONDS
-from service.models import Delivery, DeliveryOutcome
+from service.models import Delivery, DeliveryOutcome, SentRef
 from service.runtime import Runtime
 from service.store.base import Recorded, StoreUnavailable
 from service.webhooks import RejectedDelivery, parse_delivery
@@ -143,8 +143,9 @@ async def _receive(
         delivery = parse_delivery(svix_id, body, acted_on=runtime.event_types)
         fields.update(event_id=delivery.event_id, event_type=delivery.event_type)
         # Routed by what the event carries: a message (a job), feedback about a message
-        # an inbox sent (the suppression list), or neither (recorded, ignored).
-        about = delivery.message or delivery.feedback
+        # an inbox sent (the suppression list), a sent message (a draft's job may wait
+        # for it), or none of these (recorded, ignored).
+        about = delivery.message or delivery.feedback or delivery.sent
         if about is not None:
             fields["message_id"] = about.message_id
             fields["inbox_id"] = about.inbox_id
@@ -160,6 +161,13 @@ async def _receive(
             fields["reason"] = "store unavailable"
             fields["error"] = str(exc)
             return 503, DeliveryOutcome.UNAVAILABLE
+        if delivery.sent is not None:
+            try:
+                recorded = await _note_sent(runtime, delivery.sent, recorded)
+            except StoreUnavailable as exc:
+                fields["reason"] = "store unavailable"
+                fields["error"] = str(exc)
+                return 503, DeliveryOutcome.UNAVAILABLE
         if recorded is Recorded.ENQUEUED:
             runtime.wake_worker()
         fields["recorded"] = recorded.value
@@ -190,6 +198,25 @@ async def _record_feedback(
             event_id=delivery.event_id,
         )
     return outcome.recorded
+
+
+async def _note_sent(runtime: Runtime, sent: SentRef, recorded: Recorded) -> Recorded:
+    """A ``message.sent`` event: wake the jobs whose draft awaits review in its thread.
+
+    Noted on every delivery, duplicates too (it only sets a hint and makes the jobs due,
+    so it may repeat): a delivery whose note was lost to a crash after its record
+    committed is noted by Svix's retry. A new event that hinted a job is ``accepted``
+    (202); one about no draft of ours stays recorded and ``ignored`` (200).
+    """
+    hinted = await runtime.store.note_sent(
+        inbox_id=sent.inbox_id,
+        thread_id=sent.thread_id,
+        message_id=sent.message_id,
+        now=time.time(),
+    )
+    if hinted and recorded is Recorded.IGNORED:
+        return Recorded.ENQUEUED
+    return recorded
 
 
 async def _read_body(receive: Receive, declared: str | None) -> bytes:

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import structlog
 
 from handlers.events import subscribed_event_types
+from handlers.modes import ReplyMode
 from handlers.rules import Rules, configured_delay
 from service.agentmail_api import AgentMailApi, ApiFailure, WebhookInfo
 from service.models import RegistrationState
@@ -41,27 +42,48 @@ def event_types(settings: Settings) -> tuple[str, ...]:
     ``AUTOREPLY_SUPPRESSION`` (the default). ``message.sent`` is for a configuration
     that must learn of sends it did not make itself (draft mode, a reply delay): pass
     ``sent=`` the setting that needs it here, and nowhere else. A grace period
-    configured anywhere needs it (``grace_period_configured``).
+    configured anywhere needs it (``grace_period_configured``), and so does draft mode
+    configured anywhere (``draft_mode_configured``).
     """
-    return subscribed_event_types(
-        suppression=settings.suppression, sent=grace_period_configured(settings)
-    )
+    rules = _startup_rules(settings)
+    sent = grace_period_configured(settings, rules) or draft_mode_configured(settings, rules)
+    return subscribed_event_types(suppression=settings.suppression, sent=sent)
 
 
-def grace_period_configured(settings: Settings) -> bool:
+def _startup_rules(settings: Settings) -> Rules:
+    """The rules of the templates folder as they are now. A broken ``rules.toml`` counts
+    as no rule here: ``serve`` refuses to start on it, and ``register`` and ``status``
+    still show the rest."""
+    try:
+        return rules_of(settings.templates_dir)
+    except TemplateError:
+        return Rules()
+
+
+def grace_period_configured(settings: Settings, rules: Rules | None = None) -> bool:
     """Whether any message can have a grace period: ``AUTOREPLY_REPLY_DELAY``, or a
     ``delay`` in any rule of the templates folder's ``rules.toml`` (as it is at startup).
 
     A person's answer in a delayed message's thread is what ``message.sent`` tells; the
     worker reads the thread before replying anyway, so a missed or late event changes
-    nothing. A broken ``rules.toml`` counts as no rule delay here: ``serve`` refuses to
-    start on it, and ``register`` and ``status`` still show the rest.
+    nothing.
     """
-    try:
-        rules = rules_of(settings.templates_dir)
-    except TemplateError:
-        rules = Rules()
-    return configured_delay(rules, settings.reply_delay)
+    return configured_delay(
+        _startup_rules(settings) if rules is None else rules, settings.reply_delay
+    )
+
+
+def draft_mode_configured(settings: Settings, rules: Rules | None = None) -> bool:
+    """Whether any reply can be a draft: ``AUTOREPLY_MODE=draft``, or a rule of
+    ``rules.toml`` with ``mode = "draft"`` (as it is at startup).
+
+    The sending of a draft is what ``message.sent`` tells. A rule given draft mode while
+    the service runs applies to new replies at once, but the subscription follows at the
+    next start; until then each waiting job's periodic draft check finds its draft sent.
+    """
+    if settings.mode is ReplyMode.DRAFT:
+        return True
+    return ReplyMode.DRAFT in (_startup_rules(settings) if rules is None else rules).modes
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -429,20 +429,6 @@ def _check_references(
                 pass  # the included file's own error is reported where it is compiled
 
 
-def rule_modes(directory: Path | None) -> frozenset[ReplyMode]:
-    """The reply modes the ``rules.toml`` of ``directory`` sets, read without compiling
-    the templates: for the webhook registration, which subscribes to what draft mode
-    needs. Empty without a rules file, or with one that cannot be read or parsed
-    (loading the templates reports that, with its line)."""
-    if directory is None or not (directory / RULES_FILE).is_file():
-        return frozenset()
-    try:
-        text = read_confined(directory / RULES_FILE, directory.resolve())
-        return frozenset() if text is None else parse_rules(text).modes
-    except (OSError, UnicodeDecodeError, RulesError):
-        return frozenset()
-
-
 def _load_rules(
     directory: Path | None,
     folders: Mapping[str, _Folder],

@@ -31,9 +31,15 @@ from typing import Any
 import orjson
 from svix.webhooks import Webhook, WebhookVerificationError
 
-from handlers.events import FEEDBACK_EVENT_TYPES, MESSAGE_BOUNCED, MESSAGE_COMPLAINED, is_received
+from handlers.events import (
+    FEEDBACK_EVENT_TYPES,
+    MESSAGE_BOUNCED,
+    MESSAGE_COMPLAINED,
+    MESSAGE_SENT,
+    is_received,
+)
 from handlers.suppression import feedback_kind, normalise_address
-from service.models import Delivery, Feedback, MessageRef
+from service.models import Delivery, Feedback, MessageRef, SentRef
 
 _SVIX_HEADERS = ("svix-id", "svix-timestamp", "svix-signature")
 _SECRET_PREFIX = "whsec_"  # noqa: S105 - the prefix of every secret, not a secret
@@ -282,9 +288,22 @@ def _feedback(delivery: Delivery, event: dict[str, Any]) -> None:
     )
 
 
+def _sent(delivery: Delivery, event: dict[str, Any]) -> None:
+    """``message.sent``: which message an inbox sent, in which thread (draft mode)."""
+    data = event.get("send")
+    if not isinstance(data, dict):
+        raise RejectedDelivery(400, f"{delivery.event_type} event without a send object")
+    delivery.sent = SentRef(
+        inbox_id=_field(data, "inbox_id", "send."),
+        thread_id=_field(data, "thread_id", "send."),
+        message_id=_field(data, "message_id", "send."),
+    )
+
+
 _PARSERS: dict[str, Callable[[Delivery, dict[str, Any]], None]] = {
     MESSAGE_BOUNCED: _feedback,
     MESSAGE_COMPLAINED: _feedback,
+    MESSAGE_SENT: _sent,
 }
 
 

@@ -5,6 +5,7 @@
 * ``sweep``: ``sweep --since`` (answering mail no webhook delivered)
 * ``suppressions``: ``suppressions list|add|remove`` (the addresses never answered)
 * ``templates``: ``templates check|preview`` (tuning replies)
+* ``drafts``: ``drafts list|send`` (reply drafts awaiting review, in draft mode)
 * ``demo``: ``demo``, ``dev`` (the service and the sandbox in one process, see ``dev``)
 * the sandbox's own verbs come from ``service.sandbox.cli``
 
@@ -33,7 +34,7 @@ T = TypeVar("T")
 
 def build_parser() -> argparse.ArgumentParser:
     """Build the parser with every verb registered."""
-    from service.cli import demo, ops, serve, suppressions, sweep, templates
+    from service.cli import demo, drafts, ops, serve, suppressions, sweep, templates
     from service.sandbox import cli as sandbox_cli
 
     parser = argparse.ArgumentParser(
@@ -47,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     sandbox_cli.add_commands(subparsers)
     templates.add_commands(subparsers)
     ops.add_commands(subparsers)
+    drafts.add_commands(subparsers)
     sweep.add_commands(subparsers)
     suppressions.add_commands(subparsers)
     return parser

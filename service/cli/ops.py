@@ -101,6 +101,8 @@ async def _queue_report(store: Store, *, database: str, now: float, limit: int) 
     stats: QueueStats = await store.stats()
     dead = await store.list_jobs(states=(JobState.DEAD,), limit=max(limit, 0))
     retrying = await store.list_jobs(states=(JobState.PENDING, JobState.RUNNING), limit=SCAN_LIMIT)
+    drafted = await store.list_jobs(states=(JobState.DRAFTED,), limit=max(limit, 0))
+    discarded = await store.list_jobs(states=(JobState.DISCARDED,), limit=max(limit, 0))
     oldest = stats.oldest_pending_created_at
     not_sent_before = now - SEND_WINDOW
     return {
@@ -135,6 +137,16 @@ async def _queue_report(store: Store, *, database: str, now: float, limit: int) 
             for job in retrying
             if job.last_error
         ][: max(limit, 0)],
+        "drafts": {
+            "awaiting_review": [
+                {**_job_fields(job), "draft_id": job.draft_id, "since": job.created_at}
+                for job in drafted
+            ],
+            "discarded": [
+                {**_job_fields(job), "draft_id": job.draft_id, "at": job.updated_at}
+                for job in discarded
+            ],
+        },
     }
 
 
@@ -307,6 +319,9 @@ def _format_status(report: dict[str, Any], *, now: float) -> str:
             lines.append(f"      error: {job['error']}")
 
     lines.append("")
+    lines.extend(_format_drafts(queue, report["drafts"], now=now))
+
+    lines.append("")
     lines.extend(_format_sweep(report["sweep"], now=now))
 
     webhook = report["webhook"]
@@ -324,6 +339,32 @@ def _format_status(report: dict[str, Any], *, now: float) -> str:
         lines.append(f"  AgentMail: {found['webhook_id']} ({state})")
     lines.append(f"  {webhook['check']}: {webhook['detail']}")
     return "\n".join(lines)
+
+
+def _format_drafts(queue: dict[str, Any], drafts: dict[str, Any], *, now: float) -> list[str]:
+    """Draft mode: the drafts awaiting review, and those deleted without being sent."""
+    waiting, discarded = drafts["awaiting_review"], drafts["discarded"]
+    if not queue["drafted"] and not queue["discarded"]:
+        return ["Drafts: none awaiting review, none discarded"]
+    lines = [
+        f"Drafts awaiting review: {queue['drafted']} (`autoreply drafts list`, "
+        "`autoreply drafts send DRAFT_ID`)"
+    ]
+    for job in waiting:
+        lines.append(
+            f"  {job['draft_id']}  in reply to {job['message_id']}  inbox {job['inbox_id']}  "
+            f"waiting {_duration(now - job['since'])}"
+        )
+    lines.append(
+        f"Discarded drafts: {queue['discarded']} (deleted without sending; the message "
+        "stays unreplied)"
+    )
+    for job in discarded:
+        lines.append(
+            f"  discarded  {job['message_id']}  inbox {job['inbox_id']}  draft {job['draft_id']}  "
+            f"{_duration(now - job['at'])} ago"
+        )
+    return lines
 
 
 def _format_sweep(sweep: dict[str, Any], *, now: float) -> list[str]:

@@ -2,10 +2,12 @@
 
 ``check`` renders every template and rule against sample messages and prints each
 problem as ``file:line: message``; ``preview`` prints a reply exactly as it would be
-sent, which rule chose it and the message's grace period (``delay``); ``--at`` says
-when the message was received, for rules with ``weekly`` or ``dates``. Both read
-``AUTOREPLY_TEMPLATES_DIR``, ``AUTOREPLY_TIMEZONE`` (and ``preview``
-``AUTOREPLY_REPLY_DELAY``) when ``--dir`` and ``--timezone`` are not given.
+sent, which rule chose it, the message's grace period (``delay``) and the reply's mode
+(``send`` or ``draft``) and what chose that (a rule's ``mode``, else ``AUTOREPLY_MODE``);
+``--at`` says when the message was received, for rules with ``weekly`` or ``dates``.
+Both read ``AUTOREPLY_TEMPLATES_DIR``, ``AUTOREPLY_TIMEZONE`` (and ``preview``
+``AUTOREPLY_REPLY_DELAY`` and ``AUTOREPLY_MODE``) when ``--dir`` and ``--timezone`` are
+not given.
 """
 
 from __future__ import annotations
@@ -21,10 +23,11 @@ from zoneinfo import ZoneInfo
 
 from handlers.grace import format_delay
 from handlers.message import MESSAGE_RECEIVED, InboundMessage, PayloadError
-from handlers.rules import Delay, reply_delay
+from handlers.modes import ReplyMode
+from handlers.rules import Delay, reply_delay, resolve_mode
 from handlers.schedule import instants
 from service import templates
-from service.settings import SettingsError, reply_delay_setting, template_settings
+from service.settings import SettingsError, mode_setting, reply_delay_setting, template_settings
 
 DEFAULT_INBOX = "inbox@example.agentmail.to"
 
@@ -117,6 +120,7 @@ def _preview(args: argparse.Namespace) -> int:
             rendered = loaded.render_choice(choice, message, received_at=message.timestamp)
         received = message.timestamp or datetime.now(UTC)  # _message always sets it
         delay = reply_delay(loaded.rules, message, _default_delay(), received_at=received)
+        mode, mode_by = resolve_mode(choice, _global_mode())
     except (_Usage, ValueError, templates.TemplateError) as exc:
         return _fail(str(exc))
     out = sys.stdout
@@ -132,6 +136,7 @@ def _preview(args: argparse.Namespace) -> int:
     out.write(f"template: {rendered.template} ({loaded.source(rendered.template)})\n")
     out.write(f"chosen by: {_chosen_by(args.template, rendered.rule)}\n")
     out.write(f"delay: {_delay(delay)}\n")
+    out.write(f"mode: {mode} (chosen by {mode_by})\n")
     _write_part(templates.TEXT_FILE, rendered.text)
     if rendered.html is None:
         out.write(f"--- {templates.HTML_FILE}: none, the reply is plain text only ---\n")
@@ -144,6 +149,14 @@ def _default_delay() -> timedelta:
     """``AUTOREPLY_REPLY_DELAY`` as the service would read it."""
     try:
         return reply_delay_setting()
+    except SettingsError as exc:
+        raise _Usage(f"configuration error: {exc}") from None
+
+
+def _global_mode() -> ReplyMode:
+    """``AUTOREPLY_MODE`` as the service would read it."""
+    try:
+        return mode_setting()
     except SettingsError as exc:
         raise _Usage(f"configuration error: {exc}") from None
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from agentmail.events.types.message_bounced_event import MessageBouncedEvent
 from agentmail.events.types.message_complained_event import MessageComplainedEvent
+from agentmail.events.types.message_sent_event import MessageSentEvent
 
 from handlers.events import subscribed_event_types
 from handlers.suppression import FeedbackKind
@@ -160,3 +161,61 @@ def test_other_types_carry_nothing() -> None:
     assert delivery.message is None
     assert delivery.feedback is None
     assert delivery.event_type == "message.sent"
+
+
+# -- draft mode: message.sent --------------------------------------------------------
+
+
+def sent_event(**send: object) -> dict[str, object]:
+    """A ``message.sent`` event as AgentMail sends it (checked against the SDK below)."""
+    return {
+        "type": "event",
+        "event_type": "message.sent",
+        "event_id": "evt_sent_1",
+        "send": {
+            "inbox_id": "bot@agentmail.to",
+            "thread_id": "thd_1",
+            "message_id": "<sent@agentmail.to>",
+            "timestamp": "2026-01-01T10:00:00Z",
+            "recipients": ["jane@example.com"],
+            **send,
+        },
+    }
+
+
+def test_draft_mode_anywhere_subscribes_to_sent_events(tmp_path: Path) -> None:
+    """``message.sent`` when AUTOREPLY_MODE=draft, or when any rule sets draft mode."""
+    folder = tmp_path
+    assert "message.sent" not in registration.event_types(settings())
+    assert "message.sent" in registration.event_types(settings(AUTOREPLY_MODE="draft"))
+    (folder / "rules.toml").write_text(
+        '[[rule]]\nname = "vip"\ntemplate = "default"\nsender = "vip.example"\nmode = "draft"\n'
+    )
+    with_rule = settings(AUTOREPLY_TEMPLATES_DIR=str(folder))
+    assert registration.event_types(with_rule)[-1] == "message.sent"
+    (folder / "rules.toml").write_text(
+        '[[rule]]\nname = "vip"\ntemplate = "default"\nmode = "send"\n'
+    )
+    assert "message.sent" not in registration.event_types(with_rule)
+
+
+def test_sent_events_carry_the_sent_message_and_its_thread() -> None:
+    event = sent_event()
+    MessageSentEvent.model_validate(event)
+    delivery = parse_delivery("msg_1", body(event), acted_on=("message.sent",))
+    assert delivery.sent is not None
+    assert (delivery.sent.inbox_id, delivery.sent.thread_id, delivery.sent.message_id) == (
+        "bot@agentmail.to",
+        "thd_1",
+        "<sent@agentmail.to>",
+    )
+    assert delivery.message is None
+    # Not acted on (no draft mode): recorded and ignored, whatever it holds.
+    assert parse_delivery("msg_1", body({**event, "send": 7}), acted_on=()).sent is None
+
+
+def test_a_sent_event_without_its_ids_is_400() -> None:
+    with pytest.raises(RejectedDelivery, match="send object"):
+        parse_delivery("m", body({**sent_event(), "send": None}), acted_on=("message.sent",))
+    with pytest.raises(RejectedDelivery, match=r"send\.thread_id"):
+        parse_delivery("m", body(sent_event(thread_id="")), acted_on=("message.sent",))

@@ -19,6 +19,9 @@ import psycopg
 from tests.support.service_process import ServiceProcess, free_port, run_autoreply
 from tests.support.waiting import until_sync
 
+#: The states a job ends in.
+FINAL = ("done", "skipped", "dead", "discarded")
+
 #: Errors a read of the jobs may meet while a database restarts under a test.
 RESTARTING = (psycopg.OperationalError, sqlite3.OperationalError)
 
@@ -123,9 +126,21 @@ class Deployment:
 
         def finished() -> bool:
             states = [state for state, _ in self.jobs().values()]
-            return sum(state in ("done", "skipped", "dead") for state in states) >= count
+            return sum(state in FINAL for state in states) >= count
 
         self.wait_until(finished, timeout=timeout, what=f"{count} finished jobs")
+        return self.jobs()
+
+    def wait_states(
+        self, message_ids: list[str], state: str, *, timeout: float = 60.0
+    ) -> dict[str, tuple[str, str | None]]:
+        """Wait until the jobs of ``message_ids`` are all in ``state``; return all jobs."""
+
+        def reached() -> bool:
+            jobs = self.jobs()
+            return all(jobs.get(m, ("", None))[0] == state for m in message_ids)
+
+        self.wait_until(reached, timeout=timeout, what=f"{len(message_ids)} jobs {state}")
         return self.jobs()
 
     def stop(self) -> None:

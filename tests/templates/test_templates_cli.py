@@ -147,6 +147,7 @@ def test_preview_default_shows_what_would_be_sent(
         f"template: default ({folder}/default)\n"
         "chosen by: default (no rule matched)\n"
         "delay: 0 (AUTOREPLY_REPLY_DELAY): answered at once\n"
+        "mode: send (chosen by AUTOREPLY_MODE)\n"
         "--- body.txt ---\n"
         "Hi Zoë - Support\n"
         "--- body.html: none, the reply is plain text only ---\n"
@@ -163,6 +164,7 @@ def test_preview_names_the_rule_and_prints_html(
         f"template: billing ({folder}/billing)\n"
         "chosen by: rule 'invoices'\n"
         "delay: 0 (AUTOREPLY_REPLY_DELAY): answered at once\n"
+        "mode: send (chosen by AUTOREPLY_MODE)\n"
         "--- body.txt ---\n"
         "Billing for Invoice <42> - Accounts\n"
         "--- body.html ---\n"
@@ -330,6 +332,7 @@ def preview(timed: Path, *args: str) -> list[str]:
             "template: holiday ({root}/holiday)\n"
             "chosen by: rule 'christmas'\n"
             "delay: 0 (AUTOREPLY_REPLY_DELAY): answered at once\n"
+            "mode: send (chosen by AUTOREPLY_MODE)\n"
             "--- body.txt ---\n"
             "Away until 27 December, Jane Doe.\n",
         ),
@@ -341,6 +344,7 @@ def preview(timed: Path, *args: str) -> list[str]:
             "template: closed ({root}/closed)\n"
             "chosen by: rule 'after hours'\n"
             "delay: 0 (AUTOREPLY_REPLY_DELAY): answered at once\n"
+            "mode: send (chosen by AUTOREPLY_MODE)\n"
             "--- body.txt ---\n"
             "Closed. Back Monday 09:00.\n",
         ),
@@ -353,6 +357,7 @@ def preview(timed: Path, *args: str) -> list[str]:
             "template: closed ({root}/closed)\n"
             "chosen by: rule 'after hours'\n"
             "delay: 0 (AUTOREPLY_REPLY_DELAY): answered at once\n"
+            "mode: send (chosen by AUTOREPLY_MODE)\n"
             "--- body.txt ---\n"
             "Closed. Back Monday 09:00.\n",
         ),
@@ -362,6 +367,7 @@ def preview(timed: Path, *args: str) -> list[str]:
             "template: default ({root}/default)\n"
             "chosen by: default (no rule matched)\n"
             "delay: 0 (AUTOREPLY_REPLY_DELAY): answered at once\n"
+            "mode: send (chosen by AUTOREPLY_MODE)\n"
             "--- body.txt ---\n"
             "Hello Jane Doe.\n",
         ),

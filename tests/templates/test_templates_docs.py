@@ -85,7 +85,8 @@ def test_documented_preview(example: Path, capsys: pytest.CaptureFixture[str]) -
     assert out.startswith(
         "template: billing (templates/billing)\nchosen by: rule 'billing'\n"
         "delay: 15m (rule 'billing'): decided 15m after it arrives; not answered if someone"
-        " answers the thread first\n--- body.txt ---\nHello Jane,\n"
+        " answers the thread first\nmode: send (chosen by AUTOREPLY_MODE)\n--- body.txt ---\n"
+        "Hello Jane,\n"
     )
     assert out.splitlines()[2] in DOC.read_text(encoding="utf-8")
     assert "<p>Thank you for writing about &ldquo;Invoice 42 is wrong&rdquo;." in out
@@ -138,3 +139,31 @@ def test_documented_skip_rule_preview(hours: Path, capsys: pytest.CaptureFixture
     line = capsys.readouterr().out.splitlines()[-1]
     assert line == "action: skip, no reply is sent (reason rule:partner tickets)"
     assert f"`{line}`" in " ".join(DOC.read_text(encoding="utf-8").split())
+
+
+@pytest.mark.parametrize(
+    ("sender", "head"),
+    [
+        (
+            "Ann <ann@bigcustomer.com>",
+            "template: priority (templates/priority)\nchosen by: rule 'key account'\n"
+            "delay: 0 (rule 'key account'): answered at once\n"
+            "mode: draft (chosen by rule 'key account')\n",
+        ),
+        (
+            "Jane <jane@example.com>",
+            "chosen by: default (no rule matched)\n"
+            "delay: 0 (AUTOREPLY_REPLY_DELAY): answered at once\n"
+            "mode: send (chosen by AUTOREPLY_MODE)\n",
+        ),
+    ],
+)
+def test_documented_modes(
+    example: Path, capsys: pytest.CaptureFixture[str], sender: str, head: str
+) -> None:
+    """The reply-modes example: the key account's reply is a draft, the rest are sent."""
+    assert main(["templates", "preview", "--dir", "templates/", "--from", sender]) == 0
+    out = capsys.readouterr().out
+    assert head in out.split("--- body.txt ---")[0]
+    for line in head.splitlines():
+        assert line in DOC.read_text(encoding="utf-8")
