@@ -3,7 +3,10 @@
 The demo is what the README's run command does on a fresh machine: it starts the
 sandbox and the service on a temporary SQLite file, lets the service register its
 webhook, injects a few emails (one of them delivered three times at once), waits for
-the worker, and prints what happened to each, with the reply and the final labels.
+the worker, and prints what happened to each, with the reply and the final labels. One
+sender is a key account whose replies are drafts for review (a rule with ``mode =
+"draft"``): its reply waits as a draft until the demo approves it as a person would in
+AgentMail's console, and the service relabels the message once the draft is sent.
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ class Scenario:
     text: str
     headers: dict[str, str] = field(default_factory=dict)
     copies: int = 1
-    #: ``replied`` or the policy's skip reason.
+    #: ``replied``, ``drafted`` (a draft for review, then approved) or the skip reason.
     expected: str = "replied"
 
 
@@ -60,6 +63,13 @@ SCENARIOS = (
         subject="Invoice request",
         text="Could you send me the invoice for March?",
         copies=3,
+    ),
+    Scenario(
+        title="A key account writes: the reply is drafted for review, then approved",
+        sender="Ann Lee <ann@bigcustomer.example>",
+        subject="Contract renewal",
+        text="Can we talk about renewing our contract next month?",
+        expected="drafted",
     ),
     Scenario(
         title="Another auto-responder writes (RFC 3834)",
@@ -125,12 +135,25 @@ def _dev(args: argparse.Namespace) -> int:
     return 0
 
 
+#: The demo's ``rules.toml``: the key account's replies are drafts for review.
+DEMO_RULES = """[[rule]]
+name = "key accounts"
+sender = "@bigcustomer.example"
+template = "default"
+mode = "draft"
+"""
+
+
 def _demo(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="autoreply-demo-") as folder:
         ports = Ports(sandbox=_free_port(), service=_free_port())
         environ = {
             k: v for k, v in os.environ.items() if not k.startswith(("AGENTMAIL_", "AUTOREPLY_"))
         }
+        templates = Path(folder) / "templates"
+        templates.mkdir()
+        (templates / "rules.toml").write_text(DEMO_RULES, encoding="utf-8")
+        environ["AUTOREPLY_TEMPLATES_DIR"] = str(templates)
         environ["AUTOREPLY_DATABASE_URL"] = f"sqlite:///{Path(folder) / 'demo.db'}"
         environ["AUTOREPLY_LOG_FORMAT"] = "console"
         environ["AUTOREPLY_LOG_LEVEL"] = "WARNING"
@@ -147,11 +170,15 @@ async def _run_demo(settings: Any, ports: Ports) -> int:
             print(f"Service registered its webhook with the sandbox ({ports.sandbox_url}).\n")
             async with AsyncSandboxClient(ports.sandbox_url) as admin:
                 injected = [await _inject(admin, scenario) for scenario in SCENARIOS]
-                await _until_final(runtime, len(SCENARIOS))
+                drafted = [m for c, m in zip(SCENARIOS, injected, strict=True) if _is_draft(c)]
+                await _until_final(runtime, len(SCENARIOS) - len(drafted), drafted=len(drafted))
                 sent = await admin.sent()
-            failures = 0
-            for scenario, message_id in zip(SCENARIOS, injected, strict=True):
-                failures += not await _report(runtime, scenario, message_id, sent)
+                failures = 0
+                for scenario, message_id in zip(SCENARIOS, injected, strict=True):
+                    if _is_draft(scenario):
+                        failures += not await _review(runtime, admin, scenario, message_id)
+                    else:
+                        failures += not await _report(runtime, scenario, message_id, sent)
         finally:
             server.should_exit = True
             await task
@@ -194,14 +221,61 @@ async def _report(runtime: Runtime, scenario: Scenario, message_id: str, sent: l
     return ok
 
 
+def _is_draft(scenario: Scenario) -> bool:
+    return scenario.expected == "drafted"
+
+
+async def _review(
+    runtime: Runtime, admin: AsyncSandboxClient, scenario: Scenario, message_id: str
+) -> bool:
+    """Show the draft awaiting review, approve it as a person would, show the outcome."""
+    print(f"     {scenario.title}")
+    print(f"     from {scenario.sender}: {scenario.subject!r}")
+    drafts = [d for d in await admin.drafts() if d.get("in_reply_to") == message_id]
+    labels = (await runtime.api.get_message(DEMO_INBOX, message_id)).get("labels", [])
+    if len(drafts) != 1 or _replies(await admin.sent(), message_id):
+        print(f"FAIL expected one draft and nothing sent, found {len(drafts)} draft(s)\n")
+        return False
+    [draft] = drafts
+    print(f"     -> drafted for review (draft {draft['draft_id']}), to {', '.join(draft['to'])}:")
+    for line in str(draft.get("text", "")).strip().splitlines():
+        print(f"        | {line}")
+    print(f"     labels while it waits: {', '.join(labels)}")
+    print("     -> a person approves it in the console (sandbox: send the draft)")
+    await admin.send_draft(draft["draft_id"])
+
+    async def done() -> bool:
+        job = await runtime.store.get_job(DEMO_INBOX, message_id)
+        return job is not None and job.state.value in ("done", "discarded", "dead")
+
+    deadline = time.monotonic() + 30
+    while not await done():
+        if time.monotonic() > deadline:
+            raise SystemExit("autoreply: demo timed out waiting for the draft's message.sent")
+        await asyncio.sleep(0.05)
+    job = await runtime.store.get_job(DEMO_INBOX, message_id)
+    replies = _replies(await admin.sent(), message_id)
+    labels = (await runtime.api.get_message(DEMO_INBOX, message_id)).get("labels", [])
+    ok = len(replies) == 1 and job is not None and job.reason == "replied"
+    verdict = "ok  " if ok else "FAIL"
+    print(f"{verdict} sent once; message.sent reached the service, job {_reason(job)}")
+    print(f"     labels now: {', '.join(labels)}\n")
+    return ok
+
+
+def _replies(sent: list[Any], message_id: str) -> list[Any]:
+    return [email for email in sent if email.get("in_reply_to") == message_id]
+
+
 def _reason(job: Job | None) -> str:
     return (job.reason or "") if job is not None else ""
 
 
-async def _until_final(runtime: Runtime, count: int) -> None:
+async def _until_final(runtime: Runtime, count: int, *, drafted: int = 0) -> None:
     async def finished() -> bool:
         stats = await runtime.store.stats()
-        return sum(stats.by_state[s] for s in ("done", "skipped", "dead")) >= count
+        final = sum(stats.by_state[s] for s in ("done", "skipped", "dead"))
+        return final >= count and stats.by_state["drafted"] >= drafted
 
     deadline = time.monotonic() + 30
     while not await finished():

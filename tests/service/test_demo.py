@@ -27,6 +27,9 @@ def test_demo_replies_once_skips_the_rest_and_exits_zero(tmp_path: Path) -> None
     assert result.returncode == 0, result.stdout + result.stderr
     assert "All outcomes as expected." in result.stdout
     assert result.stdout.count("-> replied once") == 2
+    assert "-> drafted for review (draft drf_" in result.stdout
+    assert "labels while it waits: received, unread, unreplied, autoreply-draft" in result.stdout
+    assert "sent once; message.sent reached the service, job replied" in result.stdout
     assert "skipped: auto_submitted" in result.stdout
     assert list(tmp_path.iterdir()) == []
 
