@@ -10,8 +10,13 @@ With ``--reply-delay`` (``AUTOREPLY_REPLY_DELAY``), ``--answered N`` of the mess
 answered "by a person" (the sandbox's ``reply`` verb) right after they arrive: those must
 get no auto-reply, the others exactly one.
 
+With ``--mode draft`` (``AUTOREPLY_MODE=draft``) each reply is a draft: once every
+message has its draft, the benchmark sends them all as a person would from the console
+(the sandbox's admin API, not counted as the service's calls) and waits until the
+service relabels each original on its ``message.sent`` event.
+
     .venv/bin/python bench/e2e.py [--messages 1000] [--latency-ms 50] [--concurrency N]
-        [--reply-delay 5s --answered 100]
+        [--reply-delay 5s --answered 100] [--mode send|draft]
 """
 
 from __future__ import annotations
@@ -80,6 +85,7 @@ def run(args: argparse.Namespace, folder: Path) -> dict[str, object]:
         env["AUTOREPLY_WORKER_CONCURRENCY"] = str(args.concurrency)
     if args.reply_delay:
         env["AUTOREPLY_REPLY_DELAY"] = args.reply_delay
+    env["AUTOREPLY_MODE"] = args.mode
     processes: list[subprocess.Popen[bytes]] = []
     with (
         (folder / "sandbox.log").open("wb") as sandbox_log,
@@ -112,7 +118,13 @@ def run(args: argparse.Namespace, folder: Path) -> dict[str, object]:
             )
             wait_http(f"http://127.0.0.1:{service_port}/readyz")
             result = asyncio.run(
-                measure(sandbox_url, args.messages, args.latency_ms, answered=args.answered)
+                measure(
+                    sandbox_url,
+                    args.messages,
+                    args.latency_ms,
+                    answered=args.answered,
+                    draft=args.mode == "draft",
+                )
             )
         finally:
             for process in reversed(processes):
@@ -126,11 +138,18 @@ def run(args: argparse.Namespace, folder: Path) -> dict[str, object]:
 
 #: The operations one message's job makes (the rest, webhooks and the sweep's listings,
 #: are per deployment, not per message).
-PER_MESSAGE = ("messages.get", "threads.get", "messages.update", "messages.reply")
+PER_MESSAGE = (
+    "messages.get",
+    "threads.get",
+    "messages.update",
+    "messages.reply",
+    "drafts.create",
+    "drafts.get",
+)
 
 
 async def measure(
-    sandbox_url: str, count: int, latency_ms: int, *, answered: int = 0
+    sandbox_url: str, count: int, latency_ms: int, *, answered: int = 0, draft: bool = False
 ) -> dict[str, object]:
     """Inject ``count`` emails with ``latency_ms`` on every API call; time the replies.
 
@@ -139,10 +158,30 @@ async def measure(
     """
     async with AsyncSandboxClient(sandbox_url, timeout=60) as admin:
         await admin.add_fault("*", latency_ms=latency_ms)
-        return await _measure(admin, count, answered)
+        return await _measure(admin, count, answered, draft=draft)
 
 
-async def _measure(admin: AsyncSandboxClient, count: int, answered: int) -> dict[str, object]:
+async def _approve_drafts(admin: AsyncSandboxClient, count: int, started: float) -> float:
+    """Wait for ``count`` drafts, then send each as a person would from the console;
+    return when they all existed (seconds since ``started``)."""
+    while len(drafts := await admin.drafts()) < count:
+        if time.monotonic() - started > 300:
+            raise SystemExit(f"only {len(drafts)} of {count} drafts after 300 s")
+        await asyncio.sleep(0.1)
+    drafted = time.monotonic() - started
+    semaphore = asyncio.Semaphore(16)
+
+    async def approve(draft_id: str) -> None:
+        async with semaphore:
+            await admin.send_draft(draft_id)
+
+    await asyncio.gather(*(approve(d["draft_id"]) for d in drafts))
+    return drafted
+
+
+async def _measure(
+    admin: AsyncSandboxClient, count: int, answered: int, *, draft: bool
+) -> dict[str, object]:
     injected_at: dict[str, float] = {}
     by_person: set[str] = set()
     semaphore = asyncio.Semaphore(16)
@@ -163,6 +202,7 @@ async def _measure(admin: AsyncSandboxClient, count: int, answered: int) -> dict
     started = time.monotonic()
     await asyncio.gather(*(inject(i) for i in range(count)))
     injected = time.monotonic() - started
+    drafted = await _approve_drafts(admin, count - answered, started) if draft else None
     while True:
         changes = await admin.label_changes()
         relabelled = {c["message_id"] for c in changes if "replied" in c["added"]}
@@ -175,7 +215,8 @@ async def _measure(admin: AsyncSandboxClient, count: int, answered: int) -> dict
             raise SystemExit(f"only {len(relabelled)} of {count} relabelled after 300 s")
         await asyncio.sleep(0.1)
     total = time.monotonic() - started
-    sent = [email for email in await admin.sent() if email["idempotency_key"]]
+    # The service's replies: sent under its Idempotency-Key, or (draft mode) from its draft.
+    sent = [e for e in await admin.sent() if e["idempotency_key"] or e.get("draft_id")]
     per_message = Counter(email["in_reply_to"] for email in sent)
     operations = (await admin.requests())["operations"]
     latencies = sorted(
@@ -184,9 +225,11 @@ async def _measure(admin: AsyncSandboxClient, count: int, answered: int) -> dict
         if email["in_reply_to"] in injected_at
     )
     return {
+        "mode": "draft" if draft else "send",
         "messages": count,
         "answered_by_a_person": answered,
         "injected_in_s": round(injected, 2),
+        **({"all_drafted_in_s": round(drafted, 2)} if drafted is not None else {}),
         "all_replied_in_s": round(total, 2),
         "replies_per_s": round((count - answered) / total, 1),
         "replies_sent": len(sent),
@@ -200,6 +243,9 @@ async def _measure(admin: AsyncSandboxClient, count: int, answered: int) -> dict
             for op in PER_MESSAGE
             if op in operations
         },
+        "api_calls_per_message_total": round(
+            sum(sum(operations[op].values()) for op in PER_MESSAGE if op in operations) / count, 2
+        ),
     }
 
 
@@ -213,6 +259,9 @@ def main() -> int:
     )
     parser.add_argument(
         "--answered", type=int, default=0, help="messages a person answers first (with a delay)"
+    )
+    parser.add_argument(
+        "--mode", choices=("send", "draft"), default="send", help="AUTOREPLY_MODE (default send)"
     )
     args = parser.parse_args()
     if args.answered and not args.reply_delay:
