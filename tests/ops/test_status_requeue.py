@@ -33,8 +33,12 @@ def test_status_reports_an_empty_queue_and_a_matching_webhook(
     deployment.start()
     result = cli("status")
     assert result.returncode == 0, result.stderr
-    assert "pending 0   running 0   done 0   skipped 0   dead 0" in result.stdout
+    assert (
+        "pending 0   running 0   drafted 0   done 0   skipped 0   dead 0   discarded 0"
+        in result.stdout
+    )
     assert "Dead letters: none" in result.stdout
+    assert "Drafts: none awaiting review, none discarded" in result.stdout
     assert f"configured: {deployment.env()['AUTOREPLY_PUBLIC_URL']}/webhooks/agentmail" in (
         result.stdout
     )
