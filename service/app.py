@@ -67,7 +67,8 @@ async def scrape(request: Request) -> Response:
     runtime: Runtime = request.app.state.runtime
     stats: QueueStats | None
     try:
-        stats = await asyncio.wait_for(runtime.store.stats(), timeout=STATS_TIMEOUT)
+        async with asyncio.timeout(STATS_TIMEOUT):
+            stats = await runtime.store.stats()
     except (StoreUnavailable, TimeoutError):
         stats = None
     body, content_type = metrics.exposition(

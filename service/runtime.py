@@ -210,7 +210,8 @@ class Runtime:
         """Why the service is not ready; empty when it is."""
         problems = []
         try:
-            await asyncio.wait_for(self.store.ping(), timeout=2.0)
+            async with asyncio.timeout(2.0):
+                await self.store.ping()
         except (StoreUnavailable, TimeoutError) as exc:
             problems.append(f"store unavailable: {exc or 'timed out'}")
         if self.verifier is None:

@@ -385,7 +385,8 @@ class PostgresStore:
             raise StoreUnavailable("store is not open")
         task = asyncio.ensure_future(self._on_connection(pool, fn))
         try:
-            return await asyncio.wait_for(asyncio.shield(task), self.operation_timeout)
+            async with asyncio.timeout(self.operation_timeout):
+                return await asyncio.shield(task)
         except TimeoutError:
             self._abandon(task)
             raise StoreUnavailable(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 from collections.abc import AsyncIterator
 from datetime import datetime
 from pathlib import Path
@@ -393,3 +394,21 @@ async def test_a_pass_waits_in_the_middle_while_intake_is_busy(
     assert during == [10, 10, 10]
     assert report.totals()["enqueued"] == 25
     assert await sources(store, sandbox.inbox, ids) == [JobSource.SWEEP] * 25
+
+
+async def test_cancelling_the_loop_always_ends_it(
+    sandbox: SandboxHandle, store: Store, api: AgentMailApi
+) -> None:
+    """Shutdown cancels the loop at whatever point it is; it must end every time. On
+    Python 3.11 ``asyncio.wait_for`` dropped a cancellation that arrived as the store
+    operation it bounded finished, and the loop swept on for ever (seen in CI)."""
+    inject(sandbox, 1)
+    rng = random.Random(11)
+    for _ in range(60):
+        sweep = sweeper(store, api, (sandbox.inbox,), sleep=asyncio.sleep)
+        task = asyncio.create_task(SweepLoop(sweep, interval=0).run())
+        await asyncio.sleep(rng.uniform(0, 0.03))
+        task.cancel()
+        done, _ = await asyncio.wait({task}, timeout=10)
+        assert done, "the cancelled sweep loop is still running"
+        assert task.cancelled()
