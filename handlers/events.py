@@ -46,5 +46,9 @@ def subscribed_event_types(*, suppression: bool, sent: bool = False) -> tuple[st
 
 def is_received(event_type: str) -> bool:
     """True for ``message.received`` and its ``.spam``/``.blocked``/``.unauthenticated``
-    variants: the events that carry a message and become a job."""
-    return event_type == MESSAGE_RECEIVED or event_type.startswith(MESSAGE_RECEIVED + ".")
+    variants: the events that carry a message and become a job.
+
+    Any type that starts with ``message.received`` counts, as it always has: such an
+    event without a message object is refused (400, the reason quoting its type), and
+    one with a message is enqueued and skipped by the policy (``not_plain_received``)."""
+    return event_type.startswith(MESSAGE_RECEIVED)
