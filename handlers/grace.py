@@ -7,15 +7,17 @@ outgoing message ``sent``) by anyone but this service means a person, or another
 answered first: the job is skipped ``answered_in_thread``.
 
 Which sent messages are this service's own is not something the thread says (another
-auto-responder's reply looks the same), so the worker asks the store: every reply this
-service sent is recorded on its job (``sent_message_id``). The functions here are pure:
-they get the thread's messages and those ids.
+auto-responder's reply looks the same), so the worker asks the store (``OwnReplies``):
+every reply this service sent is recorded on its job (``sent_message_id``). A reply on
+its way has no recorded id yet (sent, its answer not yet written down), so a sent
+message answering (``in_reply_to``) a message whose reply is on its way is counted as
+that reply. The functions here are pure: they get the thread's messages and those ids.
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -53,6 +55,8 @@ class ThreadMessage:
 
     message_id: str
     labels: frozenset[str]
+    #: The message it answers, if any.
+    in_reply_to: str | None = None
 
     @property
     def sent(self) -> bool:
@@ -68,7 +72,29 @@ class ThreadMessage:
             raise PayloadError("thread message: message_id must be a non-empty string")
         if not isinstance(labels, list) or not all(isinstance(v, str) for v in labels):
             raise PayloadError("thread message: labels must be a list of strings")
-        return cls(message_id=message_id, labels=frozenset(labels))
+        in_reply_to = data.get("in_reply_to")
+        return cls(
+            message_id=message_id,
+            labels=frozenset(labels),
+            in_reply_to=in_reply_to if isinstance(in_reply_to, str) else None,
+        )
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class OwnReplies:
+    """This service's replies in one thread, as its store knows them."""
+
+    #: The ids of the replies sent (recorded on their jobs).
+    sent: frozenset[str] = frozenset()
+    #: The inbound messages whose reply is stored and may be going out right now: sent
+    #: for all the service knows, its id not recorded yet.
+    sending_to: frozenset[str] = frozenset()
+
+    def includes(self, message: ThreadMessage) -> bool:
+        """Whether ``message`` is one of these replies."""
+        return message.message_id in self.sent or (
+            message.in_reply_to is not None and message.in_reply_to in self.sending_to
+        )
 
 
 class Seen(enum.Enum):
@@ -85,9 +111,9 @@ class Seen(enum.Enum):
 class PageVerdict:
     """The sent messages after the inbound one on one page, and whether to read on."""
 
-    #: Message ids sent after the inbound message, oldest first: answers, unless they
-    #: are this service's own replies.
-    sent_after: tuple[str, ...]
+    #: The messages sent after the inbound one, oldest first: answers, unless they are
+    #: this service's own replies.
+    sent_after: tuple[ThreadMessage, ...]
     seen: Seen
 
 
@@ -102,12 +128,10 @@ def sent_after(inbound_id: str, page: Sequence[ThreadMessage]) -> PageVerdict:
     for index, message in enumerate(page):
         if message.message_id == inbound_id:
             later = page[index + 1 :]
-            return PageVerdict(
-                sent_after=tuple(m.message_id for m in later if m.sent), seen=Seen.SETTLED
-            )
-    return PageVerdict(sent_after=tuple(m.message_id for m in page if m.sent), seen=Seen.LOOK_OLDER)
+            return PageVerdict(sent_after=tuple(m for m in later if m.sent), seen=Seen.SETTLED)
+    return PageVerdict(sent_after=tuple(m for m in page if m.sent), seen=Seen.LOOK_OLDER)
 
 
-def first_answer(sent: Sequence[str], own: Collection[str]) -> str | None:
-    """The first of ``sent`` that is not one of this service's replies (``own``), if any."""
-    return next((message_id for message_id in sent if message_id not in own), None)
+def first_answer(sent: Sequence[ThreadMessage], own: OwnReplies) -> str | None:
+    """The id of the first of ``sent`` that is not one of this service's replies, if any."""
+    return next((m.message_id for m in sent if not own.includes(m)), None)

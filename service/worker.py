@@ -36,7 +36,14 @@ from datetime import UTC, datetime, timedelta
 import orjson
 import structlog
 
-from handlers.grace import ANSWERED_IN_THREAD, Seen, ThreadMessage, first_answer, sent_after
+from handlers.grace import (
+    ANSWERED_IN_THREAD,
+    OwnReplies,
+    Seen,
+    ThreadMessage,
+    first_answer,
+    sent_after,
+)
 from handlers.idempotency import draft_client_id, reply_key
 from handlers.message import MESSAGE_RECEIVED, InboundMessage, PayloadError
 from handlers.modes import ReplyMode
@@ -575,7 +582,7 @@ class Worker:
         service, or None: the thread's pages are read from the newest until the inbound
         message is found (one page, almost always). The store is asked which sent
         messages are this service's replies only when the thread has any."""
-        own: set[str] | None = None
+        own: OwnReplies | None = None
         page_token: str | None = None
         for _ in range(MAX_THREAD_PAGES):
             page = await self.api.get_thread(
@@ -586,7 +593,7 @@ class Worker:
             )
             if verdict.sent_after:
                 if own is None:
-                    own = await self.store.sent_in_thread(
+                    own = await self.store.own_replies(
                         inbox_id=message.inbox_id, thread_id=message.thread_id
                     )
                 answer = first_answer(verdict.sent_after, own)

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import enum
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from handlers.grace import OwnReplies
 from handlers.policy import Decision, History, PolicyConfig
 from handlers.suppression import ALL_INBOXES, Cause, FeedbackKind
 from service.models import (
@@ -165,6 +166,16 @@ def inbox_sweep(row: tuple[Any, ...]) -> InboxSweep:
         mark=float(row[1]),
         swept_at=None if row[2] is None else float(row[2]),
         findings=findings,
+    )
+
+
+def own_replies(rows: Iterable[tuple[Any, ...]]) -> OwnReplies:
+    """``OwnReplies`` from rows of (inbound message id, sent message id or None) of the
+    jobs of one thread whose reply is stored (shared by the SQL stores)."""
+    pairs = list(rows)
+    return OwnReplies(
+        sent=frozenset(sent for _, sent in pairs if sent is not None),
+        sending_to=frozenset(inbound for inbound, sent in pairs if sent is None),
     )
 
 
@@ -422,12 +433,14 @@ class Store(Protocol):
         nothing: it is claimed again when it falls due.
         """
 
-    async def sent_in_thread(self, *, inbox_id: str, thread_id: str) -> set[str]:
-        """The message ids of the replies this service sent in a thread of an inbox.
+    async def own_replies(self, *, inbox_id: str, thread_id: str) -> OwnReplies:
+        """This service's replies in a thread of an inbox: those sent (their ids) and
+        those on their way (the messages they answer).
 
-        Every sent reply is recorded on its job (``sent_message_id``) with a row in the
-        reply ledger, which is indexed by thread: the grace period asks this to tell the
-        service's own replies from a person's answer.
+        Every reply has a row in the reply ledger, which is indexed by thread, from its
+        reservation on; its job holds the stored reply before it is sent and the sent
+        message's id after. The grace period asks this to tell the service's own replies
+        from a person's answer (``handlers.grace.OwnReplies``).
         """
 
     async def await_draft(

@@ -49,6 +49,7 @@ import structlog
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import AsyncConnectionPool
 
+from handlers.grace import OwnReplies
 from handlers.policy import Decision, History, PolicyConfig, check_limits
 from handlers.suppression import TRANSIENT_WINDOW, Cause, suppression_cause
 from service.models import (
@@ -80,6 +81,7 @@ from service.store.base import (
     feedback_recipients,
     inbox_sweep,
     job_from_row,
+    own_replies,
     summary_from_row,
     suppressed_detail,
     suppression_from_row,
@@ -789,17 +791,18 @@ class PostgresStore:
             == 1
         )
 
-    async def sent_in_thread(self, *, inbox_id: str, thread_id: str) -> set[str]:
-        async def sent(conn: Conn) -> set[str]:
+    async def own_replies(self, *, inbox_id: str, thread_id: str) -> OwnReplies:
+        async def own(conn: Conn) -> OwnReplies:
             cursor = await conn.execute(
-                """SELECT jobs.sent_message_id FROM replies JOIN jobs ON jobs.id = replies.job_id
+                """SELECT jobs.message_id, jobs.sent_message_id
+                   FROM replies JOIN jobs ON jobs.id = replies.job_id
                    WHERE replies.inbox_id = %s AND replies.thread_id = %s
-                     AND jobs.sent_message_id IS NOT NULL""",
+                     AND jobs.reply IS NOT NULL""",
                 (inbox_id, thread_id),
             )
-            return {row[0] for row in await cursor.fetchall()}
+            return own_replies(await cursor.fetchall())
 
-        return await self._run(sent)
+        return await self._run(own)
 
     async def await_draft(
         self,

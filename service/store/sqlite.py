@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 
 import structlog
 
+from handlers.grace import OwnReplies
 from handlers.policy import Decision, History, PolicyConfig, check_limits
 from handlers.suppression import TRANSIENT_WINDOW, Cause, suppression_cause
 from service.models import (
@@ -58,6 +59,7 @@ from service.store.base import (
     feedback_recipients,
     inbox_sweep,
     job_from_row,
+    own_replies,
     summary_from_row,
     suppressed_detail,
     suppression_from_row,
@@ -552,12 +554,11 @@ class SQLiteStore:
             (run_after, GRACE_PERIOD, now, job_id, owner),
         )
 
-    async def sent_in_thread(self, *, inbox_id: str, thread_id: str) -> set[str]:
-        def sent(conn: sqlite3.Connection) -> set[str]:
-            rows = conn.execute(_SENT_IN_THREAD, (inbox_id, thread_id)).fetchall()
-            return {row[0] for row in rows}
+    async def own_replies(self, *, inbox_id: str, thread_id: str) -> OwnReplies:
+        def own(conn: sqlite3.Connection) -> OwnReplies:
+            return own_replies(conn.execute(_OWN_REPLIES, (inbox_id, thread_id)).fetchall())
 
-        return await self._read(sent)
+        return await self._read(own)
 
     async def await_draft(
         self,
@@ -678,9 +679,10 @@ _UNFINISHED = """SELECT min(CASE WHEN reason = ? THEN run_after ELSE created_at 
         sum(state = 'pending' AND reason = ?)
     FROM jobs WHERE state IN ('pending', 'running')"""
 
-#: ``sent_in_thread``: through the ledger's thread index, the jobs' sent reply ids.
-_SENT_IN_THREAD = """SELECT jobs.sent_message_id FROM replies JOIN jobs ON jobs.id = replies.job_id
-    WHERE replies.inbox_id = ? AND replies.thread_id = ? AND jobs.sent_message_id IS NOT NULL"""
+#: ``own_replies``: through the ledger's thread index, the jobs whose reply is stored.
+_OWN_REPLIES = """SELECT jobs.message_id, jobs.sent_message_id
+    FROM replies JOIN jobs ON jobs.id = replies.job_id
+    WHERE replies.inbox_id = ? AND replies.thread_id = ? AND jobs.reply IS NOT NULL"""
 
 #: ``await_draft``: the job waits in ``drafted`` until its check, or at once when a
 #: ``message.sent`` hint came that the attempt did not see (the seen one is cleared).

@@ -18,6 +18,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from handlers.grace import OwnReplies
 from handlers.policy import PolicyConfig
 from handlers.suppression import TRANSIENT_WINDOW, Cause, FeedbackKind
 from service.models import Delivery, Feedback, Job, JobSource, JobState, MessageRef, PreparedReply
@@ -272,39 +273,42 @@ async def test_a_deferred_job_waits_until_its_time_without_using_an_attempt(
         await store.open()
 
 
-async def test_sent_in_thread_lists_the_replies_sent_in_that_thread_only(store: Store) -> None:
-    """Replies sent in a thread are this service's own; reserved ones and other threads'
-    replies are not listed."""
-    for n, thread in ((1, "thd_1"), (2, "thd_1"), (3, "thd_2")):
+async def test_own_replies_are_the_thread_s_sent_and_stored_replies(store: Store) -> None:
+    """Sent replies by id, stored ones not yet confirmed by the message they answer; a
+    reservation alone, and other threads' or inboxes' replies, are not listed."""
+    for n, thread in ((1, "thd_1"), (2, "thd_1"), (3, "thd_1"), (4, "thd_2")):
         d = delivery(f"s{n}", f"e{n}", f"<m{n}@x>", thread_id=thread)
         await store.record_delivery(d, now=T0)
-    jobs = await store.claim(owner="a", now=T0, lease=60, limit=3)
-    assert len(jobs) == 3
+    jobs = {job.message_id: job for job in await store.claim(owner="a", now=T0, lease=60, limit=4)}
+    assert len(jobs) == 4
     policy = PolicyConfig(thread_cap=0, sender_cooldown=timedelta(0))
-    threads = {job.message_id: ("thd_2" if job.message_id == "<m3@x>" else "thd_1") for job in jobs}
-    for job in jobs:
-        thread = threads[job.message_id]
+    for message_id, job in jobs.items():
+        thread = "thd_2" if message_id == "<m4@x>" else "thd_1"
         decision = await store.reserve(
             job.id, owner="a", thread_id=thread, sender="jane@example.com", policy=policy, now=T0
         )
         assert decision is not None
         assert decision.reply
-        if job.message_id != "<m2@x>":
-            assert await store.mark_sent(
-                job.id,
-                owner="a",
-                sent_message_id=f"<reply-{job.message_id[1:3]}@x>",
-                thread_id=thread,
-                sender="jane@example.com",
-                now=T0 + 1,
-            )
-    assert await store.sent_in_thread(inbox_id="bot@agentmail.to", thread_id="thd_1") == {
-        "<reply-m1@x>"
-    }
-    assert await store.sent_in_thread(inbox_id="bot@agentmail.to", thread_id="thd_2") == {
-        "<reply-m3@x>"
-    }
-    assert await store.sent_in_thread(inbox_id="other@agentmail.to", thread_id="thd_1") == set()
+        if message_id == "<m3@x>":
+            continue  # reserved only: nothing stored, nothing can have been sent
+        assert await store.save_reply(job.id, owner="a", reply=reply(), now=T0)
+        if message_id == "<m2@x>":
+            continue  # stored and perhaps sent: its id is not known yet
+        assert await store.mark_sent(
+            job.id,
+            owner="a",
+            sent_message_id=f"<reply-{message_id[1:3]}@x>",
+            thread_id=thread,
+            sender="jane@example.com",
+            now=T0 + 1,
+        )
+    assert await store.own_replies(inbox_id="bot@agentmail.to", thread_id="thd_1") == OwnReplies(
+        sent=frozenset({"<reply-m1@x>"}), sending_to=frozenset({"<m2@x>"})
+    )
+    assert await store.own_replies(inbox_id="bot@agentmail.to", thread_id="thd_2") == OwnReplies(
+        sent=frozenset({"<reply-m4@x>"})
+    )
+    assert await store.own_replies(inbox_id="x@agentmail.to", thread_id="thd_1") == OwnReplies()
 
 
 async def test_release_returns_leases_for_immediate_reclaim(store: Store) -> None:

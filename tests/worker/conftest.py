@@ -44,7 +44,7 @@ STORE_STEPS = (
     "finish",
     "retry",
     "defer",
-    "sent_in_thread",
+    "own_replies",
 )
 
 

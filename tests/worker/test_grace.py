@@ -15,6 +15,7 @@ from handlers.policy import PolicyConfig
 from service.models import AttemptOutcome, JobState
 from service.store.base import GRACE_PERIOD
 from service.templates import LiveTemplates
+from tests.support.fake_agentmail import FailAfterSend, failure
 from tests.worker.conftest import INBOX, MESSAGE_ID, START, THREAD_ID, Harness, payload
 
 DELAY = timedelta(minutes=5)
@@ -36,13 +37,14 @@ def received(message_id: str = MESSAGE_ID, **fields: Any) -> dict[str, Any]:
     return payload(message_id=message_id, timestamp=when) | fields
 
 
-def sent(message_id: str) -> dict[str, Any]:
+def sent(message_id: str, in_reply_to: str = MESSAGE_ID) -> dict[str, Any]:
     """A message the inbox sent in the thread (a person's answer, or ours)."""
     return {
         "inbox_id": INBOX,
         "thread_id": THREAD_ID,
         "message_id": message_id,
         "labels": ["sent"],
+        "in_reply_to": in_reply_to,
     }
 
 
@@ -94,7 +96,7 @@ async def test_an_answer_in_the_thread_skips_without_a_label(harness: Harness) -
 
     assert await harness.run_when_due() == AttemptOutcome.SKIPPED
 
-    assert harness.journal == ["history", "get_thread", "sent_in_thread", "finish skipped"]
+    assert harness.journal == ["history", "get_thread", "own_replies", "finish skipped"]
     assert [call.method for call in harness.api.calls] == ["get_thread"]
     assert harness.api.labels[INBOX, MESSAGE_ID] == set()
     job = await harness.job()
@@ -129,11 +131,41 @@ async def test_this_services_own_reply_in_the_thread_is_no_answer(harness: Harne
     assert await harness.run_when_due() == AttemptOutcome.REPLIED
     ours = (await harness.job("<first@example.com>")).sent_message_id
     assert ours is not None
-    harness.api.add_to_thread(sent(ours))
+    harness.api.add_to_thread(sent(ours, in_reply_to="<first@example.com>"))
 
     assert await harness.run_when_due() == AttemptOutcome.REPLIED
 
     assert len(harness.api.sent) == 2
+    assert (await harness.job("<second@example.com>")).reason == "replied"
+
+
+async def test_our_reply_on_its_way_is_no_answer(harness: Harness) -> None:
+    """The first message's reply went out but its answer was lost, so its id is not
+    recorded yet: in the thread it answers the first message, whose reply is stored, so
+    it is ours and the second message is still answered."""
+    policy = PolicyConfig(thread_cap=0, sender_cooldown=timedelta(0))
+    harness.configure(reply_delay=DELAY, policy=policy)
+    first = received("<first@example.com>")
+    later = datetime.fromtimestamp(START + 60, UTC).isoformat()
+    second = received("<second@example.com>", timestamp=later, **{"from": "bob@example.com"})
+    for message in (first, second):
+        await harness.deliver(message)
+        harness.api.add_to_thread(message)
+        assert await harness.run() == AttemptOutcome.DEFERRED
+    harness.api.script("reply", FailAfterSend(failure("reply", 503)))
+    assert await harness.run_when_due() == AttemptOutcome.RETRY
+    assert (await harness.job("<first@example.com>")).sent_message_id is None
+    [on_its_way] = harness.api.sent
+    harness.api.add_to_thread(sent("<sent-1@fake.agentmail.to>", "<first@example.com>"))
+    assert on_its_way.message_id == "<first@example.com>"
+    harness.clock.now = START + 60 + DELAY.total_seconds()
+    jobs = await harness.store.claim(
+        owner=harness.worker.owner, now=harness.clock(), lease=30, limit=5
+    )
+    [job] = [j for j in jobs if j.message_id == "<second@example.com>"]
+
+    await harness.worker._run(job)
+
     assert (await harness.job("<second@example.com>")).reason == "replied"
 
 
