@@ -201,12 +201,13 @@ async def _record_feedback(
 
 
 async def _note_sent(runtime: Runtime, sent: SentRef, recorded: Recorded) -> Recorded:
-    """A ``message.sent`` event: wake the jobs whose draft awaits review in its thread.
+    """A ``message.sent`` event: wake the jobs of its thread whose draft awaits review,
+    or which wait out a grace period (their thread may have been answered by a person).
 
     Noted on every delivery, duplicates too (it only sets a hint and makes the jobs due,
     so it may repeat): a delivery whose note was lost to a crash after its record
-    committed is noted by Svix's retry. A new event that hinted a job is ``accepted``
-    (202); one about no draft of ours stays recorded and ``ignored`` (200).
+    committed is noted by Svix's retry. A new event that hinted or woke a job is
+    ``accepted`` (202); one about nothing of ours stays recorded and ``ignored`` (200).
     """
     hinted = await runtime.store.note_sent(
         inbox_id=sent.inbox_id,

@@ -465,8 +465,10 @@ class Store(Protocol):
     async def note_sent(self, *, inbox_id: str, thread_id: str, message_id: str, now: float) -> int:
         """A ``message.sent`` event in ``thread_id``: hint every job of that thread whose
         draft awaits review (``drafted``, or being looked at now) with the sent message's
-        id and make it due now. Returns how many jobs it hinted (0: not about a draft of
-        ours, and the event is only recorded)."""
+        id and make it due now; and make every job of the thread waiting out its grace
+        period due now (its worker reads the thread: an answer ends the wait early,
+        otherwise the job waits on). Returns how many jobs it hinted or woke (0: about
+        nothing of ours, and the event is only recorded)."""
 
     async def release(self, *, owner: str, now: float) -> int:
         """Give back every lease ``owner`` holds (graceful shutdown); return how many."""

@@ -164,6 +164,15 @@ SQLITE: tuple[tuple[int, tuple[str, ...]], ...] = (
             "CREATE INDEX jobs_thread ON jobs (inbox_id, thread_id)",
         ),
     ),
+    (
+        8,
+        (
+            # The grace period: a ``message.sent`` event finds the jobs of its thread
+            # that wait out their delay (``Store.note_sent``), and wakes them.
+            """CREATE INDEX jobs_waiting ON jobs (inbox_id, thread_id)
+                WHERE state = 'pending' AND reason = 'grace_period'""",
+        ),
+    ),
 )
 
 #: (version, statements) for PostgreSQL, oldest first: the same tables and columns as
@@ -290,6 +299,13 @@ POSTGRES: tuple[tuple[int, tuple[str, ...]], ...] = (
             "CREATE INDEX jobs_drafted ON jobs (run_after, id) WHERE state = 'drafted'",
             """CREATE INDEX jobs_thread ON jobs (inbox_id, thread_id)
                 WHERE state IN ('drafted', 'running')""",
+        ),
+    ),
+    (
+        8,
+        (
+            """CREATE INDEX jobs_waiting ON jobs (inbox_id, thread_id)
+                WHERE state = 'pending' AND reason = 'grace_period'""",
         ),
     ),
 )

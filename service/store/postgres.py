@@ -267,9 +267,15 @@ WITH j AS (
     WHERE inbox_id = %(inbox_id)s AND thread_id = %(thread_id)s AND draft_id IS NOT NULL
       AND state IN ('drafted', 'running')
     RETURNING id
+), g AS (
+    UPDATE jobs SET run_after = %(now)s, updated_at = %(now)s
+    WHERE inbox_id = %(inbox_id)s AND thread_id = %(thread_id)s
+      AND state = 'pending' AND reason = 'grace_period' AND run_after > %(now)s
+    RETURNING id
 )
-SELECT (SELECT count(*) FROM j),
-       (SELECT pg_notify('{CHANNEL}', current_schema()) WHERE EXISTS (SELECT FROM j))
+SELECT (SELECT count(*) FROM j) + (SELECT count(*) FROM g),
+       (SELECT pg_notify('{CHANNEL}', current_schema())
+        WHERE EXISTS (SELECT FROM j) OR EXISTS (SELECT FROM g))
 """  # noqa: S608 - a constant channel name
 
 #: What ``reserve`` reads, once it holds the ledger locks: the job (only while leased to

@@ -575,11 +575,12 @@ class SQLiteStore:
         )
 
     async def note_sent(self, *, inbox_id: str, thread_id: str, message_id: str, now: float) -> int:
-        return await self._call(
-            lambda conn: (
-                conn.execute(_NOTE_SENT, (message_id, now, now, inbox_id, thread_id)).rowcount
-            )
-        )
+        def note(conn: sqlite3.Connection) -> int:
+            drafts = conn.execute(_NOTE_SENT, (message_id, now, now, inbox_id, thread_id))
+            waiting = conn.execute(_WAKE_WAITING, (now, now, inbox_id, thread_id, now))
+            return drafts.rowcount + waiting.rowcount
+
+        return await self._call(note)
 
     async def release(self, *, owner: str, now: float) -> int:
         def release(conn: sqlite3.Connection) -> int:
@@ -696,6 +697,12 @@ _AWAIT_DRAFT = """UPDATE jobs SET state = 'drafted', draft_id = ?,
 _NOTE_SENT = """UPDATE jobs SET sent_hint = ?, run_after = ?, updated_at = ?
     WHERE inbox_id = ? AND thread_id = ? AND draft_id IS NOT NULL
       AND state IN ('drafted', 'running')"""
+
+#: ``note_sent``: the jobs of the thread waiting out a grace period are due now (the
+#: reason is written out so that the partial index ``jobs_waiting`` serves it).
+_WAKE_WAITING = """UPDATE jobs SET run_after = ?, updated_at = ?
+    WHERE inbox_id = ? AND thread_id = ? AND state = 'pending' AND reason = 'grace_period'
+      AND run_after > ?"""
 
 #: ``record_swept``: the job alone (no delivery or event row), deduplicated like intake's.
 _INSERT_SWEPT = """INSERT INTO jobs (inbox_id, message_id, thread_id, event_id, event_type,

@@ -172,6 +172,28 @@ def test_a_lost_message_sent_event_does_not_matter(
     assert lost["state"] == "dropped"
 
 
+def test_a_persons_answer_ends_a_long_delay_early(
+    sandbox: SandboxHandle, grace: Deployment
+) -> None:
+    """With an hour's delay, the person's answer (its message.sent) wakes the job, which
+    reads the thread and ends at once; the other message keeps waiting."""
+    grace.start(AUTOREPLY_REPLY_DELAY="1h")
+    [answered, waits] = inject(sandbox, 2)
+    grace.wait_until(lambda: waiting(grace, [answered, waits]), what="both jobs waiting")
+    sandbox.admin.reply(message_id=answered)
+
+    grace.wait_until(
+        lambda: grace.jobs()[answered] == ("skipped", "answered_in_thread"),
+        what="the answered message's job to end early",
+    )
+
+    assert waiting(grace, [waits])
+    assert auto_replies(sandbox, answered) == []
+    assert labels_changed(sandbox, answered) == []
+    [sent_event] = [d for d in sandbox.admin.deliveries() if d["event_type"] == "message.sent"]
+    assert sent_event["attempts"][-1]["status"] == 202
+
+
 def test_rules_choose_the_delay_per_message(
     sandbox: SandboxHandle, deployment: Deployment, tmp_path: Path
 ) -> None:

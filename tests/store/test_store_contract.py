@@ -273,6 +273,34 @@ async def test_a_deferred_job_waits_until_its_time_without_using_an_attempt(
         await store.open()
 
 
+async def test_a_sent_event_wakes_the_jobs_of_its_thread_waiting_out_a_grace_period(
+    store: Store,
+) -> None:
+    """Only the waiting jobs of that thread and inbox that are not yet due; a job pending
+    for a retry is left to its backoff."""
+    for n, thread in ((1, "thd_1"), (2, "thd_1"), (3, "thd_2"), (4, "thd_1")):
+        await store.record_delivery(
+            delivery(f"s{n}", f"e{n}", f"<m{n}@x>", thread_id=thread), now=T0
+        )
+    jobs = {job.message_id: job for job in await store.claim(owner="a", now=T0, lease=60, limit=4)}
+    for message_id, wait in (("<m1@x>", 300), ("<m2@x>", 100), ("<m3@x>", 300)):
+        assert await store.defer(jobs[message_id].id, owner="a", run_after=T0 + wait, now=T0)
+    assert await store.retry(jobs["<m4@x>"].id, owner="a", run_after=T0 + 400, error="x", now=T0)
+
+    woke = await store.note_sent(
+        inbox_id="bot@agentmail.to", thread_id="thd_1", message_id="<r@x>", now=T0 + 200
+    )
+
+    assert woke == 1
+    due = await store.claim(owner="c", now=T0 + 200, lease=60, limit=10)
+    assert {job.message_id for job in due} == {"<m1@x>", "<m2@x>"}
+    assert all(job.reason == GRACE_PERIOD for job in due)
+    elsewhere = await store.note_sent(
+        inbox_id="other@agentmail.to", thread_id="thd_2", message_id="<r@x>", now=T0 + 200
+    )
+    assert elsewhere == 0
+
+
 async def test_own_replies_are_the_thread_s_sent_and_stored_replies(store: Store) -> None:
     """Sent replies by id, stored ones not yet confirmed by the message they answer; a
     reservation alone, and other threads' or inboxes' replies, are not listed."""

@@ -243,3 +243,46 @@ async def test_a_cooldown_that_ends_during_the_delay_does_not_skip(harness: Harn
     assert await harness.run_when_due() == AttemptOutcome.REPLIED
 
     assert len(harness.api.sent) == 2
+
+
+async def test_a_sent_event_in_the_thread_settles_the_wait_early(harness: Harness) -> None:
+    """message.sent in the thread wakes the waiting job (Store.note_sent): it reads the
+    thread at once, and the person's answer ends it before its delay is over."""
+    harness.configure(reply_delay=DELAY)
+    message = received()
+    await harness.deliver(message)
+    harness.api.add_to_thread(message)
+    assert await harness.run() == AttemptOutcome.DEFERRED
+    harness.api.add_to_thread(sent("<person@agentmail.to>"))
+    harness.clock.now = START + 30
+    assert (
+        await harness.store.note_sent(
+            inbox_id=INBOX, thread_id=THREAD_ID, message_id="<person@agentmail.to>", now=START + 30
+        )
+        == 1
+    )
+
+    assert await harness.run() == AttemptOutcome.SKIPPED
+
+    job = await harness.job()
+    assert (job.state, job.reason) == (JobState.SKIPPED, "answered_in_thread")
+    assert harness.clock.now < START + DELAY.total_seconds()
+
+
+async def test_woken_early_without_an_answer_waits_out_its_delay(harness: Harness) -> None:
+    """A sent event that is not an answer (an earlier message's auto-reply, say) wakes the
+    job; it finds no answer and goes back to wait until its delay is over."""
+    harness.configure(reply_delay=DELAY)
+    message = received()
+    await harness.deliver(message)
+    harness.api.add_to_thread(message)
+    assert await harness.run() == AttemptOutcome.DEFERRED
+    harness.clock.now = START + 30
+    await harness.store.note_sent(
+        inbox_id=INBOX, thread_id=THREAD_ID, message_id="<other@x>", now=START + 30
+    )
+
+    assert await harness.run() == AttemptOutcome.DEFERRED
+    assert await harness.store.next_due() == START + DELAY.total_seconds()
+    assert await harness.run_when_due() == AttemptOutcome.REPLIED
+    assert [c.method for c in harness.api.calls].count("get_thread") == 2
