@@ -1,4 +1,5 @@
-"""Durable state: delivery and event dedupe, the job queue, and the reply ledger.
+"""Durable state: delivery and event dedupe, the job queue, the reply ledger, and the
+suppression list with the bounces and complaints behind it.
 
 ``open_store(url)`` picks the implementation from ``AUTOREPLY_DATABASE_URL``: SQLite for
 ``sqlite:///PATH`` (one replica), PostgreSQL for ``postgresql://`` or ``postgres://``
