@@ -6,7 +6,9 @@ webhook, injects a few emails (one of them delivered three times at once), waits
 the worker, and prints what happened to each, with the reply and the final labels. One
 sender is a key account whose replies are drafts for review (a rule with ``mode =
 "draft"``): its reply waits as a draft until the demo approves it as a person would in
-AgentMail's console, and the service relabels the message once the draft is sent.
+AgentMail's console, and the service relabels the message once the draft is sent. Refund
+requests have a grace period (a rule with ``delay = "10m"``): a person answers one while
+it waits, and the service sends nothing.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from service.models import Job
 from service.runtime import Runtime
 from service.sandbox import AsyncSandboxClient
 from service.settings import SettingsError
+from service.store.base import GRACE_PERIOD
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -48,6 +51,8 @@ class Scenario:
     copies: int = 1
     #: ``replied``, ``drafted`` (a draft for review, then approved) or the skip reason.
     expected: str = "replied"
+    #: A person answers the message in its thread while its grace period runs.
+    answered_by_person: str | None = None
 
 
 SCENARIOS = (
@@ -70,6 +75,14 @@ SCENARIOS = (
         subject="Contract renewal",
         text="Can we talk about renewing our contract next month?",
         expected="drafted",
+    ),
+    Scenario(
+        title="A refund request waits 10 minutes; a person answers first, nothing is sent",
+        sender="Dana Cruz <dana@example.com>",
+        subject="Refund for order 1234",
+        text="The parcel arrived damaged. Can I get a refund?",
+        expected="answered_in_thread",
+        answered_by_person="Hi Dana, I have refunded order 1234 today. Sorry! - Sam",
     ),
     Scenario(
         title="Another auto-responder writes (RFC 3834)",
@@ -135,12 +148,19 @@ def _dev(args: argparse.Namespace) -> int:
     return 0
 
 
-#: The demo's ``rules.toml``: the key account's replies are drafts for review.
+#: The demo's ``rules.toml``: the key account's replies are drafts for review; refund
+#: requests wait ten minutes for a person before the auto-reply goes out.
 DEMO_RULES = """[[rule]]
 name = "key accounts"
 sender = "@bigcustomer.example"
 template = "default"
 mode = "draft"
+
+[[rule]]
+name = "refunds"
+subject = "refund"
+template = "default"
+delay = "10m"
 """
 
 
@@ -170,6 +190,9 @@ async def _run_demo(settings: Any, ports: Ports) -> int:
             print(f"Service registered its webhook with the sandbox ({ports.sandbox_url}).\n")
             async with AsyncSandboxClient(ports.sandbox_url) as admin:
                 injected = [await _inject(admin, scenario) for scenario in SCENARIOS]
+                for scenario, message_id in zip(SCENARIOS, injected, strict=True):
+                    if scenario.answered_by_person is not None:
+                        await _answer_as_person(runtime, admin, scenario, message_id)
                 drafted = [m for c, m in zip(SCENARIOS, injected, strict=True) if _is_draft(c)]
                 await _until_final(runtime, len(SCENARIOS) - len(drafted), drafted=len(drafted))
                 sent = await admin.sent()
@@ -198,9 +221,33 @@ async def _inject(admin: AsyncSandboxClient, scenario: Scenario) -> str:
     return result["message_id"]
 
 
+async def _answer_as_person(
+    runtime: Runtime, admin: AsyncSandboxClient, scenario: Scenario, message_id: str
+) -> None:
+    """Once the message waits out its grace period, answer it as a person would in
+    AgentMail's console; its ``message.sent`` wakes the job, which reads the thread."""
+
+    async def waiting() -> bool:
+        job = await runtime.store.get_job(DEMO_INBOX, message_id)
+        return job is not None and job.state.value == "pending" and job.reason == GRACE_PERIOD
+
+    deadline = time.monotonic() + 30
+    while not await waiting():
+        if time.monotonic() > deadline:
+            raise SystemExit("autoreply: demo timed out waiting for the grace period to start")
+        await asyncio.sleep(0.05)
+    assert scenario.answered_by_person is not None
+    await admin.reply(message_id=message_id, text=scenario.answered_by_person)
+
+
 async def _report(runtime: Runtime, scenario: Scenario, message_id: str, sent: list[Any]) -> bool:
     job = await runtime.store.get_job(DEMO_INBOX, message_id)
-    replies = [email for email in sent if email.get("in_reply_to") == message_id]
+    # The service's replies carry its Idempotency-Key; a person's answer does not.
+    replies = [
+        email
+        for email in sent
+        if email.get("in_reply_to") == message_id and email.get("idempotency_key")
+    ]
     labels = (await runtime.api.get_message(DEMO_INBOX, message_id)).get("labels", [])
     outcome = "replied" if replies else (job.state.value if job else "missing")
     reason = _reason(job)
@@ -216,6 +263,8 @@ async def _report(runtime: Runtime, scenario: Scenario, message_id: str, sent: l
         for line in replies[0]["text"].strip().splitlines():
             print(f"        | {line}")
     else:
+        if scenario.answered_by_person is not None:
+            print(f"     -> a person answered in the thread: {scenario.answered_by_person!r}")
         print(f"     -> {outcome}: {reason}")
     print(f"     labels now: {', '.join(labels)}\n")
     return ok

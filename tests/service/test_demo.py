@@ -31,6 +31,8 @@ def test_demo_replies_once_skips_the_rest_and_exits_zero(tmp_path: Path) -> None
     assert "labels while it waits: received, unread, unreplied, autoreply-draft" in result.stdout
     assert "sent once; message.sent reached the service, job replied" in result.stdout
     assert "skipped: auto_submitted" in result.stdout
+    assert "-> a person answered in the thread: 'Hi Dana" in result.stdout
+    assert "-> skipped: answered_in_thread" in result.stdout
     assert list(tmp_path.iterdir()) == []
 
 
