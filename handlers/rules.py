@@ -257,7 +257,7 @@ def _parse_rule(raw: object, index: int, where: _Locator, default_zone: tzinfo) 
         )
     template = None
     if action == SKIP:
-        for key in ("template", "vars", "delay"):
+        for key in ("template", "vars", "delay", "mode"):
             if key in raw:
                 message = f"rule {name!r} skips (sends nothing), so it takes no {key}"
                 raise RulesError(message, line=line(key))

@@ -294,6 +294,7 @@ def rule(*lines: str) -> str:
         (rule('action = "skip"'), 3, "takes no template"),
         ('[[rule]]\nname = "s"\naction = "skip"\n[rule.vars]\nx = 1\n', 4, "takes no vars"),
         ('[[rule]]\nname = "s"\naction = "skip"\ndelay = "5m"\n', 4, "takes no delay"),
+        ('[[rule]]\nname = "s"\naction = "skip"\nmode = "draft"\n', 4, "takes no mode"),
     ],
 )
 def test_time_and_action_errors_name_the_line(text: str, line: int, message_part: str) -> None:
