@@ -90,13 +90,58 @@ def suppression_cause(kind: FeedbackKind, *, transient_bounces: int, limit: int)
 
 def normalise_address(text: str) -> str:
     """A suppression list address: the bare address, lower-cased; ``ValueError`` saying
-    why for anything else (a display name, spaces, no ``@``, over 254 characters)."""
-    address = text.strip().lower()
-    if len(address) > MAX_ADDRESS_LENGTH:
-        raise ValueError(f"address is over {MAX_ADDRESS_LENGTH} characters")
-    if not is_address(address) or any(c in address for c in '<>,;"()') or address.count("@") != 1:
+    why for anything else (a display name, spaces, no ``@``, no dot in the domain, a
+    control or invisible character, over 254 characters)."""
+    address = stored_address(text)
+    if any(c in address for c in '<>,;"()') or address.count("@") != 1:
         raise ValueError(f"{text!r} is not an email address like jane@example.com")
     _local, _, domain = address.partition("@")
     if "." not in domain.strip(".") or domain.startswith(".") or domain.endswith("."):
         raise ValueError(f"{text!r} is not an email address like jane@example.com")
     return address
+
+
+def stored_address(text: str) -> str:
+    """An address as the list may hold it, checked no further than the policy checks a
+    sender's: lower-cased ``local@domain``, no space, nothing unprintable.
+
+    What ``suppressions remove`` accepts: a bounce suppresses the address a reply went
+    to, which may be one ``normalise_address`` refuses to add by hand (``ops@intranet``),
+    and an entry the list holds must be removable. A control, invisible or unencodable
+    character (a lone surrogate from a mis-encoded command line) is refused: it would
+    make an entry that prints like another address and never matches it.
+    """
+    address = text.strip().lower()
+    if len(address) > MAX_ADDRESS_LENGTH:
+        raise ValueError(f"address is over {MAX_ADDRESS_LENGTH} characters")
+    if not address.isprintable():
+        raise ValueError(f"{text!r} holds a control or invisible character")
+    if not is_address(address):
+        raise ValueError(f"{text!r} is not an email address like jane@example.com")
+    return address
+
+
+def bare_address(text: str) -> str:
+    """The address in a bounce's or complaint's recipient, as a reply's recipient is
+    written (``handlers.message``'s ``sender_address``): ``Jane <JANE@x.org>`` and
+    `` jane@x.org`` both give ``jane@x.org``. Not validated: it is only compared with
+    the address our reply went to."""
+    text = text.strip()
+    if text.endswith(">") and (start := text.rfind("<")) != -1:
+        text = text[start + 1 : -1]
+    return text.strip().lower()
+
+
+def against_our_reply(recipients: tuple[str, ...], reply_to: str) -> tuple[str, ...]:
+    """Whom a bounce or complaint about our reply suppresses: the reply's one recipient,
+    when the event names it among its ``recipients`` (bare, see ``bare_address``) or
+    names none; nobody when it names only others.
+
+    Our reply went to one address, so the feedback can only be against that one: a
+    complaint naming ten thousand recipients writes one row, not ten thousand, and never
+    puts an address on the list that we did not write to.
+    """
+    ours = bare_address(reply_to)
+    if not ours or (recipients and ours not in recipients):
+        return ()
+    return (ours,)

@@ -184,7 +184,7 @@ async def _record_feedback(
         delivery, now=time.time(), transient_limit=runtime.settings.transient_bounce_limit
     )
     if outcome.recorded is Recorded.IGNORED:
-        fields["reason"] = "not about a reply of ours"
+        fields["reason"] = "not about a reply of ours, or not about its recipient"
     assert delivery.feedback is not None
     for address, cause in outcome.suppressed:
         metrics.SUPPRESSIONS_ADDED.labels(cause=cause.value).inc()

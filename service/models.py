@@ -40,7 +40,8 @@ class Feedback:
     #: The message bounced or complained about (for our replies: ``jobs.sent_message_id``).
     message_id: str
     kind: FeedbackKind
-    #: The recipients the event names, as bare lower-cased addresses (unusable ones left out).
+    #: The recipients the event names, bare and lower-cased (``handlers.suppression.
+    #: bare_address``); only our reply's recipient among them is acted on.
     recipients: tuple[str, ...]
     #: The event's ``type``/``sub_type``, for the record and the logs.
     detail: str

@@ -38,7 +38,7 @@ from handlers.events import (
     MESSAGE_SENT,
     is_received,
 )
-from handlers.suppression import feedback_kind, normalise_address
+from handlers.suppression import bare_address, feedback_kind
 from service.models import Delivery, Feedback, MessageRef, SentRef
 
 _SVIX_HEADERS = ("svix-id", "svix-timestamp", "svix-signature")
@@ -275,17 +275,34 @@ def _feedback(delivery: Delivery, event: dict[str, Any]) -> None:
         address = entry.get("address") if isinstance(entry, dict) else entry
         if not isinstance(address, str):
             raise RejectedDelivery(400, f"{prefix}recipients holds something not an address")
-        try:
-            recipients.append(normalise_address(address))
-        except ValueError:
-            continue  # an address the list could not hold: nothing to suppress
+        # Only compared with the address our reply went to (the store keeps that one).
+        recipients.append(bare_address(address))
+    detail = _detail(type_)
+    if isinstance(sub_type, str) and sub_type:
+        detail = f"{detail}/{_detail(sub_type)}"
     delivery.feedback = Feedback(
         inbox_id=_field(data, "inbox_id", prefix),
         message_id=_field(data, "message_id", prefix),
         kind=feedback_kind(delivery.event_type, type_),
         recipients=tuple(dict.fromkeys(recipients)),
-        detail=f"{type_}/{sub_type}" if isinstance(sub_type, str) and sub_type else type_,
+        detail=detail,
     )
+
+
+#: Characters kept of a bounce's or complaint's ``type`` and ``sub_type``: AgentMail's
+#: are words (``Permanent``, ``General``, ``abuse``); what a remote reporter writes is
+#: stored with the feedback, the suppression and every skip it causes, so it is bounded.
+MAX_DETAIL_CHARS = 64
+
+
+def _detail(text: str) -> str:
+    """A ``type`` or ``sub_type`` as recorded: at most :data:`MAX_DETAIL_CHARS`
+    characters, anything unprintable (a terminal escape for whoever runs
+    ``suppressions list``) shown as ``?``."""
+    clipped = text[:MAX_DETAIL_CHARS]
+    if clipped.isprintable():
+        return clipped
+    return "".join(c if c.isprintable() else "?" for c in clipped)
 
 
 def _sent(delivery: Delivery, event: dict[str, Any]) -> None:
@@ -311,4 +328,7 @@ def _field(data: dict[str, Any], key: str, prefix: str = "") -> str:
     value = data.get(key)
     if not isinstance(value, str) or not value:
         raise RejectedDelivery(400, f"{prefix}{key} must be a non-empty string")
+    if "\x00" in value:
+        # PostgreSQL cannot store or even compare it: a 503 that Svix retries forever.
+        raise RejectedDelivery(400, f"{prefix}{key} must not contain NUL")
     return value

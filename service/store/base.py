@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 from handlers.grace import OwnReplies
 from handlers.policy import Decision, History, PolicyConfig
-from handlers.suppression import ALL_INBOXES, Cause, FeedbackKind
+from handlers.suppression import ALL_INBOXES, Cause, FeedbackKind, against_our_reply
 from service.models import (
     Delivery,
     Feedback,
@@ -113,13 +113,16 @@ def suppressed_detail(cause: str, reason: str | None) -> str:
 
 
 def feedback_recipients(feedback: Feedback, reply_json: str | None) -> tuple[str, ...]:
-    """Whom a bounce or complaint about our reply is against: the recipients it names,
-    or, when it names none, the one address the reply went to."""
-    if feedback.recipients:
-        return feedback.recipients
+    """Whom a bounce or complaint about our reply is against: the one address the reply
+    went to, if the event names it or names nobody (``handlers.suppression.against_our_reply``);
+    else nobody. At most one address, however many the event lists.
+
+    Every job that has a ``sent_message_id`` stored its reply before sending it; one
+    without (none exists) would be against nobody rather than against whoever the event
+    names."""
     if reply_json is None:
         return ()
-    return (PreparedReply.from_json(reply_json).to.lower(),)
+    return against_our_reply(feedback.recipients, PreparedReply.from_json(reply_json).to)
 
 
 #: The ``event_id`` of a job the sweep enqueued is this prefix and the message id (e.g.
@@ -258,13 +261,15 @@ class Store(Protocol):
         In one transaction: the delivery and its event, deduplicated as
         ``record_delivery`` does them; then, for a new event about one of **our**
         replies (a job whose ``sent_message_id`` is the message in that inbox), one
-        ``feedback`` row per recipient, and a suppression where
+        ``feedback`` row for the reply's recipient (``feedback_recipients``: at most one,
+        whatever the event lists), and a suppression where
         ``handlers.suppression.suppression_cause`` says so (``transient_limit`` is
         ``AUTOREPLY_TRANSIENT_BOUNCE_LIMIT``). Feedback about a message that is no reply
-        of ours is ``IGNORED``; feedback already recorded for that reply, address and
-        kind (a second event about one bounce) changes nothing; an address already on
-        the list keeps its entry. Replicas applying feedback for one address at once
-        are serialised, so transient bounces are counted exactly.
+        of ours, or naming only others than its recipient, is ``IGNORED``; feedback
+        already recorded for that reply, address and kind (a second event about one
+        bounce) changes nothing; an address already on the list keeps its entry.
+        Replicas applying feedback for one address at once are serialised, so transient
+        bounces are counted exactly.
         """
 
     async def add_suppression(

@@ -549,9 +549,9 @@ class PostgresStore:
                     (feedback.inbox_id, feedback.message_id),
                 )
                 ours = await cursor.fetchone()
-                if ours is None:
+                addresses = () if ours is None else feedback_recipients(feedback, ours[0])
+                if not addresses:
                     return FeedbackOutcome(Recorded.IGNORED)
-                addresses = feedback_recipients(feedback, ours[0])
                 keys = {_ledger_key("feedback", f"{feedback.inbox_id}\0{a}") for a in addresses}
                 for key in sorted(keys):
                     await conn.execute("SELECT pg_advisory_xact_lock(%s)", (key,))

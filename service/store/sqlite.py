@@ -290,10 +290,11 @@ class SQLiteStore:
                 "SELECT reply FROM jobs WHERE inbox_id = ? AND sent_message_id = ? LIMIT 1",
                 (feedback.inbox_id, feedback.message_id),
             ).fetchone()
-            if ours is None:
+            addresses = () if ours is None else feedback_recipients(feedback, ours[0])
+            if not addresses:
                 return FeedbackOutcome(Recorded.IGNORED)
             suppressed = []
-            for address in feedback_recipients(feedback, ours[0]):
+            for address in addresses:
                 cause = _apply_feedback(conn, delivery, feedback, address, now, transient_limit)
                 if cause is not None:
                     suppressed.append((address, cause))

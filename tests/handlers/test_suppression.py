@@ -7,8 +7,11 @@ import pytest
 from handlers.suppression import (
     Cause,
     FeedbackKind,
+    against_our_reply,
+    bare_address,
     feedback_kind,
     normalise_address,
+    stored_address,
     suppression_cause,
 )
 
@@ -85,3 +88,55 @@ def test_addresses_are_bare_and_lower_cased(text: str, address: str) -> None:
 def test_anything_else_is_refused_with_the_reason(text: str) -> None:
     with pytest.raises(ValueError, match=r"not an email address|over 254"):
         normalise_address(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["jane\x01@example.com", "\x00jane@example.com", "jane\u200b@example.com", "jane\udcff@x.org"],
+)
+def test_a_control_invisible_or_unencodable_character_is_refused(text: str) -> None:
+    """It would make an entry that prints as ``jane@example.com`` and never matches her
+    (or, a lone surrogate from a mis-encoded command line, one no database can store)."""
+    for check in (normalise_address, stored_address):
+        with pytest.raises(ValueError, match="control or invisible character"):
+            check(text)
+
+
+def test_an_address_a_reply_went_to_is_removable_even_if_not_addable() -> None:
+    """A bounce suppresses the address a reply went to, ``ops@intranet`` too: ``remove``
+    checks no more than the policy checks a sender."""
+    assert stored_address(" OPS@Intranet ") == "ops@intranet"
+    with pytest.raises(ValueError, match="not an email address"):
+        normalise_address("ops@intranet")
+    with pytest.raises(ValueError, match="not an email address"):
+        stored_address("jane doe@example.com")
+
+
+@pytest.mark.parametrize(
+    ("text", "bare"),
+    [
+        ("jane@example.com", "jane@example.com"),
+        ("  JANE@Example.com ", "jane@example.com"),
+        ("Jane Doe <Jane@Example.com>", "jane@example.com"),
+        ("<jane@example.com>", "jane@example.com"),
+        ("not an address", "not an address"),
+    ],
+)
+def test_recipients_are_compared_bare(text: str, bare: str) -> None:
+    assert bare_address(text) == bare
+
+
+@pytest.mark.parametrize(
+    ("recipients", "against"),
+    [
+        (("jane@example.com",), ("jane@example.com",)),
+        ((), ("jane@example.com",)),
+        (("john@example.com", "jane@example.com"), ("jane@example.com",)),
+        (("john@example.com",), ()),
+        (tuple(f"x{i}@example.org" for i in range(10_000)), ()),
+    ],
+)
+def test_feedback_is_against_our_reply_s_one_recipient_only(
+    recipients: tuple[str, ...], against: tuple[str, ...]
+) -> None:
+    assert against_our_reply(recipients, "jane@example.com") == against

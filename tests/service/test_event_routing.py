@@ -20,7 +20,7 @@ from handlers.events import subscribed_event_types
 from handlers.suppression import FeedbackKind
 from service import registration
 from service.settings import Settings
-from service.webhooks import RejectedDelivery, parse_delivery
+from service.webhooks import MAX_DETAIL_CHARS, RejectedDelivery, parse_delivery
 from tests.support.intake import SECRET, bounce_event, complaint_event, message_event
 
 BASE = {"AGENTMAIL_API_KEY": "am_x", "AUTOREPLY_WEBHOOK_SECRET": SECRET}
@@ -124,11 +124,61 @@ def test_feedback_is_routed_with_its_kind(event: dict[str, object], kind: Feedba
     assert delivery.feedback.recipients == ("jane@example.com",)
 
 
-def test_feedback_recipients_are_normalised_and_unusable_ones_dropped() -> None:
-    event = bounce_event(recipients=("Jane@Example.COM", "not an address", "jane@example.com"))
+def test_feedback_recipients_are_bare_and_lower_cased_as_a_reply_is_addressed() -> None:
+    """Written as our reply's recipient is (``sender_address``): a display name, case and
+    spaces do not make Jane someone else. Nothing is refused: the store only compares
+    them with the address our reply went to."""
+    event = bounce_event(
+        recipients=("Jane@Example.COM", "Jane Doe <JANE@example.com>", " jane@example.com ", "x")
+    )
     delivery = parse_delivery("msg_1", body(event))
     assert delivery.feedback is not None
-    assert delivery.feedback.recipients == ("jane@example.com",)
+    assert delivery.feedback.recipients == ("jane@example.com", "x")
+
+
+def test_a_reporter_s_long_or_unprintable_type_is_recorded_clipped() -> None:
+    """``type``/``sub_type`` go into the feedback row, the suppression's reason and every
+    skip it causes: a 100 KB sub-type or a terminal escape from a remote feedback report
+    must not. The kind is still read from the whole type."""
+    event = complaint_event(type_="abuse\x1b[2J" + "x" * 100_000)
+    delivery = parse_delivery("msg_1", body(event))
+    assert delivery.feedback is not None
+    assert delivery.feedback.kind is FeedbackKind.COMPLAINT
+    assert len(delivery.feedback.detail) <= 2 * MAX_DETAIL_CHARS + 1
+    assert delivery.feedback.detail.startswith("abuse?[2J")
+    assert delivery.feedback.detail.isprintable()
+    bounce = bounce_event(type_="Permanent", sub_type="G" * 10_000)
+    detail = parse_delivery("msg_1", body(bounce)).feedback.detail  # type: ignore[union-attr]
+    assert detail == "Permanent/" + "G" * MAX_DETAIL_CHARS
+
+
+def with_nul(event: dict[str, object], part: str | None, key: str) -> dict[str, object]:
+    """``event`` with a NUL in its ``key`` (of its ``part`` object, if given)."""
+    if part is None:
+        return {**event, key: f"{event[key]}\x00"}
+    inner = dict(event[part])  # type: ignore[call-overload]
+    inner[key] = f"{inner[key]}\x00"
+    return {**event, part: inner}
+
+
+@pytest.mark.parametrize(
+    ("event", "field"),
+    [
+        (with_nul(bounce_event(), None, "event_id"), "event_id"),
+        (with_nul(bounce_event(), "bounce", "inbox_id"), "bounce.inbox_id"),
+        (with_nul(complaint_event(), "complaint", "message_id"), "complaint.message_id"),
+        (with_nul(message_event(), "message", "thread_id"), "message.thread_id"),
+    ],
+)
+def test_an_id_with_a_nul_is_400_not_a_503_retried_forever(
+    event: dict[str, object], field: str
+) -> None:
+    """PostgreSQL can neither store nor compare a text holding NUL: without this check the
+    delivery was a 503 ("store unavailable") that Svix retries until it gives up."""
+    with pytest.raises(RejectedDelivery) as refused:
+        parse_delivery("msg_1", body(event))
+    assert refused.value.status == 400
+    assert refused.value.reason == f"{field} must not contain NUL"
 
 
 def test_feedback_the_configuration_does_not_act_on_is_ignored() -> None:

@@ -1254,6 +1254,26 @@ async def test_feedback_without_recipients_is_against_the_reply_address(store: S
     assert outcome.suppressed == (("jane@example.com", Cause.BOUNCE),)
 
 
+async def test_feedback_is_only_ever_against_our_reply_s_recipient(store: Store, url: str) -> None:
+    """Our reply went to one address: a complaint listing ten thousand recipients writes
+    one feedback row and suppresses only her; one naming only others suppresses nobody
+    (it is ignored), whoever they are."""
+    await our_reply(store)
+    others = tuple(f"victim{i}@example.org" for i in range(10_000))
+    strangers = feedback_delivery(1, kind=FeedbackKind.COMPLAINT, recipients=others)
+    assert await store.record_feedback(strangers, now=T0, transient_limit=3) == (
+        FeedbackOutcome(Recorded.IGNORED)
+    )
+    assert await store.list_suppressions() == []
+    crowd = feedback_delivery(
+        2, kind=FeedbackKind.COMPLAINT, recipients=(*others, "jane@example.com")
+    )
+    outcome = await store.record_feedback(crowd, now=T0, transient_limit=3)
+    assert outcome == FeedbackOutcome(Recorded.FEEDBACK, (("jane@example.com", Cause.COMPLAINT),))
+    assert [e.address for e in await store.list_suppressions()] == ["jane@example.com"]
+    assert execute(url, "SELECT count(*) FROM feedback") == [(1,)]
+
+
 async def test_manual_entries_add_and_remove(store: Store) -> None:
     """An entry for every inbox, one for an inbox; removal per inbox or everywhere."""
     assert await store.add_suppression(
