@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from handlers.suppression import ALL_INBOXES, normalise_address
+from handlers.suppression import ALL_INBOXES, normalise_address, stored_address
 from service.cli import fail, load_settings, with_store
 from service.models import Suppression
 from service.settings import Settings
@@ -64,11 +64,28 @@ def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
     remove.set_defaults(handler=_remove)
 
 
-def _address(text: str) -> str:
+def _address(text: str, *, strict: bool = True) -> str:
+    """``ADDRESS`` as the list holds it; exit 2 saying why for anything else.
+
+    ``add`` takes only a plain ``jane@example.com`` (``normalise_address``); ``remove``
+    takes any address the list may hold (``stored_address``): a bounce suppresses the
+    address a reply went to, ``ops@intranet`` too, and that entry must be removable.
+    """
     try:
-        return normalise_address(text)
+        return normalise_address(text) if strict else stored_address(text)
     except ValueError as exc:
         fail(f"ADDRESS: {exc}", 2)
+
+
+def _reason(text: str | None) -> str | None:
+    """``--reason`` with its whitespace collapsed, cut to ``MAX_REASON``; exit 2 for a
+    control or unencodable character (it is printed by ``list`` and every skip)."""
+    if text is None:
+        return None
+    reason = " ".join(text.split())[:MAX_REASON]
+    if not reason.isprintable():
+        fail("--reason: holds a control or unencodable character", 2)
+    return reason or None
 
 
 def _inbox(text: str | None, settings: Settings) -> str | None:
@@ -129,7 +146,7 @@ def _add(args: argparse.Namespace) -> int:
     address = _address(args.address)
     settings = load_settings()
     inbox = _inbox(args.inbox, settings) or ALL_INBOXES
-    reason = None if args.reason is None else " ".join(args.reason.split())[:MAX_REASON] or None
+    reason = _reason(args.reason)
 
     async def work(store: Store) -> bool:
         return await store.add_suppression(
@@ -145,7 +162,7 @@ def _add(args: argparse.Namespace) -> int:
 
 
 def _remove(args: argparse.Namespace) -> int:
-    address = _address(args.address)
+    address = _address(args.address, strict=False)
     settings = load_settings()
     inbox = _inbox(args.inbox, settings)
 

@@ -10,6 +10,7 @@ feedback twice, changes nothing.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
+from service.store import open_store
 from tests.conftest import SandboxHandle
 from tests.support import postgres
 from tests.support.deployment import Deployment, replies_to
@@ -236,3 +238,38 @@ def test_the_suppressions_verbs(deployment: Deployment) -> None:
     gone = deployment.run("suppressions", "remove", JANE)
     assert gone.returncode == 1
     assert [e["address"] for e in suppressions(deployment)] == ["john@example.com"]
+
+
+def test_the_verbs_refuse_what_no_one_could_match_and_remove_whatever_is_listed(
+    deployment: Deployment,
+) -> None:
+    """An address or reason with a control character or a mis-encoded byte is one line
+    and exit 2 (it was a traceback, or an entry printed as jane@example.com that never
+    matched her). Any address the list holds can be removed, even one ``add`` refuses:
+    a bounce suppresses whatever address our reply went to (here one without a dot in
+    its domain, written through the store as a bounce writes it)."""
+    assert deployment.run("migrate").returncode == 0
+    for args in (
+        ("add", "jane\x01@example.com"),
+        ("add", "jane\udcff@example.com"),
+        ("remove", "jane\udcff@example.com"),
+        ("add", JANE, "--reason", "asked \udcff"),
+    ):
+        refused = deployment.run("suppressions", *args)
+        assert refused.returncode == 2, refused.stderr
+        assert refused.stderr.startswith("autoreply: ")
+        assert "Traceback" not in refused.stderr
+    assert suppressions(deployment) == []
+
+    async def listed_by_a_bounce() -> None:
+        store = open_store(deployment.database_url)
+        await store.open()
+        try:
+            await store.add_suppression(inbox_id="*", address="ops@intranet", reason=None, now=0)
+        finally:
+            await store.close()
+
+    asyncio.run(listed_by_a_bounce())
+    removed = deployment.run("suppressions", "remove", "OPS@intranet")
+    assert (removed.returncode, removed.stdout.strip()) == (0, "removed 1 entry for ops@intranet")
+    assert suppressions(deployment) == []
