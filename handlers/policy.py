@@ -402,9 +402,17 @@ def _keyword(value: str) -> str:
 
 
 def is_address(address: str) -> bool:
-    """True for a bare ``local@domain`` address with both parts present."""
+    """True for a bare ``local@domain`` address with both parts present, holding no
+    whitespace, control character (NUL, ESC...) or lone surrogate.
+
+    No mail can be addressed to such a thing, and PostgreSQL cannot even compare a text
+    holding NUL: a sender like that made every look-up of the ledger and the suppression
+    list fail, so the job failed as "store unavailable" on every attempt.
+    """
     local, at, domain = address.rpartition("@")
-    return bool(at and local and domain) and not any(c.isspace() for c in address)
+    return bool(at and local and domain) and not any(
+        c.isspace() or c < " " or "\x7f" <= c < "\xa0" or "\ud800" <= c <= "\udfff" for c in address
+    )
 
 
 def is_system_address(address: str) -> bool:

@@ -47,7 +47,7 @@ from handlers.grace import (
 from handlers.idempotency import draft_client_id, reply_key
 from handlers.message import MESSAGE_RECEIVED, InboundMessage, PayloadError
 from handlers.modes import ReplyMode
-from handlers.policy import Decision, History, PolicyConfig, decide
+from handlers.policy import Decision, History, PolicyConfig, decide, is_address
 from handlers.reply import reply_headers, reply_recipient
 from handlers.retry import SEND_WINDOW, RetryPolicy
 from handlers.rules import Choice, Delay, reply_delay
@@ -511,11 +511,18 @@ class Worker:
         enqueued_at = datetime.fromtimestamp(job.created_at, UTC)
         received_at = _received_at(job, message)
         choice = templates.choose(message, received_at=received_at)
-        history = await self.store.history(
-            inbox_id=message.inbox_id,
-            thread_id=message.thread_id,
-            sender=message.sender_address,
-            exclude_job=job.id,
+        # A sender that is no address is skipped (``invalid_sender``) before the policy
+        # reads the history: nothing to look up for it, and a NUL in it would make the
+        # look-up fail on PostgreSQL at every attempt.
+        history = (
+            await self.store.history(
+                inbox_id=message.inbox_id,
+                thread_id=message.thread_id,
+                sender=message.sender_address,
+                exclude_job=job.id,
+            )
+            if is_address(message.sender_address)
+            else History()
         )
         decision = decide(
             message,

@@ -66,6 +66,10 @@ row("replied label, other case", "already_replied", message(labels=frozenset({"R
 # Sender
 row("sender without address", "invalid_sender", message(sender="undisclosed-recipients"))
 row("sender with empty address", "invalid_sender", message(sender="Jane <>"))
+for bad in ("ja\x00ne@example.com", "Jane <jane@exa\x1bmple.com>", "jane\x85@example.com"):
+    row(f"sender with control character {bad!r}", "invalid_sender", message(sender=bad))
+row("sender with lone surrogate", "invalid_sender", message(sender="jane\udcff@example.com"))
+row("sender with non-ASCII address", "ok", message(sender="Zoë <zoë@exämple.com>"))
 # Return-Path
 for value in ("<>", "", " < > "):
     rp = message(headers=[("Return-Path", value)])

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import orjson
 import pytest
 from prometheus_client import REGISTRY
 
@@ -19,18 +20,21 @@ from handlers.idempotency import reply_key
 from handlers.policy import History, PolicyConfig
 from handlers.retry import SEND_WINDOW, RetryPolicy
 from service.agentmail_port import ApiFailure
-from service.models import AttemptOutcome, JobState
-from service.store import StoreUnavailable
+from service.models import AttemptOutcome, Delivery, JobState, MessageRef
+from service.store import StoreUnavailable, open_store
 from service.templates import LiveTemplates
+from tests.support import postgres
 from tests.support.fake_agentmail import (
     Call,
     Fail,
     FailAfterSend,
+    FakeAgentMail,
     Hang,
     failure,
     in_flight,
     timed_out,
 )
+from tests.support.workers import make_worker
 from tests.worker.conftest import (
     INBOX,
     LEASE,
@@ -113,6 +117,49 @@ async def test_policy_skip_touches_nothing_at_agentmail(harness: Harness) -> Non
     job = await harness.job()
     assert (job.state, job.reason) == (JobState.SKIPPED, "auto_submitted")
     assert harness.attempts[0]["reason"] == "auto_submitted"
+
+
+async def test_a_sender_that_is_no_address_is_skipped_without_reading_the_ledger(
+    harness: Harness,
+) -> None:
+    """A NUL in the sender: PostgreSQL cannot compare it, so reading the ledger and the
+    suppression list for it failed at every attempt (``store_unavailable``)."""
+    await harness.deliver(payload(**{"from": "Jane <ja\x00ne@example.com>"}))
+
+    assert await harness.run() == AttemptOutcome.SKIPPED
+
+    assert harness.journal == ["finish skipped"]
+    job = await harness.job()
+    assert (job.state, job.reason) == (JobState.SKIPPED, "invalid_sender")
+
+
+@pytest.mark.postgres
+async def test_a_sender_with_a_nul_is_skipped_on_postgresql() -> None:
+    """The same on PostgreSQL, where the look-up itself fails."""
+    postgres.require_server()
+    with postgres.temporary_schema(prefix="nulsender") as url:
+        store = open_store(url)
+        await store.open()
+        try:
+            message = payload(**{"from": "ja\x00ne@example.com"})
+            await store.record_delivery(
+                Delivery(
+                    svix_id="msg_1",
+                    event_id="evt_1",
+                    event_type="message.received",
+                    message=MessageRef(inbox_id=INBOX, message_id=MESSAGE_ID, thread_id=THREAD_ID),
+                    message_json=orjson.dumps(message).decode(),
+                ),
+                now=START,
+            )
+            worker = make_worker(store, FakeAgentMail(), concurrency=1, clock=lambda: START)
+            [job] = await store.claim(owner=worker.owner, now=START, lease=LEASE, limit=1)
+            await worker._run(job)
+            done = await store.get_job(INBOX, MESSAGE_ID)
+            assert done is not None
+            assert (done.state, done.reason) == (JobState.SKIPPED, "invalid_sender")
+        finally:
+            await store.close()
 
 
 @pytest.mark.parametrize(
