@@ -542,13 +542,17 @@ class Worker:
 
         The delay is the first matching rule's, else ``AUTOREPLY_REPLY_DELAY``; it counts
         from the message's timestamp (when AgentMail received it), or, without one, from
-        when its job was created.
+        when its job was created. A timestamp later than the job's creation cannot be when
+        the message was received (the webhook came after it): a clock ahead of ours or a
+        broken timestamp. The delay then counts from the job's creation, so a timestamp
+        in the future never holds a message back for longer than its delay.
         """
         received = _received_at(job, message)
         delay = reply_delay(templates.rules, message, self.config.reply_delay, received_at=received)
         if not delay.delay:
             return None
-        return _Grace(delay=delay, due=received.timestamp() + delay.delay.total_seconds())
+        start = min(received.timestamp(), job.created_at)
+        return _Grace(delay=delay, due=start + delay.delay.total_seconds())
 
     def _decide_early(
         self, job: Job, message: InboundMessage, templates: TemplateSet

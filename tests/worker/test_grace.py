@@ -125,6 +125,8 @@ async def test_this_services_own_reply_in_the_thread_is_no_answer(harness: Harne
     later = datetime.fromtimestamp(START + 60, UTC).isoformat()
     second = received("<second@example.com>", timestamp=later, **{"from": "bob@example.com"})
     for message in (first, second):
+        # Each arrives at its timestamp (a job is not created before its message came).
+        harness.clock.now = datetime.fromisoformat(message["timestamp"]).timestamp()
         await harness.deliver(message)
         harness.api.add_to_thread(message)
         assert await harness.run() == AttemptOutcome.DEFERRED
@@ -149,6 +151,8 @@ async def test_our_reply_on_its_way_is_no_answer(harness: Harness) -> None:
     later = datetime.fromtimestamp(START + 60, UTC).isoformat()
     second = received("<second@example.com>", timestamp=later, **{"from": "bob@example.com"})
     for message in (first, second):
+        # Each arrives at its timestamp (a job is not created before its message came).
+        harness.clock.now = datetime.fromisoformat(message["timestamp"]).timestamp()
         await harness.deliver(message)
         harness.api.add_to_thread(message)
         assert await harness.run() == AttemptOutcome.DEFERRED
@@ -219,6 +223,8 @@ async def test_the_sender_cooldown_applies_after_the_delay_not_before(harness: H
     later = datetime.fromtimestamp(START + 60, UTC).isoformat()
     second = received("<second@example.com>", timestamp=later, thread_id="thread-2")
     for message in (first, second):
+        # Each arrives at its timestamp (a job is not created before its message came).
+        harness.clock.now = datetime.fromisoformat(message["timestamp"]).timestamp()
         await harness.deliver(message)
         assert await harness.run() == AttemptOutcome.DEFERRED
 
@@ -286,3 +292,21 @@ async def test_woken_early_without_an_answer_waits_out_its_delay(harness: Harnes
     assert await harness.store.next_due() == START + DELAY.total_seconds()
     assert await harness.run_when_due() == AttemptOutcome.REPLIED
     assert [c.method for c in harness.api.calls].count("get_thread") == 2
+
+
+async def test_a_timestamp_in_the_future_waits_no_longer_than_the_delay(
+    harness: Harness,
+) -> None:
+    """A message stamped a year ahead of the worker's clock (AgentMail's clock skewed,
+    or a broken timestamp) waits its delay from when its job was created, not from the
+    timestamp: it is answered after the delay, not a year later."""
+    harness.configure(reply_delay=DELAY)
+    ahead = datetime.fromtimestamp(START + 365 * 86_400, UTC).isoformat()
+    message = received(timestamp=ahead)
+    await harness.deliver(message)
+    harness.api.add_to_thread(message)
+
+    assert await harness.run() == AttemptOutcome.DEFERRED
+    assert await harness.store.next_due() == START + DELAY.total_seconds()
+    assert await harness.run_when_due() == AttemptOutcome.REPLIED
+    assert harness.clock.now == START + DELAY.total_seconds()
