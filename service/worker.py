@@ -401,19 +401,21 @@ class Worker:
     ) -> tuple[AttemptOutcome, dict[str, object]]:
         """Was the draft sent, deleted, or does it still wait?
 
-        A ``message.sent`` hint is checked first (one call): the sent message answering
-        this one means the draft went out. Otherwise the draft itself: still there, the
-        job waits again; gone, the thread tells a sent draft (its reply is there) from a
-        deleted one.
+        The draft itself first: still there, the job waits again, whatever was sent in
+        the thread meanwhile (a person answering in their own words is not the draft
+        going out; settling on it would leave the draft waiting in AgentMail, sendable
+        as a second reply, and count the person's message as ours). Gone, the
+        ``message.sent`` hint (one call) or else the thread tells a sent draft (its
+        reply is there) from a deleted one.
         """
         hint = job.sent_hint
+        if await self.api.draft_exists(job.inbox_id, draft_id):
+            await self._await_draft(job, draft_id, seen_hint=hint)
+            return AttemptOutcome.WAITING, {"draft_id": draft_id}
         sent_id = None
         if hint is not None and await self._answers(job, hint):
             sent_id = hint
         if sent_id is None:
-            if await self.api.draft_exists(job.inbox_id, draft_id):
-                await self._await_draft(job, draft_id, seen_hint=hint)
-                return AttemptOutcome.WAITING, {"draft_id": draft_id}
             sent_id = await self._find_sent_reply(job, message)
         if sent_id is None:
             # Deleted unsent: the message stays unreplied, for a person to see.

@@ -183,6 +183,41 @@ def test_a_lost_sent_event_is_made_up_by_the_check(sandbox: Any, dep: Deployment
     assert len(sandbox.admin.sent()) == 1
 
 
+def test_a_person_answering_in_their_own_words_is_not_the_draft_sent(
+    sandbox: Any, dep: Deployment
+) -> None:
+    """While the draft awaits review a person answers the message directly: the job
+    keeps waiting on its draft (still there, still sendable, still listed), and the
+    person's message is not recorded as the auto-reply. When the reviewer then sends
+    the draft, that is the reply the job records."""
+    dep.start(**DRAFT, **NO_CHECK)
+    [message_id] = inject(sandbox, 1)
+    dep.wait_states([message_id], "drafted")
+    [draft] = drafts_for(sandbox, message_id)
+    person = sandbox.admin.reply(message_id=message_id, text="Sam here, on it.")
+
+    def sent_event_acknowledged() -> bool:
+        events = [d for d in sandbox.admin.deliveries() if d["event_type"] == "message.sent"]
+        return any(a["status"] < 300 for d in events for a in d["attempts"])
+
+    dep.wait_until(sent_event_acknowledged, what="the message.sent event acknowledged")
+
+    def settled() -> bool:
+        [(state, hint)] = dep.query("SELECT state, sent_hint FROM jobs")
+        return state == "done" or (state == "drafted" and hint is None)
+
+    dep.wait_until(settled, what="the job to look at the event")
+    assert dep.jobs()[message_id][0] == "drafted"
+    assert dep.query("SELECT sent_message_id FROM jobs") == [(None,)]
+    assert [d["draft_id"] for d in drafts_for(sandbox, message_id)] == [draft["draft_id"]]
+    assert "autoreply-draft" in labels_of(sandbox, message_id)
+
+    sent = sandbox.admin.send_draft(draft["draft_id"])
+    dep.wait_states([message_id], "done")
+    assert dep.query("SELECT sent_message_id FROM jobs") == [(sent["message_id"],)]
+    assert sent["message_id"] != person["message_id"]
+
+
 def test_a_storm_and_a_kill_between_creating_and_recording_give_one_draft(
     sandbox: Any, dep: Deployment
 ) -> None:
