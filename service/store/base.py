@@ -134,6 +134,12 @@ SWEEP_EVENT_PREFIX = "sweep:"
 #: The ``reason`` of a pending job waiting out its grace period (``Store.defer``).
 GRACE_PERIOD = "grace_period"
 
+#: The most jobs one ``message.sent`` event hints, and the most it wakes (``note_sent``):
+#: a thread mail-bombed into thousands of jobs must not make one event (nor the attempts
+#: it wakes) unbounded work. The others lose nothing: a drafted job's periodic check and a
+#: waiting job's due time read AgentMail all the same.
+NOTE_SENT_LIMIT = 100
+
 #: The name of the sweep's row in the ``leases`` table (see ``Store.try_sweep_lease``).
 SWEEP_LEASE = "sweep"
 
@@ -472,8 +478,9 @@ class Store(Protocol):
         draft awaits review (``drafted``, or being looked at now) with the sent message's
         id and make it due now; and make every job of the thread waiting out its grace
         period due now (its worker reads the thread: an answer ends the wait early,
-        otherwise the job waits on). Returns how many jobs it hinted or woke (0: about
-        nothing of ours, and the event is only recorded)."""
+        otherwise the job waits on). At most ``NOTE_SENT_LIMIT`` jobs of each kind, the
+        oldest first. Returns how many jobs it hinted or woke (0: about nothing of ours,
+        and the event is only recorded)."""
 
     async def release(self, *, owner: str, now: float) -> int:
         """Give back every lease ``owner`` holds (graceful shutdown); return how many."""

@@ -71,6 +71,7 @@ from service.store.base import (
     INSERT_SUPPRESSION,
     JOB_COLUMNS,
     LIST_SUPPRESSIONS,
+    NOTE_SENT_LIMIT,
     SUMMARY_COLUMNS,
     SUPPRESSED,
     SWEEP_LEASE,
@@ -260,17 +261,29 @@ WHERE id = %(id)s AND lease_owner = %(owner)s AND state = 'running'
 """
 
 #: ``note_sent``: hint the thread's jobs whose draft awaits review, and wake them (the
-#: workers of every replica, like an enqueue).
+#: workers of every replica, like an enqueue); at most ``NOTE_SENT_LIMIT`` of each kind,
+#: the oldest first. The conditions are repeated outside the subqueries: a row another
+#: transaction changed meanwhile is updated only if it still meets them.
 _NOTE_SENT = f"""
 WITH j AS (
     UPDATE jobs SET sent_hint = %(message_id)s, run_after = %(now)s, updated_at = %(now)s
     WHERE inbox_id = %(inbox_id)s AND thread_id = %(thread_id)s AND draft_id IS NOT NULL
       AND state IN ('drafted', 'running')
+      AND id IN (
+          SELECT id FROM jobs
+          WHERE inbox_id = %(inbox_id)s AND thread_id = %(thread_id)s
+            AND draft_id IS NOT NULL AND state IN ('drafted', 'running')
+          ORDER BY id LIMIT %(limit)s)
     RETURNING id
 ), g AS (
     UPDATE jobs SET run_after = %(now)s, updated_at = %(now)s
     WHERE inbox_id = %(inbox_id)s AND thread_id = %(thread_id)s
       AND state = 'pending' AND reason = 'grace_period' AND run_after > %(now)s
+      AND id IN (
+          SELECT id FROM jobs
+          WHERE inbox_id = %(inbox_id)s AND thread_id = %(thread_id)s
+            AND state = 'pending' AND reason = 'grace_period' AND run_after > %(now)s
+          ORDER BY id LIMIT %(limit)s)
     RETURNING id
 )
 SELECT (SELECT count(*) FROM j) + (SELECT count(*) FROM g),
@@ -836,6 +849,7 @@ class PostgresStore:
             "now": now,
             "inbox_id": inbox_id,
             "thread_id": thread_id,
+            "limit": NOTE_SENT_LIMIT,
         }
         return int(await self._one(_NOTE_SENT, params))
 

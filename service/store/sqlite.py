@@ -49,6 +49,7 @@ from service.store.base import (
     INSERT_SUPPRESSION,
     JOB_COLUMNS,
     LIST_SUPPRESSIONS,
+    NOTE_SENT_LIMIT,
     SUMMARY_COLUMNS,
     SUPPRESSED,
     SWEEP_LEASE,
@@ -577,8 +578,12 @@ class SQLiteStore:
 
     async def note_sent(self, *, inbox_id: str, thread_id: str, message_id: str, now: float) -> int:
         def note(conn: sqlite3.Connection) -> int:
-            drafts = conn.execute(_NOTE_SENT, (message_id, now, now, inbox_id, thread_id))
-            waiting = conn.execute(_WAKE_WAITING, (now, now, inbox_id, thread_id, now))
+            drafts = conn.execute(
+                _NOTE_SENT, (message_id, now, now, inbox_id, thread_id, NOTE_SENT_LIMIT)
+            )
+            waiting = conn.execute(
+                _WAKE_WAITING, (now, now, inbox_id, thread_id, now, NOTE_SENT_LIMIT)
+            )
             return drafts.rowcount + waiting.rowcount
 
         return await self._call(note)
@@ -694,16 +699,24 @@ _AWAIT_DRAFT = """UPDATE jobs SET state = 'drafted', draft_id = ?,
         attempts = 0, lease_owner = NULL, lease_until = NULL, updated_at = ?
     WHERE id = ? AND lease_owner = ? AND state = 'running'"""
 
-#: ``note_sent``: hint the thread's jobs whose draft awaits review, and wake them.
+#: ``note_sent``: hint the thread's jobs whose draft awaits review, and wake them (at
+#: most ``NOTE_SENT_LIMIT``, the oldest first).
 _NOTE_SENT = """UPDATE jobs SET sent_hint = ?, run_after = ?, updated_at = ?
-    WHERE inbox_id = ? AND thread_id = ? AND draft_id IS NOT NULL
-      AND state IN ('drafted', 'running')"""
+    WHERE id IN (
+        SELECT id FROM jobs
+        WHERE inbox_id = ? AND thread_id = ? AND draft_id IS NOT NULL
+          AND state IN ('drafted', 'running')
+        ORDER BY id LIMIT ?)"""
 
 #: ``note_sent``: the jobs of the thread waiting out a grace period are due now (the
-#: reason is written out so that the partial index ``jobs_waiting`` serves it).
+#: reason is written out so that the partial index ``jobs_waiting`` serves it; at most
+#: ``NOTE_SENT_LIMIT``, the oldest first).
 _WAKE_WAITING = """UPDATE jobs SET run_after = ?, updated_at = ?
-    WHERE inbox_id = ? AND thread_id = ? AND state = 'pending' AND reason = 'grace_period'
-      AND run_after > ?"""
+    WHERE id IN (
+        SELECT id FROM jobs
+        WHERE inbox_id = ? AND thread_id = ? AND state = 'pending'
+          AND reason = 'grace_period' AND run_after > ?
+        ORDER BY id LIMIT ?)"""
 
 #: ``record_swept``: the job alone (no delivery or event row), deduplicated like intake's.
 _INSERT_SWEPT = """INSERT INTO jobs (inbox_id, message_id, thread_id, event_id, event_type,

@@ -24,7 +24,7 @@ from handlers.suppression import TRANSIENT_WINDOW, Cause, FeedbackKind
 from service.models import Delivery, Feedback, Job, JobSource, JobState, MessageRef, PreparedReply
 from service.store import Recorded, Store, StoreUnavailable, migrations, open_store
 from service.store import postgres as pg_store
-from service.store.base import GRACE_PERIOD, FeedbackOutcome
+from service.store.base import GRACE_PERIOD, NOTE_SENT_LIMIT, FeedbackOutcome
 from tests.support import postgres
 from tests.support.service_process import free_port
 from tests.support.waiting import until
@@ -299,6 +299,39 @@ async def test_a_sent_event_wakes_the_jobs_of_its_thread_waiting_out_a_grace_per
         inbox_id="other@agentmail.to", thread_id="thd_2", message_id="<r@x>", now=T0 + 200
     )
     assert elsewhere == 0
+
+
+async def test_one_sent_event_wakes_a_bounded_number_of_jobs(store: Store) -> None:
+    """A thread mail-bombed into more jobs than ``NOTE_SENT_LIMIT``, waiting out their
+    delay and awaiting review: one ``message.sent`` event hints and wakes at most the
+    limit of each kind (the oldest), not every job of the thread."""
+    extra = 3
+    count = NOTE_SENT_LIMIT + extra
+    for n in range(count):
+        await store.record_delivery(delivery(f"s{n}", f"e{n}", f"<m{n}@x>"), now=T0)
+    jobs = await store.claim(owner="a", now=T0, lease=600, limit=2 * count)
+    assert len(jobs) == count
+    for n in range(count + 1, 2 * count + 1):
+        await store.record_delivery(delivery(f"s{n}", f"e{n}", f"<m{n}@x>"), now=T0)
+    waiting = await store.claim(owner="a", now=T0, lease=600, limit=2 * count)
+    for job in jobs:
+        assert await store.save_reply(job.id, owner="a", reply=reply(), now=T0)
+        assert await store.await_draft(
+            job.id, owner="a", draft_id=f"drf_{job.id}", seen_hint=None, check_at=T0 + 600, now=T0
+        )
+    for job in waiting:
+        assert await store.defer(job.id, owner="a", run_after=T0 + 300, now=T0)
+
+    woke = await store.note_sent(
+        inbox_id="bot@agentmail.to", thread_id="thd_1", message_id="<r@x>", now=T0 + 10
+    )
+
+    assert woke == 2 * NOTE_SENT_LIMIT
+    due = await store.claim(owner="c", now=T0 + 10, lease=60, limit=4 * count)
+    assert len(due) == 2 * NOTE_SENT_LIMIT
+    assert sum(job.sent_hint == "<r@x>" for job in due) == NOTE_SENT_LIMIT
+    oldest = sorted(job.id for job in jobs)[:NOTE_SENT_LIMIT]
+    assert sorted(job.id for job in due if job.draft_id is not None) == oldest
 
 
 async def test_own_replies_are_the_thread_s_sent_and_stored_replies(store: Store) -> None:
