@@ -478,7 +478,9 @@ class Store(Protocol):
         draft awaits review (``drafted``, or being looked at now) with the sent message's
         id and make it due now; and make every job of the thread waiting out its grace
         period due now (its worker reads the thread: an answer ends the wait early,
-        otherwise the job waits on). At most ``NOTE_SENT_LIMIT`` jobs of each kind, the
+        otherwise the job waits on). A job whose draft may be being created right now
+        (reply stored, no draft id yet) is hinted too, so the draft's send is not missed
+        until the next check; it is not counted. At most ``NOTE_SENT_LIMIT`` jobs of each kind, the
         oldest first. Returns how many jobs it hinted or woke (0: about nothing of ours,
         and the event is only recorded)."""
 

@@ -262,7 +262,10 @@ WHERE id = %(id)s AND lease_owner = %(owner)s AND state = 'running'
 
 #: ``note_sent``: hint the thread's jobs whose draft awaits review, and wake them (the
 #: workers of every replica, like an enqueue); at most ``NOTE_SENT_LIMIT`` of each kind,
-#: the oldest first. The conditions are repeated outside the subqueries: a row another
+#: the oldest first. Jobs whose draft may be being created now (reply stored, no draft id
+#: yet) are hinted too (``await_draft`` then makes them due at once), but not counted: a
+#: running send-mode job is hinted as well, harmlessly, and its own reply's event stays
+#: ``ignored``. The conditions are repeated outside the subqueries: a row another
 #: transaction changed meanwhile is updated only if it still meets them.
 _NOTE_SENT = f"""
 WITH j AS (
@@ -285,6 +288,15 @@ WITH j AS (
             AND state = 'pending' AND reason = 'grace_period' AND run_after > %(now)s
           ORDER BY id LIMIT %(limit)s)
     RETURNING id
+), p AS (
+    UPDATE jobs SET sent_hint = %(message_id)s
+    WHERE inbox_id = %(inbox_id)s AND thread_id = %(thread_id)s AND state = 'running'
+      AND draft_id IS NULL AND reply IS NOT NULL AND sent_message_id IS NULL
+      AND id IN (
+          SELECT id FROM jobs
+          WHERE inbox_id = %(inbox_id)s AND thread_id = %(thread_id)s AND state = 'running'
+            AND draft_id IS NULL AND reply IS NOT NULL AND sent_message_id IS NULL
+          ORDER BY id LIMIT %(limit)s)
 )
 SELECT (SELECT count(*) FROM j) + (SELECT count(*) FROM g),
        (SELECT pg_notify('{CHANNEL}', current_schema())

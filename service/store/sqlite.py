@@ -584,6 +584,7 @@ class SQLiteStore:
             waiting = conn.execute(
                 _WAKE_WAITING, (now, now, inbox_id, thread_id, now, NOTE_SENT_LIMIT)
             )
+            conn.execute(_HINT_PREPARING, (message_id, inbox_id, thread_id, NOTE_SENT_LIMIT))
             return drafts.rowcount + waiting.rowcount
 
         return await self._call(note)
@@ -706,6 +707,17 @@ _NOTE_SENT = """UPDATE jobs SET sent_hint = ?, run_after = ?, updated_at = ?
         SELECT id FROM jobs
         WHERE inbox_id = ? AND thread_id = ? AND draft_id IS NOT NULL
           AND state IN ('drafted', 'running')
+        ORDER BY id LIMIT ?)"""
+
+#: ``note_sent``: hint the thread's jobs whose reply is stored and whose draft may be
+#: being created now (no id recorded yet): ``await_draft`` then makes them due at once.
+#: Not counted: a running send-mode job is hinted too, harmlessly, and its own reply's
+#: event stays ``ignored``.
+_HINT_PREPARING = """UPDATE jobs SET sent_hint = ?
+    WHERE id IN (
+        SELECT id FROM jobs
+        WHERE inbox_id = ? AND thread_id = ? AND state = 'running' AND draft_id IS NULL
+          AND reply IS NOT NULL AND sent_message_id IS NULL
         ORDER BY id LIMIT ?)"""
 
 #: ``note_sent``: the jobs of the thread waiting out a grace period are due now (the

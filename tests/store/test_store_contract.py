@@ -1460,6 +1460,25 @@ async def test_a_sent_event_wakes_the_drafted_jobs_of_its_thread_only(store: Sto
     )
 
 
+async def test_a_hint_arriving_while_the_draft_is_created_is_not_lost(store: Store) -> None:
+    """The draft is sent (a fast reviewer, or after a crash between creating and
+    recording it) before its job records the draft's id: the event's hint is kept, so
+    the job is due at once when the worker records the draft, not at its next check."""
+    job = await claimed(store, 1)
+    assert await store.save_reply(job.id, owner="a", reply=reply(), now=T0)
+
+    hinted = await store.note_sent(
+        inbox_id="bot@agentmail.to", thread_id="thd_1", message_id="<sent@x>", now=T0 + 1
+    )
+    assert await store.await_draft(
+        job.id, owner="a", draft_id="drf_1", seen_hint=None, check_at=T0 + 600, now=T0 + 2
+    )
+
+    assert hinted == 0  # nothing woken: the job was running
+    [again] = await store.claim(owner="b", now=T0 + 2, lease=60, limit=1)
+    assert (again.id, again.sent_hint) == (job.id, "<sent@x>")
+
+
 async def test_a_hint_arriving_during_a_check_is_not_lost(store: Store) -> None:
     """A ``message.sent`` noted while a worker looks at the draft (it saw no hint) makes
     the job due at once when the worker puts it back; the hint it saw is cleared."""
