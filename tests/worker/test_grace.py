@@ -15,7 +15,7 @@ from handlers.policy import PolicyConfig
 from service.models import AttemptOutcome, JobState
 from service.store.base import GRACE_PERIOD
 from service.templates import LiveTemplates
-from tests.support.fake_agentmail import FailAfterSend, failure
+from tests.support.fake_agentmail import Fail, FailAfterSend, failure
 from tests.worker.conftest import INBOX, MESSAGE_ID, START, THREAD_ID, Harness, payload
 
 DELAY = timedelta(minutes=5)
@@ -310,3 +310,29 @@ async def test_a_timestamp_in_the_future_waits_no_longer_than_the_delay(
     assert await harness.store.next_due() == START + DELAY.total_seconds()
     assert await harness.run_when_due() == AttemptOutcome.REPLIED
     assert harness.clock.now == START + DELAY.total_seconds()
+
+
+async def test_a_failed_thread_read_is_retried_not_skipped(harness: Harness) -> None:
+    """The thread cannot be read when the delay is over (429, then 503): the job is
+    retried, not answered blindly nor skipped, and answered once the read succeeds; a
+    person's answer found by that read still wins."""
+    harness.configure(reply_delay=DELAY)
+    message = received()
+    await harness.deliver(message)
+    harness.api.add_to_thread(message)
+    assert await harness.run() == AttemptOutcome.DEFERRED
+    harness.api.script(
+        "get_thread",
+        Fail(failure("get_thread", 429, retry_after=5)),
+        Fail(failure("get_thread", 503)),
+    )
+
+    assert await harness.run_when_due() == AttemptOutcome.RETRY
+    assert await harness.run_when_due() == AttemptOutcome.RETRY
+    assert harness.api.sent == []
+    harness.api.add_to_thread(sent("<person@agentmail.to>"))
+    assert await harness.run_when_due() == AttemptOutcome.SKIPPED
+
+    job = await harness.job()
+    assert (job.state, job.reason) == (JobState.SKIPPED, "answered_in_thread")
+    assert [c.method for c in harness.api.calls].count("get_thread") == 3
