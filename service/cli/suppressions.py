@@ -177,6 +177,14 @@ def _remove(args: argparse.Namespace) -> int:
 
     removed, everywhere = _run_on_store(settings, work)
     if not removed:
+        if inbox and everywhere:
+            # Not "not suppressed": the entry for every inbox still suppresses it there.
+            print(
+                f"autoreply: {address} has no entry for {inbox}, but is suppressed for "
+                "every inbox; remove it without --inbox",
+                file=sys.stderr,
+            )
+            return 1
         where = f" for {inbox}" if inbox else ""
         print(f"autoreply: {address} is not suppressed{where}", file=sys.stderr)
         return 1
