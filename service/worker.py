@@ -384,14 +384,27 @@ class Worker:
     async def _draft(
         self, job: Job, message: InboundMessage, reply: PreparedReply
     ) -> tuple[AttemptOutcome, dict[str, object]]:
-        """Create the reply draft and wait, or look at the waiting one."""
+        """Create the reply draft and wait, or look at the waiting one.
+
+        The message is labelled before the draft is created, so that nothing stands
+        between creating the draft and recording it: a draft that exists unrecorded is
+        one a retry creates again, and if a reviewer deleted it meanwhile (it shows in
+        AgentMail at once), the deletion would be undone.
+        """
         if job.draft_id is not None:
             return await self._check_draft(job, message, reply, job.draft_id)
-        client_id = draft_client_id(job.inbox_id, job.message_id)
-        draft_id = await self.api.create_draft(
-            job.inbox_id, job.message_id, reply, client_id=client_id
-        )
         await self._label(job, add=[self.config.draft_label])
+        client_id = draft_client_id(job.inbox_id, job.message_id)
+        try:
+            draft_id = await self.api.create_draft(
+                job.inbox_id, job.message_id, reply, client_id=client_id
+            )
+        except ApiFailure as failure:
+            if not failure.transient:
+                # No draft is coming (the job is dead-lettered): the label must not
+                # say one awaits review.
+                await self._label(job, remove=[self.config.draft_label])
+            raise
         await self._await_draft(job, draft_id, seen_hint=None)
         metrics.DRAFTS_CREATED.inc()
         return AttemptOutcome.DRAFTED, {"draft_id": draft_id, "template": reply.template}

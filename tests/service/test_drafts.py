@@ -218,6 +218,50 @@ def test_a_person_answering_in_their_own_words_is_not_the_draft_sent(
     assert sent["message_id"] != person["message_id"]
 
 
+def test_a_draft_is_recorded_as_soon_as_it_is_created(sandbox: Any, dep: Deployment) -> None:
+    """Label writes fail (503) while the draft is being created: nothing between the
+    create and the job recording its draft can fail, so the draft is not left unrecorded
+    for a retry to create again. A reviewer deleting it then is final: the job ends
+    discarded and no draft comes back."""
+    sandbox.admin.add_fault("drafts.create", latency_ms=2000)
+    dep.start(**DRAFT, AUTOREPLY_DRAFT_CHECK_INTERVAL="1s")
+    [message_id] = inject(sandbox, 1)
+    dep.wait_until(
+        lambda: sandbox.admin.requests()["in_flight"].get("drafts.create", 0) == 1,
+        what="the draft create in flight",
+    )
+    sandbox.admin.add_fault("messages.update", status=503)
+
+    dep.wait_states([message_id], "drafted", timeout=30)
+    [draft] = drafts_for(sandbox, message_id)
+    assert dep.query("SELECT draft_id FROM jobs") == [(draft["draft_id"],)]
+
+    sandbox.admin.clear_faults()
+    sandbox.admin.delete_draft(draft["draft_id"])
+    dep.wait_states([message_id], "discarded")
+    assert drafts_for(sandbox, message_id) == []
+    assert sandbox.admin.sent() == []
+
+
+def test_a_draft_that_cannot_be_created_leaves_no_draft_label(
+    sandbox: Any, dep: Deployment
+) -> None:
+    """AgentMail refuses the draft for good (400): the job is dead-lettered, and the
+    message, labelled before the create, does not keep a label saying a draft awaits
+    review; it stays unreplied for a person to see."""
+    sandbox.admin.add_fault("drafts.create", status=400)
+    dep.start(**DRAFT, **NO_CHECK)
+    [message_id] = inject(sandbox, 1)
+    dep.wait_states([message_id], "dead")
+    assert sandbox.admin.drafts() == []
+    assert label_changes(sandbox, message_id) == [
+        (["unreplied"], []),
+        (["autoreply-draft"], []),
+        ([], ["autoreply-draft"]),
+    ]
+    assert labels_of(sandbox, message_id) == ["received", "unread", "unreplied"]
+
+
 def test_a_storm_and_a_kill_between_creating_and_recording_give_one_draft(
     sandbox: Any, dep: Deployment
 ) -> None:
