@@ -45,6 +45,8 @@ _STATUS = {
     Recorded.DUPLICATE_MESSAGE: (200, DeliveryOutcome.DUPLICATE),
     Recorded.IGNORED: (200, DeliveryOutcome.IGNORED),
     Recorded.FEEDBACK: (202, DeliveryOutcome.ACCEPTED),
+    # Nothing recorded: Svix delivers it again, once our reply's sent id is known.
+    Recorded.NOT_YET: (503, DeliveryOutcome.UNAVAILABLE),
 }
 
 #: The response header that names the outcome (``accepted``, ``duplicate``, ...).
@@ -185,6 +187,8 @@ async def _record_feedback(
     )
     if outcome.recorded is Recorded.IGNORED:
         fields["reason"] = "not about a reply of ours, or not about its recipient"
+    elif outcome.recorded is Recorded.NOT_YET:
+        fields["reason"] = "a reply in this thread is on its way; retry when it is recorded"
     assert delivery.feedback is not None
     for address, cause in outcome.suppressed:
         metrics.SUPPRESSIONS_ADDED.labels(cause=cause.value).inc()

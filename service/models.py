@@ -45,6 +45,9 @@ class Feedback:
     recipients: tuple[str, ...]
     #: The event's ``type``/``sub_type``, for the record and the logs.
     detail: str
+    #: The thread of the message (None if the event has no usable one): a reply of ours
+    #: still on its way in it makes the store ask for the event again later.
+    thread_id: str | None = None
 
 
 @dataclass(kw_only=True, slots=True)

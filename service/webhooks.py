@@ -286,6 +286,7 @@ def _feedback(delivery: Delivery, event: dict[str, Any]) -> None:
         kind=feedback_kind(delivery.event_type, type_),
         recipients=tuple(dict.fromkeys(recipients)),
         detail=detail,
+        thread_id=_optional_field(data, "thread_id"),
     )
 
 
@@ -322,6 +323,14 @@ _PARSERS: dict[str, Callable[[Delivery, dict[str, Any]], None]] = {
     MESSAGE_COMPLAINED: _feedback,
     MESSAGE_SENT: _sent,
 }
+
+
+def _optional_field(data: dict[str, Any], key: str) -> str | None:
+    """``data[key]`` if it is a usable id (a non-empty string without NUL), else None."""
+    value = data.get(key)
+    if isinstance(value, str) and value and "\x00" not in value:
+        return value
+    return None
 
 
 def _field(data: dict[str, Any], key: str, prefix: str = "") -> str:

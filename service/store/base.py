@@ -52,6 +52,10 @@ class Recorded(enum.Enum):
     #: A new bounce or complaint about one of our replies, recorded against its
     #: recipient (which it may have put on the suppression list).
     FEEDBACK = "feedback"
+    #: A bounce or complaint about no reply of ours **yet**: a reply of ours in its
+    #: thread is on its way (sent, or a draft a person may have sent) and its sent id is
+    #: not recorded yet. Nothing is recorded; the sender should deliver it again later.
+    NOT_YET = "not_yet"
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +84,17 @@ LIST_SUPPRESSIONS = (
 SUPPRESSED = f"""SELECT cause, reason FROM suppressions
     WHERE address = %s AND inbox_id IN (%s, '{ALL_INBOXES}')
     ORDER BY created_at LIMIT 1"""  # noqa: S608 - a constant
+
+#: Whether a reply of ours in a thread (inbox id, thread id) may be out without its sent
+#: id recorded: prepared and being sent (``running``) or a draft awaiting review that a
+#: person may have sent (``drafted``). Read before our reply is looked up by its sent id,
+#: so a sent id recorded in between is seen by that look-up.
+REPLY_ON_ITS_WAY = """SELECT 1 FROM jobs WHERE inbox_id = %s AND thread_id = %s
+    AND state IN ('running', 'drafted') AND sent_message_id IS NULL AND reply IS NOT NULL
+    LIMIT 1"""
+
+#: Our reply, by the id it was sent under (inbox id, sent message id).
+OUR_REPLY = "SELECT reply FROM jobs WHERE inbox_id = %s AND sent_message_id = %s LIMIT 1"
 
 #: Transient bounces of distinct replies to an address (inbox id, address, since),
 #: not cleared by a removal.
@@ -271,7 +286,10 @@ class Store(Protocol):
         whatever the event lists), and a suppression where
         ``handlers.suppression.suppression_cause`` says so (``transient_limit`` is
         ``AUTOREPLY_TRANSIENT_BOUNCE_LIMIT``). Feedback about a message that is no reply
-        of ours, or naming only others than its recipient, is ``IGNORED``; feedback
+        of ours, or naming only others than its recipient, is ``IGNORED``; one about no
+        reply of ours while a reply of ours in the same thread is on its way without its
+        sent id recorded (``REPLY_ON_ITS_WAY``) is ``NOT_YET``, recording nothing, so that
+        it is delivered again once that id is known rather than lost; feedback
         already recorded for that reply, address and kind (a second event about one
         bounce) changes nothing; an address already on the list keeps its entry.
         Replicas applying feedback for one address at once are serialised, so transient

@@ -72,6 +72,8 @@ from service.store.base import (
     JOB_COLUMNS,
     LIST_SUPPRESSIONS,
     NOTE_SENT_LIMIT,
+    OUR_REPLY,
+    REPLY_ON_ITS_WAY,
     SUMMARY_COLUMNS,
     SUPPRESSED,
     SWEEP_LEASE,
@@ -563,17 +565,24 @@ class PostgresStore:
         async def record(conn: Conn) -> FeedbackOutcome:
             async with conn.transaction():
                 await conn.execute("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
+                # On its way first, then ours: a sent id committed in between is seen by
+                # the second read (the other order could miss it in both).
+                on_its_way = None
+                if feedback.thread_id is not None:
+                    cursor = await conn.execute(
+                        REPLY_ON_ITS_WAY, (feedback.inbox_id, feedback.thread_id)
+                    )
+                    on_its_way = await cursor.fetchone()
+                cursor = await conn.execute(OUR_REPLY, (feedback.inbox_id, feedback.message_id))
+                ours = await cursor.fetchone()
+                if ours is None and on_its_way is not None:
+                    return FeedbackOutcome(Recorded.NOT_YET)
                 row = await (await conn.execute(_RECORD_EVENT, params)).fetchone()
                 assert row is not None
                 if not row[0]:
                     return FeedbackOutcome(Recorded.DUPLICATE_DELIVERY)
                 if not row[1]:
                     return FeedbackOutcome(Recorded.DUPLICATE_EVENT)
-                cursor = await conn.execute(
-                    "SELECT reply FROM jobs WHERE inbox_id = %s AND sent_message_id = %s LIMIT 1",
-                    (feedback.inbox_id, feedback.message_id),
-                )
-                ours = await cursor.fetchone()
                 addresses = () if ours is None else feedback_recipients(feedback, ours[0])
                 if not addresses:
                     return FeedbackOutcome(Recorded.IGNORED)

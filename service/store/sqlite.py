@@ -50,6 +50,8 @@ from service.store.base import (
     JOB_COLUMNS,
     LIST_SUPPRESSIONS,
     NOTE_SENT_LIMIT,
+    OUR_REPLY,
+    REPLY_ON_ITS_WAY,
     SUMMARY_COLUMNS,
     SUPPRESSED,
     SWEEP_LEASE,
@@ -280,17 +282,23 @@ class SQLiteStore:
         if feedback is None:
             raise ValueError("record_feedback needs a delivery with feedback")
 
-        # One operation of the single writer: the dedupe inserts, the look-up of our
-        # reply and the suppression are one transaction no other write interleaves with.
+        # One operation of the single writer: the look-up of our reply, the dedupe
+        # inserts and the suppression are one transaction no other write interleaves with
+        # (a sent id cannot be recorded between the look-up and REPLY_ON_ITS_WAY).
         def record(conn: sqlite3.Connection) -> FeedbackOutcome:
+            ours = conn.execute(
+                OUR_REPLY.replace("%s", "?"), (feedback.inbox_id, feedback.message_id)
+            ).fetchone()
+            if ours is None and feedback.thread_id is not None:
+                on_its_way = conn.execute(
+                    REPLY_ON_ITS_WAY.replace("%s", "?"), (feedback.inbox_id, feedback.thread_id)
+                ).fetchone()
+                if on_its_way is not None:
+                    return FeedbackOutcome(Recorded.NOT_YET)
             if not _inserted_one(conn, _INSERT_DELIVERIES, _delivery_values(delivery, now)):
                 return FeedbackOutcome(Recorded.DUPLICATE_DELIVERY)
             if not _inserted_one(conn, _INSERT_EVENTS, _event_values(delivery, now)):
                 return FeedbackOutcome(Recorded.DUPLICATE_EVENT)
-            ours = conn.execute(
-                "SELECT reply FROM jobs WHERE inbox_id = ? AND sent_message_id = ? LIMIT 1",
-                (feedback.inbox_id, feedback.message_id),
-            ).fetchone()
             addresses = () if ours is None else feedback_recipients(feedback, ours[0])
             if not addresses:
                 return FeedbackOutcome(Recorded.IGNORED)

@@ -122,6 +122,18 @@ def test_feedback_is_routed_with_its_kind(event: dict[str, object], kind: Feedba
     assert delivery.feedback.inbox_id == "bot@agentmail.to"
     assert delivery.feedback.message_id == "<reply1@agentmail.to>"
     assert delivery.feedback.recipients == ("jane@example.com",)
+    assert delivery.feedback.thread_id == "thd_1"
+
+
+def test_feedback_without_a_usable_thread_has_none() -> None:
+    """The thread only says whether a reply of ours may be on its way in it: a missing
+    or unusable one is no reason to refuse the event."""
+    for thread in (None, "", 5, "t\x00"):
+        event = bounce_event()
+        event["bounce"] = {**event["bounce"], "thread_id": thread}  # type: ignore[dict-item]
+        delivery = parse_delivery("msg_1", body(event))
+        assert delivery.feedback is not None
+        assert delivery.feedback.thread_id is None
 
 
 def test_feedback_recipients_are_bare_and_lower_cased_as_a_reply_is_addressed() -> None:

@@ -21,6 +21,7 @@ from tests.support.intake import (
     bounce_event,
     complaint_event,
     intake_service,
+    message_event,
     signed_headers,
 )
 from tests.support.service_process import ServiceProcess
@@ -114,3 +115,45 @@ def test_with_suppression_off_bounces_are_not_acted_on(tmp_path: Path) -> None:
         assert events(service)["evt_b16"] == "message.bounced"
     finally:
         service.stop()
+
+
+def test_a_bounce_before_our_reply_s_sent_id_is_recorded_is_asked_for_again(
+    service: ServiceProcess,
+) -> None:
+    """A worker stopped right after sending: its job still runs under a lease, its reply
+    stored, no sent id. A bounce in that thread is 503 with the reason and nothing
+    recorded (it was 200 ignored: lost); Svix's retry, once the sent id is recorded, is
+    taken (202) and suppresses."""
+    assert outcome(deliver(service, message_event(21), "msg_m21")) == (202, "accepted")
+    path = Path(service.env["AUTOREPLY_DATABASE_URL"].removeprefix("sqlite:///"))
+    reply = {
+        "to": "jane@example.com",
+        "text": "Thanks",
+        "html": None,
+        "headers": {},
+        "idempotency_key": "autoreply-21",
+        "template": "default",
+        "rule": None,
+    }
+    with sqlite3.connect(path) as conn:
+        conn.execute(
+            "UPDATE jobs SET state = 'running', lease_owner = 'stopped', lease_until = 9e12,"
+            " reply = ? WHERE message_id = '<m21@example.com>'",
+            (json.dumps(reply),),
+        )
+    bounce = bounce_event(21, message_id="<reply21@agentmail.to>")
+    bounce["bounce"] = {**bounce["bounce"], "thread_id": "thd_21"}  # type: ignore[dict-item]
+    early = deliver(service, bounce, "msg_b21")
+    assert outcome(early) == (503, "unavailable")
+    assert "on its way" in early.json()["reason"]
+    assert "evt_bounce_21" not in events(service)
+    with sqlite3.connect(path) as conn:
+        conn.execute(
+            "UPDATE jobs SET sent_message_id = '<reply21@agentmail.to>'"
+            " WHERE message_id = '<m21@example.com>'"
+        )
+    assert outcome(deliver(service, bounce, "msg_b21")) == (202, "accepted")
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT address, cause FROM suppressions").fetchall() == [
+            ("jane@example.com", "bounce")
+        ]

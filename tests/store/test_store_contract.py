@@ -1160,6 +1160,7 @@ def feedback_delivery(
     inbox_id: str = "bot@agentmail.to",
     recipients: tuple[str, ...] = ("jane@example.com",),
     svix_id: str | None = None,
+    thread_id: str | None = "thd_1",
 ) -> Delivery:
     complaint = kind in (FeedbackKind.COMPLAINT, FeedbackKind.NOT_A_COMPLAINT)
     return Delivery(
@@ -1174,6 +1175,7 @@ def feedback_delivery(
             kind=kind,
             recipients=recipients,
             detail="abuse/spam" if complaint else "Permanent/General",
+            thread_id=thread_id,
         ),
     )
 
@@ -1305,6 +1307,42 @@ async def test_feedback_is_only_ever_against_our_reply_s_recipient(store: Store,
     assert outcome == FeedbackOutcome(Recorded.FEEDBACK, (("jane@example.com", Cause.COMPLAINT),))
     assert [e.address for e in await store.list_suppressions()] == ["jane@example.com"]
     assert execute(url, "SELECT count(*) FROM feedback") == [(1,)]
+
+
+async def test_feedback_while_our_reply_s_sent_id_is_unknown_is_asked_for_again(
+    store: Store,
+) -> None:
+    """Our reply is out (or a person sent its draft) but its sent id is not recorded yet
+    (the worker crashed after sending, or has not looked at the draft yet): a bounce in
+    its thread is NOT_YET and records nothing, so the same delivery, retried once the id
+    is recorded, suppresses. It was IGNORED and acknowledged: lost."""
+    await store.record_delivery(delivery(), now=T0)
+    [job] = await store.claim(owner="w", now=T0, lease=60, limit=1)
+    assert await store.save_reply(job.id, owner="w", reply=reply(), now=T0)
+    bounce = feedback_delivery(1)
+    assert await store.record_feedback(bounce, now=T0, transient_limit=3) == (
+        FeedbackOutcome(Recorded.NOT_YET)
+    )
+    # Another thread, or an event without one, is not held up by it.
+    elsewhere = feedback_delivery(2, message_id="<by-hand@x>", thread_id="thd_other")
+    assert (await store.record_feedback(elsewhere, now=T0, transient_limit=3)).recorded is (
+        Recorded.IGNORED
+    )
+    threadless = feedback_delivery(3, message_id="<by-hand2@x>", thread_id=None)
+    assert (await store.record_feedback(threadless, now=T0, transient_limit=3)).recorded is (
+        Recorded.IGNORED
+    )
+    assert await store.mark_sent(
+        job.id, owner="w", sent_message_id=REPLY_ID, thread_id="thd_1", sender=JANE, now=T0
+    )
+    outcome = await store.record_feedback(bounce, now=T0 + 5, transient_limit=3)
+    assert outcome == FeedbackOutcome(Recorded.FEEDBACK, ((JANE, Cause.BOUNCE),))
+    # Once the reply is done, a bounce in its thread about another message is ignored.
+    assert await store.finish(job.id, owner="w", state=JobState.DONE, reason="replied", now=T0)
+    other = feedback_delivery(4, message_id="<by-hand3@x>")
+    assert (await store.record_feedback(other, now=T0, transient_limit=3)).recorded is (
+        Recorded.IGNORED
+    )
 
 
 async def test_manual_entries_add_and_remove(store: Store) -> None:
