@@ -336,3 +336,19 @@ async def test_a_failed_thread_read_is_retried_not_skipped(harness: Harness) -> 
     job = await harness.job()
     assert (job.state, job.reason) == (JobState.SKIPPED, "answered_in_thread")
     assert [c.method for c in harness.api.calls].count("get_thread") == 3
+
+
+async def test_a_message_received_long_before_its_delay_ended_does_not_wait(
+    harness: Harness,
+) -> None:
+    """Delivered a day late (a backlog, a sweep, a webhook outage): its delay ended long
+    ago, so it is decided on its first claim, after one thread read, with no wait."""
+    harness.configure(reply_delay=DELAY)
+    message = received(timestamp=datetime.fromtimestamp(START - 86_400, UTC).isoformat())
+    await harness.deliver(message)
+    harness.api.add_to_thread(message)
+
+    assert await harness.run() == AttemptOutcome.REPLIED
+
+    assert "defer" not in harness.journal
+    assert [c.method for c in harness.api.calls].count("get_thread") == 1
