@@ -41,7 +41,8 @@ class Feedback:
     message_id: str
     kind: FeedbackKind
     #: The recipients the event names, bare and lower-cased (``handlers.suppression.
-    #: bare_address``); only our reply's recipient among them is acted on.
+    #: bare_address``), anything without an ``@`` left out; only our reply's recipient
+    #: among them is acted on (or, when none is left, that recipient).
     recipients: tuple[str, ...]
     #: The event's ``type``/``sub_type``, for the record and the logs.
     detail: str

@@ -275,8 +275,10 @@ def _feedback(delivery: Delivery, event: dict[str, Any]) -> None:
         address = entry.get("address") if isinstance(entry, dict) else entry
         if not isinstance(address, str):
             raise RejectedDelivery(400, f"{prefix}recipients holds something not an address")
-        # Only compared with the address our reply went to (the store keeps that one).
-        recipients.append(bare_address(address))
+        # Only compared with the address our reply went to (the store keeps that one);
+        # one that is no address at all is left out, as if unnamed.
+        if "@" in (bare := bare_address(address)):
+            recipients.append(bare)
     detail = _detail(type_)
     if isinstance(sub_type, str) and sub_type:
         detail = f"{detail}/{_detail(sub_type)}"

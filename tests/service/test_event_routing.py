@@ -139,13 +139,17 @@ def test_feedback_without_a_usable_thread_has_none() -> None:
 def test_feedback_recipients_are_bare_and_lower_cased_as_a_reply_is_addressed() -> None:
     """Written as our reply's recipient is (``sender_address``): a display name, case and
     spaces do not make Jane someone else. Nothing is refused: the store only compares
-    them with the address our reply went to."""
+    them with the address our reply went to; what is no address at all is left out (an
+    event naming nobody usable is against our reply's one recipient)."""
     event = bounce_event(
         recipients=("Jane@Example.COM", "Jane Doe <JANE@example.com>", " jane@example.com ", "x")
     )
     delivery = parse_delivery("msg_1", body(event))
     assert delivery.feedback is not None
-    assert delivery.feedback.recipients == ("jane@example.com", "x")
+    assert delivery.feedback.recipients == ("jane@example.com",)
+    unusable = parse_delivery("msg_1", body(bounce_event(recipients=("", "undisclosed"))))
+    assert unusable.feedback is not None
+    assert unusable.feedback.recipients == ()
 
 
 def test_a_reporter_s_long_or_unprintable_type_is_recorded_clipped() -> None:
