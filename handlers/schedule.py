@@ -61,6 +61,9 @@ _DATE_RANGE = re.compile(rf"{_DATE_POINT}(?:{_DATE_SEP}{_DATE_POINT})?")
 #: not the whole week ends within a week; a day more covers the clocks changing.
 _WEEKLY_HORIZON = timedelta(days=8)
 _SECOND = timedelta(seconds=1)
+#: More than any clock change moves the wall clock (Samoa skipped a whole day in 2011):
+#: a moment this far inside a date range is inside it whatever the clock does.
+_CLOCK_JUMP = timedelta(days=2)
 #: Years a date range may name: any real vacation, and no date the clock arithmetic
 #: cannot reach (9999-12-31 as a last day would end past the last date Python has).
 FIRST_YEAR, LAST_YEAR = 1970, 2999
@@ -173,7 +176,14 @@ class Schedule:
         ``at`` and of every date range within reach, since a stretch of weekly windows
         that is not the whole week lasts less than a week; and never more than
         ``MAX_REACH`` from ``at``, so a range of years costs no more than one of weeks
-        (a stretch longer than that has no ``start`` or ``end``)."""
+        (a stretch longer than that has no ``start`` or ``end``).
+
+        Weekly edges and offset changes are listed only outside the depths of the
+        ranges (more than ``_CLOCK_JUMP`` inside their first and last moment): there the
+        schedule holds whatever the weekly windows or the clock do (no clock change
+        moves the wall clock that far), so none of them can start or end the stretch.
+        A year's vacation beside weekly windows thus costs about what two weeks do,
+        not fifty-odd."""
         wall = self.wall(at)
         floor, ceiling = wall - MAX_REACH, wall + MAX_REACH
         low, high = wall - _WEEKLY_HORIZON, wall + _WEEKLY_HORIZON
@@ -193,17 +203,47 @@ class Schedule:
             for edge in (dates.start, dates.end)
             if floor <= edge <= ceiling
         ]
-        if self.weekly:
-            monday = _monday(low)
-            while monday <= high:
-                for window in self.weekly:
-                    for start, length in window.spans:
-                        begin = monday + timedelta(minutes=start)
-                        walls += (begin, begin + timedelta(minutes=length))
-                monday += timedelta(days=7)
-        points = {moment.astimezone(UTC) for edge in walls for moment in instants(edge, self.zone)}
-        points |= _offset_changes(instant(low, self.zone), instant(high, self.zone), self.zone)
+        points: set[datetime] = set()
+        depths = [(d.start + _CLOCK_JUMP, d.end - _CLOCK_JUMP) for d in ranges]
+        for near_low, near_high in _without(low, high, depths):
+            if self.weekly:
+                monday = _monday(near_low)
+                while monday <= near_high:
+                    for window in self.weekly:
+                        for start, length in window.spans:
+                            begin = monday + timedelta(minutes=start)
+                            walls += (
+                                edge
+                                for edge in (begin, begin + timedelta(minutes=length))
+                                if near_low <= edge <= near_high
+                            )
+                    monday += timedelta(days=7)
+            points |= _offset_changes(
+                instant(near_low, self.zone), instant(near_high, self.zone), self.zone
+            )
+        points |= {moment.astimezone(UTC) for edge in walls for moment in instants(edge, self.zone)}
         return sorted(points)
+
+
+def _without(
+    low: datetime, high: datetime, holes: Iterable[tuple[datetime, datetime]]
+) -> list[tuple[datetime, datetime]]:
+    """The wall-clock stretch ``[low, high]`` less the open stretches ``holes``, as
+    closed (low, high) pieces in order."""
+    pieces = [(low, high)]
+    for hole_low, hole_high in holes:
+        if hole_low >= hole_high:
+            continue
+        pieces = [
+            piece
+            for piece_low, piece_high in pieces
+            for piece in (
+                (piece_low, min(piece_high, hole_low)),
+                (max(piece_low, hole_high), piece_high),
+            )
+            if piece[0] <= piece[1]
+        ]
+    return sorted(set(pieces))
 
 
 def _offset_changes(low: datetime, high: datetime, zone: tzinfo) -> set[datetime]:

@@ -50,7 +50,7 @@ from handlers.modes import ReplyMode
 from handlers.policy import Decision, History, PolicyConfig, decide, is_address
 from handlers.reply import reply_headers, reply_recipient
 from handlers.retry import SEND_WINDOW, RetryPolicy
-from handlers.rules import Choice, Delay, reply_delay
+from handlers.rules import SKIP, Choice, Delay, matching_rule, reply_delay
 from service import metrics
 from service.agentmail_port import SENT_LABEL, AgentMailPort, ApiFailure
 from service.models import AttemptOutcome, Job, JobState, PreparedReply
@@ -580,7 +580,9 @@ class Worker:
         """
         if message.incomplete:
             return None
-        choice = templates.choose(message, received_at=_received_at(job, message))
+        # Only a skip rule matters here: the rule alone, not the stretch of its window
+        # (the template, with its window, is chosen when the delay is over).
+        rule = matching_rule(templates.rules, message, received_at=_received_at(job, message))
         return decide(
             message,
             self.config.policy,
@@ -588,7 +590,7 @@ class Worker:
             now=datetime.fromtimestamp(self.clock(), UTC),
             replied_label=self.config.replied_label,
             enqueued_at=datetime.fromtimestamp(job.created_at, UTC),
-            skip_rule=choice.skip_rule,
+            skip_rule=rule.name if rule is not None and rule.action == SKIP else None,
         )
 
     async def _defer(self, job: Job, grace: _Grace) -> tuple[AttemptOutcome, dict[str, object]]:

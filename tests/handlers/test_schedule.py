@@ -460,3 +460,63 @@ def test_a_public_holiday_in_an_after_hours_rule_joins_the_evening_and_weekend()
         start=datetime(2026, 12, 24, 18, tzinfo=BERLIN),
         end=datetime(2026, 12, 28, 9, tzinfo=BERLIN),
     )
+
+
+quarters = st.integers(min_value=0, max_value=DAY // 15 - 1).map(lambda q: q * 15)
+
+
+@st.composite
+def long_ranges(draw: st.DrawFn) -> list[str]:
+    """One or two ranges of up to half a year in 2026-2027, on quarter hours."""
+    count = draw(st.integers(1, 2))
+    texts, start = [], draw(st.integers(0, 200)) * DAY + draw(quarters)
+    for _ in range(count):
+        length = draw(st.integers(1, 180 * DAY // 15)) * 15
+        first = datetime(2026, 1, 1) + timedelta(minutes=start)
+        last = first + timedelta(minutes=length)
+        texts.append(f"{first:%Y-%m-%d %H:%M} - {last:%Y-%m-%d %H:%M}")
+        start += length + draw(st.integers(0, 10 * DAY // 15)) * 15
+    return texts
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    entries=st.lists(
+        st.tuples(st.sampled_from(DAY_NAMES), quarters, quarters), min_size=1, max_size=3
+    ),
+    ranges=long_ranges(),
+    zone=st.sampled_from(ZONES),
+    day=st.integers(min_value=0, max_value=420),
+    quarter=quarters,
+)
+def test_the_period_of_a_long_vacation_beside_weekly_windows_is_exact(
+    entries: list[tuple[str, int, int]], ranges: list[str], zone: str, day: int, quarter: int
+) -> None:
+    """Vacations of months beside weekly windows (whose edges the search skips deep
+    inside a range): the period still starts and ends exactly where holding changes.
+    Every edge and clock change of these zones falls on a quarter hour, so stepping by
+    quarter hours visits every change."""
+    texts = [
+        f"{d} {clock(s)} - {d} {clock(e if e != s else (s + 15) % DAY)}" for d, s, e in entries
+    ]
+    windows = tuple(parse_weekly(t) for t in texts)
+    if weekly_overlap(windows) is not None:
+        windows = windows[:1]
+    schedule = Schedule(ZoneInfo(zone), weekly=windows, dates=tuple(map(parse_dates, ranges)))
+    at = datetime(2026, 1, 1, tzinfo=UTC) + timedelta(days=day, minutes=quarter)
+    period = schedule.period(at)
+    assert (period is not None) == schedule.holds(at)
+    if period is None:
+        return
+    if period.end is None:  # the windows cover the whole week
+        assert complement(windows) == ()
+        return
+    quarter_hour = timedelta(minutes=15)
+    assert period.start is not None
+    assert period.start <= at < period.end
+    assert not schedule.holds(period.end)
+    assert not schedule.holds(period.start - quarter_hour)
+    step = period.start
+    while step < period.end:
+        assert schedule.holds(step), (step, period)
+        step += quarter_hour
