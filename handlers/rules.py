@@ -20,7 +20,6 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta, tzinfo
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from handlers import policy, schedule
 from handlers.message import InboundMessage
@@ -336,10 +335,9 @@ def _zone(value: object, rule: str, line: int) -> tzinfo:
     if not isinstance(value, str) or not value:
         raise RulesError(f"rule {rule!r}: timezone must be a name like Europe/Paris", line=line)
     try:
-        return ZoneInfo(value)
-    except (ZoneInfoNotFoundError, ValueError):
-        message = f"rule {rule!r}: unknown time zone {value!r} (use an IANA name like Europe/Paris)"
-        raise RulesError(message, line=line) from None
+        return schedule.zone(value)
+    except ValueError as exc:
+        raise RulesError(f"rule {rule!r}: {exc}", line=line) from None
 
 
 def _entries(

@@ -29,6 +29,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 #: Minutes in a week; weekly positions count from Monday 00:00.
 WEEK = 7 * 24 * 60
@@ -316,6 +317,34 @@ def _monday(wall: datetime) -> datetime:
 
 
 # -- parsing ---------------------------------------------------------------------------
+
+#: What an IANA zone name looks like ("Europe/Paris", "America/Argentina/Salta",
+#: "Etc/GMT+5", "EST5EDT"): letters, digits, ``_+-``, parts joined by ``/``.
+_ZONE_NAME = re.compile(r"[A-Za-z0-9_+-]+(?:/[A-Za-z0-9_+-]+)*", re.ASCII)
+#: Longer than any IANA name (the longest has 32 characters).
+_ZONE_NAME_MAX = 64
+
+
+def zone(name: str) -> ZoneInfo:
+    """The time zone called ``name`` (an IANA name); ``ValueError`` saying why not.
+
+    ``ZoneInfo`` is given only names shaped like zone names: it reads a file named after
+    the key, and on some names ("Europe", a folder; a name longer than the system
+    allows) raises ``OSError`` rather than its own error, while path-like keys
+    ("../../etc/passwd") are refused. ``right/`` zones count leap seconds, so their
+    clocks run some 27 seconds off the time AgentMail stamps: refused too.
+    """
+    hint = "use an IANA name like Europe/Paris"
+    if (
+        len(name) > _ZONE_NAME_MAX
+        or _ZONE_NAME.fullmatch(name) is None
+        or name.startswith("right/")
+    ):
+        raise ValueError(f"unknown time zone {name[:_ZONE_NAME_MAX]!r} ({hint})")
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        raise ValueError(f"unknown time zone {name!r} ({hint})") from None
 
 
 def parse_weekly(text: str) -> WeeklyWindow:

@@ -14,10 +14,10 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urlsplit
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from dotenv import dotenv_values
 
+from handlers import schedule
 from handlers.modes import ReplyMode, parse_mode
 from handlers.policy import parse_duration, parse_patterns
 from handlers.suppression import DEFAULT_TRANSIENT_LIMIT
@@ -423,12 +423,7 @@ def _directory(value: str) -> Path:
 
 
 def _timezone(value: str) -> str:
-    try:
-        ZoneInfo(value)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(
-            f"unknown time zone {value!r} (use an IANA name such as Europe/Paris)"
-        ) from None
+    schedule.zone(value)  # ValueError: unknown time zone ...
     return value
 
 

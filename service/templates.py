@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 import jinja2
 import structlog
@@ -34,6 +34,7 @@ from handlers.message import InboundMessage
 from handlers.modes import ReplyMode
 from handlers.rules import TEMPLATE_NAME, Choice, Rules, RulesError, choose, parse_rules
 from handlers.schedule import Period, instant
+from handlers.schedule import zone as schedule_zone
 
 #: Where the shipped templates live.
 SHIPPED_DIR = Path(handlers.__file__).parent / "templates"
@@ -69,13 +70,9 @@ class RenderedReply:
 
 
 def parse_timezone(name: str) -> ZoneInfo:
-    """The ``zoneinfo`` zone called ``name``; ``ValueError`` with a clear message if none."""
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(
-            f"unknown time zone {name!r} (use an IANA name like Europe/Paris)"
-        ) from None
+    """The ``zoneinfo`` zone called ``name``; ``ValueError`` with a clear message if none
+    (see ``handlers.schedule.zone``)."""
+    return schedule_zone(name)
 
 
 def template_context(

@@ -114,6 +114,32 @@ def test_empty_file_means_the_default_template() -> None:
 
 
 @pytest.mark.parametrize(
+    "name",
+    [
+        "Europe",  # a folder of the zone data: ZoneInfo raised IsADirectoryError
+        "x" * 5000,  # longer than a file name may be: ZoneInfo raised OSError
+        "A/" * 2000 + "B",
+        "../../etc/passwd",
+        "/etc/passwd",
+        "Europe/../../etc/passwd",
+        "zone.tab",  # a file of the zone data that is not a zone
+        "right/Europe/Berlin",  # counts leap seconds: 27 s off AgentMail's clock
+        "Europe/Berlin\\u0000",  # a NUL, written as TOML escapes it
+        "",
+    ],
+)
+def test_a_hostile_time_zone_name_is_refused_on_its_line(name: str) -> None:
+    """Whatever string names the zone, the answer is an error on the line of
+    ``timezone``, never an exception from reading the zone data."""
+    text = rule(f'timezone = "{name}"', 'weekly = "Sat-Sun"')
+    with pytest.raises(RulesError) as caught:
+        parse_rules(text)
+    assert caught.value.line == 4
+    assert "time zone" in caught.value.message or "timezone" in caught.value.message
+    assert len(caught.value.message) < 200
+
+
+@pytest.mark.parametrize(
     ("text", "line", "message_part"),
     [
         ('default = "x"\n[[rule]\n', 2, "Expected"),

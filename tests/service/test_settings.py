@@ -94,6 +94,9 @@ def test_dotenv_file_is_read_and_environment_wins(tmp_path: Path) -> None:
         ("AUTOREPLY_SWEEP_LEASE_SECONDS", "9"),
         ("AUTOREPLY_SWEEP_LEASE_SECONDS", "a minute"),
         ("AUTOREPLY_TIMEZONE", "Mars/Olympus"),
+        ("AUTOREPLY_TIMEZONE", "Europe"),  # a folder of the zone data, not a zone
+        ("AUTOREPLY_TIMEZONE", "../../etc/passwd"),
+        ("AUTOREPLY_TIMEZONE", "x" * 300),
         ("AUTOREPLY_TEMPLATES_DIR", "/nonexistent/templates"),
         ("AUTOREPLY_OWN_ADDRESSES", "not-an-address"),
         ("AUTOREPLY_SUPPRESSION", "sometimes"),

@@ -120,6 +120,8 @@ def test_check_reports_file_and_line(folder: Path, capsys: pytest.CaptureFixture
         (["templates", "preview", "--template", "vip"], "no template 'vip'"),
         (["templates", "preview", "--message", "/nonexistent.json"], "No such file"),
         (["templates", "preview", "--timezone", "Nowhere"], "unknown time zone"),
+        (["templates", "check", "--timezone", "Europe"], "unknown time zone 'Europe'"),
+        (["templates", "preview", "--timezone", "America"], "unknown time zone 'America'"),
     ],
 )
 def test_failures_are_one_line(
