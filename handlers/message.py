@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from email.utils import getaddresses, parseaddr
 from typing import Any
 
@@ -30,6 +30,11 @@ MAX_ADDRESS_CHARS = 16 * 1024
 #: Colons in one address field at most: the parser also recurses once per ``:`` (group
 #: syntax, ``Team: a@x, b@y;``) and fails near 1,000 of them. Real fields hold a few.
 MAX_COLONS = 64
+#: The span of believable ``timestamp`` values. Outside it a timestamp is hostile or
+#: broken, and the date arithmetic of rules and delays (a window searched 400 days
+#: either way; year 1 or 9999 with an offset) would run off the end of the calendar.
+EARLIEST_TIMESTAMP = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST_TIMESTAMP = datetime(3000, 1, 1, tzinfo=UTC)
 
 
 class PayloadError(ValueError):
@@ -256,4 +261,13 @@ def _optional_datetime(data: Mapping[str, Any], key: str) -> datetime | None:
         raise PayloadError(f"message.{key} is not an ISO-8601 time") from exc
     if parsed.tzinfo is None:
         raise PayloadError(f"message.{key} has no time zone")
+    try:
+        utc = parsed.astimezone(UTC)
+    except OverflowError:  # year 1 at +05:00, year 9999 at -05:00: before or after Python's
+        utc = None
+    if utc is None or not EARLIEST_TIMESTAMP <= utc < LATEST_TIMESTAMP:
+        raise PayloadError(
+            f"message.{key} is out of range (years {EARLIEST_TIMESTAMP.year} to "
+            f"{LATEST_TIMESTAMP.year - 1})"
+        )
     return parsed

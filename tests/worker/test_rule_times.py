@@ -60,10 +60,12 @@ def skipped(reason: str) -> float:
 async def test_the_received_time_chooses_the_template(
     timed: Harness, timestamp: str, text: str
 ) -> None:
-    """The worker's clock (``START``, a Sunday) plays no part: the message's timestamp
-    does, read in the rule's zone, and the window gives the reopening time."""
+    """The worker's clock (a day and a half later: Sunday dawn or Tuesday night, both
+    closed) plays no part: the message's timestamp does, read in the rule's zone, and
+    the window gives the reopening time."""
+    timed.clock.now = datetime.fromisoformat(timestamp).timestamp()
     await timed.deliver(payload(timestamp=timestamp))
-    timed.clock.now = START
+    timed.clock.now += 36 * 3600
 
     assert await timed.run() == AttemptOutcome.REPLIED
 
@@ -155,3 +157,57 @@ async def test_a_rule_delay_follows_the_received_time(
     if outcome == AttemptOutcome.DEFERRED:
         assert harness.attempts[0]["delay_rule"] == "night"
         assert await harness.store.next_due() == received.timestamp() + 3600
+
+
+async def test_a_timestamp_from_the_future_is_read_as_when_we_learnt_of_the_message(
+    timed: Harness,
+) -> None:
+    """Stamped Tuesday 13:00 in Berlin (open) but delivered on Sunday (closed): AgentMail
+    had received the message when it told us, so the rule is chosen on Sunday."""
+    await timed.deliver(payload(timestamp="2026-12-01T12:00:00Z"))  # clock: START, Sunday
+
+    assert await timed.run() == AttemptOutcome.REPLIED
+
+    [reply] = timed.api.called("reply")
+    assert reply.reply is not None
+    assert reply.reply.text == "Closed, back Monday 09:00 CET.\n"
+
+
+async def test_a_timestamp_in_year_2999_does_not_hold_the_reply_for_ever(
+    harness: Harness,
+) -> None:
+    """A grace period counts from when we learnt of the message, not from a timestamp
+    centuries ahead: the reply is due ten minutes after delivery."""
+    harness.configure(reply_delay=timedelta(minutes=10))
+    await harness.deliver(payload(timestamp="2999-12-31T23:59:59Z"))
+
+    assert await harness.run() == AttemptOutcome.DEFERRED
+    assert await harness.store.next_due() == START + 600
+    assert await harness.run_when_due() == AttemptOutcome.REPLIED
+
+
+@pytest.mark.parametrize(
+    "timestamp",
+    [
+        "9999-12-31T23:59:59+00:00",  # a window searched 400 days on runs off the calendar
+        "9999-12-31T23:59:59-23:59",  # past Python's last instant in UTC
+        "0001-01-01T00:00:00+23:59",  # before its first
+        "1900-01-01T00:00:00Z",
+    ],
+)
+async def test_a_timestamp_off_the_calendar_is_dead_with_the_reason(
+    timed: Harness, timestamp: str
+) -> None:
+    """A timestamp no mail can carry fails the job with its reason, at once: not an
+    internal error retried until it gives up."""
+    await timed.deliver(payload(timestamp=timestamp))
+
+    assert await timed.run() == AttemptOutcome.DEAD
+
+    assert timed.api.calls == []
+    job = await timed.job()
+    assert (job.state, job.reason, job.attempts) == (
+        JobState.DEAD,
+        "message.timestamp is out of range (years 1970 to 2999)",
+        1,
+    )
