@@ -22,7 +22,13 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from handlers.grace import format_delay
-from handlers.message import MESSAGE_RECEIVED, InboundMessage, PayloadError
+from handlers.message import (
+    EARLIEST_TIMESTAMP,
+    LATEST_TIMESTAMP,
+    MESSAGE_RECEIVED,
+    InboundMessage,
+    PayloadError,
+)
 from handlers.modes import ReplyMode
 from handlers.rules import Delay, reply_delay, resolve_mode
 from handlers.schedule import instants
@@ -182,6 +188,12 @@ def _received_at(text: str, timezone: str) -> datetime:
             f"--at {text!r} is not a date and time; write e.g. 2026-12-24T18:30 "
             "or 2026-12-24T18:30+01:00"
         ) from None
+    first, last = EARLIEST_TIMESTAMP.year, LATEST_TIMESTAMP.year - 1
+    if not first <= moment.year <= last or (
+        moment.tzinfo is not None and not EARLIEST_TIMESTAMP <= moment <= LATEST_TIMESTAMP
+    ):
+        # As for a message's timestamp: the rules' date arithmetic stops at the calendar's ends.
+        raise _Usage(f"--at {text}: use a year from {first} to {last}")
     if moment.tzinfo is not None:
         return moment
     zone = ZoneInfo(timezone)

@@ -121,6 +121,8 @@ def test_check_reports_file_and_line(folder: Path, capsys: pytest.CaptureFixture
         (["templates", "preview", "--message", "/nonexistent.json"], "No such file"),
         (["templates", "preview", "--timezone", "Nowhere"], "unknown time zone"),
         (["templates", "check", "--timezone", "Europe"], "unknown time zone 'Europe'"),
+        (["templates", "preview", "--at", "9999-12-31T23:00"], "use a year from 1970 to 2999"),
+        (["templates", "preview", "--at", "0001-01-01T00:00+05:00"], "use a year from 1970"),
         (["templates", "preview", "--timezone", "America"], "unknown time zone 'America'"),
     ],
 )
