@@ -49,6 +49,14 @@ _RULE_KEYS = (
 REPLY, SKIP = "reply", "skip"
 ACTIONS = (REPLY, SKIP)
 
+#: How many ``weekly`` / ``dates`` entries one rule may list: far more than a week's
+#: opening hours or decades of public holidays; the overlap check compares weekly
+#: windows pairwise, and a list of tens of thousands would stall ``templates check``
+#: and every reload for minutes.
+MAX_ENTRIES = {"weekly": 100, "dates": 1000}
+#: The longest ``weekly`` / ``dates`` entry ("2026-12-23 17:00 - 2027-01-04 09:00" has 35).
+MAX_ENTRY_LENGTH = 200
+
 _TOML_POSITION = re.compile(r"\s*\(at line (\d+), column \d+\)|\s*\(at end of document\)")
 
 
@@ -221,6 +229,9 @@ def parse_rules(text: str, *, timezone: tzinfo = UTC) -> Rules:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise _decode_error(exc, text) from None
+    except RecursionError:  # tomllib recurses into nested arrays and inline tables
+        message = "arrays or tables nested too deep to read"
+        raise RulesError(message, line=_deep_line(text)) from None
     where = _Locator(text)
     _reject_unknown(data, _TOP_KEYS, "top-level key", where.top)
     default = data.get("default", "default")
@@ -352,6 +363,9 @@ def _entries(
     values = [value] if isinstance(value, str | date) else value
     if not isinstance(values, list) or not values:
         raise RulesError(f"rule {rule!r}: {key} must be a string or a non-empty list", line=line)
+    if len(values) > MAX_ENTRIES[key]:
+        message = f"rule {rule!r}: {key} has {len(values)} entries, more than {MAX_ENTRIES[key]}"
+        raise RulesError(message, line=line)
     entries = []
     for item in values:
         if key == "dates" and isinstance(item, date) and not isinstance(item, datetime):
@@ -359,6 +373,12 @@ def _entries(
         if not isinstance(item, str):
             message = f"rule {rule!r}: {key} entries are strings, e.g. " + (
                 '"Mon-Fri 09:00-17:00"' if key == "weekly" else '"2026-12-24 - 2027-01-01"'
+            )
+            raise RulesError(message, line=line)
+        if len(item) > MAX_ENTRY_LENGTH:
+            message = (
+                f"rule {rule!r}: a {key} entry of {len(item)} characters "
+                f"(at most {MAX_ENTRY_LENGTH}): {item[:40]!r}..."
             )
             raise RulesError(message, line=line)
         entries.append((item, where.entry(line, item)))
@@ -435,6 +455,18 @@ def _reject_duplicates(rules: Iterable[Rule]) -> None:
         if rule.name in seen:
             raise RulesError(f"two rules are named {rule.name!r}", line=rule.line)
         seen.add(rule.name)
+
+
+def _deep_line(text: str, depth: int = 100) -> int:
+    """The line where brackets and braces first nest ``depth`` deep (strings are not
+    told apart: good enough to point at the culprit); 0 if none does."""
+    level = 0
+    for number, text_line in enumerate(text.splitlines(), start=1):
+        for char in text_line:
+            level += 1 if char in "[{" else -1 if char in "]}" else 0
+            if level >= depth:
+                return number
+    return 0
 
 
 def _decode_error(exc: tomllib.TOMLDecodeError, text: str) -> RulesError:

@@ -306,6 +306,23 @@ def rule(*lines: str) -> str:
         (rule("dates = [", '  "2026-12-24",', '  "2026-13-01",', "]"), 6, "not a date"),
         (rule('timezone = "Mars/Olympus"', 'weekly = "Sat-Sun"'), 4, "unknown time zone"),
         (rule('timezone = "Europe/Paris"'), 4, "it has neither"),
+        # Hostile sizes: refused at once, on their line, not minutes of pairwise checks.
+        (
+            rule("weekly = [", *[f'  "Mon {h:02d}:00-{h:02d}:30",' for h in range(24)] * 5, "]"),
+            4,
+            "weekly has 120 entries, more than 100",
+        ),
+        (
+            rule(
+                "dates = [",
+                *[f'  "{2026 + n // 300}-01-01 - {2026 + n // 300}-01-02",' for n in range(1001)],
+                "]",
+            ),
+            4,
+            "dates has 1001 entries",
+        ),
+        (rule('weekly = "' + "Mon-" * 50_000 + 'Tue"'), 4, "a weekly entry of 200003 characters"),
+        (rule("weekly = " + "[" * 5000 + "]" * 5000), 4, "nested too deep"),
         (
             rule("weekly = [", '  "Mon-Fri 09:00-17:00",', '  "Fri 12:00-18:00",', "]"),
             4,
