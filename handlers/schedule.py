@@ -12,12 +12,15 @@ A rule of ``rules.toml`` may say *when* it applies, in wall-clock time of one ti
   and last day); ``"2026-12-23 17:00 - 2027-01-04 09:00"`` from a moment to a moment
   (the end excluded, as Outlook's start and end time); ``"2026-12-24"`` is one day.
 
-Everything is evaluated on wall-clock time: a message received at ``t`` falls in a
+Weekly windows are evaluated on wall-clock time: a message received at ``t`` falls in a
 window when ``t`` shown on a clock in the zone does. That is what an office's opening
 hours mean, and it is well defined on the days clocks change: an hour skipped in spring
-matches nothing, an hour repeated in autumn matches twice. ``Schedule.period`` gives the
-stretch of time around ``t`` during which the schedule holds (when the office closed,
-when it opens again), as real instants.
+matches nothing, an hour repeated in autumn matches twice. A date range is one stretch
+of real time, from the first moment the clock shows its start to the first moment it
+shows its end: a vacation ending (or starting) in the repeated hour does not hold again
+(or break off) when the clock shows that hour a second time. ``Schedule.period`` gives
+the stretch of time around ``t`` during which the schedule holds (when the office
+closed, when it opens again), as real instants.
 
 Pure: no I/O besides ``zoneinfo``'s reading of the system's time zone data.
 """
@@ -27,7 +30,7 @@ from __future__ import annotations
 import itertools
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -116,11 +119,29 @@ class Period:
 
 @dataclass(frozen=True, slots=True)
 class Schedule:
-    """A rule's time condition: it holds when any weekly window or date range does."""
+    """A rule's time condition: it holds when any weekly window or date range does.
+
+    Weekly windows are read on the wall clock (each day's 09:00, whatever the offset;
+    a window in the hour repeated in autumn holds both times). A date range is one
+    stretch of real time: from the first moment the zone's clock shows its start to
+    the first moment it shows its end (see ``instant``), so a vacation ending or
+    starting in the repeated hour neither comes back nor breaks off for part of it.
+    """
 
     zone: tzinfo
     weekly: tuple[WeeklyWindow, ...] = ()
     dates: tuple[DateRange, ...] = ()
+    #: ``dates`` as real instants (UTC): (first moment, end moment) of each range.
+    _spans: tuple[tuple[datetime, datetime], ...] = field(
+        init=False, repr=False, compare=False, default=()
+    )
+
+    def __post_init__(self) -> None:
+        spans = tuple(
+            (instant(d.start, self.zone).astimezone(UTC), instant(d.end, self.zone).astimezone(UTC))
+            for d in self.dates
+        )
+        object.__setattr__(self, "_spans", spans)
 
     def __bool__(self) -> bool:
         return bool(self.weekly or self.dates)
@@ -133,13 +154,9 @@ class Schedule:
 
     def holds(self, at: datetime) -> bool:
         """True when the instant ``at`` falls in a window or a date range."""
-        return self.holds_wall(self.wall(at))
-
-    def holds_wall(self, wall: datetime) -> bool:
-        """True when the naive wall-clock time ``wall`` falls in a window or range."""
-        minute = minute_of_week(wall)
+        minute = minute_of_week(self.wall(at))
         return any(w.contains(minute) for w in self.weekly) or any(
-            d.contains(wall) for d in self.dates
+            start <= at < end for start, end in self._spans
         )
 
     def period(self, at: datetime) -> Period | None:
@@ -208,7 +225,8 @@ class Schedule:
         depths = [(d.start + _CLOCK_JUMP, d.end - _CLOCK_JUMP) for d in ranges]
         for near_low, near_high in _without(low, high, depths):
             if self.weekly:
-                monday = _monday(near_low)
+                # From the week before: a span may start there and end in the piece.
+                monday = _monday(near_low) - timedelta(days=7)
                 while monday <= near_high:
                     for window in self.weekly:
                         for start, length in window.spans:

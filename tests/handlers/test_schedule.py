@@ -10,7 +10,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from handlers.message import InboundMessage
@@ -213,6 +213,32 @@ def test_a_window_ending_in_the_skipped_hour_ends_when_the_clock_jumps() -> None
     assert period is not None
     assert period.end == datetime(2026, 3, 29, 1, 0, tzinfo=UTC)
     assert instants(datetime(2026, 3, 29, 2, 30), BERLIN) == [datetime(2026, 3, 29, 1, tzinfo=UTC)]
+
+
+def test_a_vacation_ending_in_the_repeated_hour_does_not_come_back() -> None:
+    """A range is one stretch of real time: ending at 02:30 on the night Berlin's clocks
+    go back, it ends at the first 02:30 (CEST, 00:30 UTC) and does not hold again when
+    the clock shows 02:00 to 02:30 a second time (CET)."""
+    schedule = Schedule(BERLIN, dates=(parse_dates("2026-10-20 00:00 - 2026-10-25 02:30"),))
+    assert schedule.holds(datetime(2026, 10, 25, 0, 10, tzinfo=UTC))  # 02:10 CEST
+    assert not schedule.holds(datetime(2026, 10, 25, 0, 30, tzinfo=UTC))  # 02:30 CEST
+    assert not schedule.holds(datetime(2026, 10, 25, 1, 10, tzinfo=UTC))  # 02:10 CET
+    period = schedule.period(datetime(2026, 10, 25, 0, 10, tzinfo=UTC))
+    assert period is not None
+    assert period.end is not None
+    assert period.end.astimezone(UTC) == datetime(2026, 10, 25, 0, 30, tzinfo=UTC)
+
+
+def test_a_vacation_starting_in_the_repeated_hour_holds_through_it() -> None:
+    """Starting at 02:30 that night, it starts at the first 02:30 and holds on while the
+    clock goes back to 02:00: no half hour of office replies in the middle."""
+    schedule = Schedule(BERLIN, dates=(parse_dates("2026-10-25 02:30 - 2026-11-01 00:00"),))
+    assert not schedule.holds(datetime(2026, 10, 25, 0, 10, tzinfo=UTC))  # 02:10 CEST
+    assert schedule.holds(datetime(2026, 10, 25, 1, 10, tzinfo=UTC))  # 02:10 CET
+    period = schedule.period(datetime(2026, 10, 25, 1, 10, tzinfo=UTC))
+    assert period is not None
+    assert period.start is not None
+    assert period.start.astimezone(UTC) == datetime(2026, 10, 25, 0, 30, tzinfo=UTC)
 
 
 def test_a_window_ending_in_the_repeated_hour_ends_at_the_occurrence_after_receipt() -> None:
@@ -479,7 +505,15 @@ def long_ranges(draw: st.DrawFn) -> list[str]:
     return texts
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=100, deadline=None)
+# A span starting the week before the searched piece after a range and ending in it.
+@example(
+    entries=[("Fri", 15, 0)],
+    ranges=["2026-01-01 00:00 - 2026-01-07 00:00"],
+    zone="Europe/Berlin",
+    day=0,
+    quarter=0,
+)
 @given(
     entries=st.lists(
         st.tuples(st.sampled_from(DAY_NAMES), quarters, quarters), min_size=1, max_size=3
