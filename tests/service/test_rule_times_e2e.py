@@ -48,19 +48,20 @@ def test_one_sender_inside_and_outside_business_hours_gets_each_template(
     default, the second the after-hours reply saying when the office opens. The sender
     cooldown is off (its default, a day on the service's clock, would skip the second as
     ``sender_cooldown``: it counts across rules); max age is off since the sandbox's
-    dates are not the service's now."""
+    dates are not the service's now. They lie in the past: a timestamp later than the
+    delivery is not believed (the rule would be chosen on the service's clock)."""
     folder = templates(tmp_path / "templates")
     deployment.start(
         AUTOREPLY_TEMPLATES_DIR=str(folder),
         AUTOREPLY_SENDER_COOLDOWN="0",
         AUTOREPLY_MAX_AGE="0",
     )
-    sandbox.admin.set_clock("2026-12-01T10:00:00+01:00")
+    sandbox.admin.set_clock("2026-11-24T10:00:00+01:00")
     morning = sandbox.admin.inject(
         from_="Jane <jane@example.com>", to=sandbox.inbox, subject="Order 1", text="Hi"
     )
     deployment.wait_final(1)
-    sandbox.admin.set_clock("2026-12-01T20:00:00+01:00")
+    sandbox.admin.set_clock("2026-11-24T20:00:00+01:00")
     evening = sandbox.admin.inject(
         from_="Jane <jane@example.com>", to=sandbox.inbox, subject="Order 2", text="Hi again"
     )
@@ -84,7 +85,7 @@ def test_a_skip_rule_answers_nothing_and_records_why(
     ``rule:partner tickets``, the message keeps its labels, the skip is counted."""
     folder = templates(tmp_path / "templates")
     service = deployment.start(AUTOREPLY_TEMPLATES_DIR=str(folder), AUTOREPLY_MAX_AGE="0")
-    sandbox.admin.set_clock("2026-12-01T20:00:00+01:00")
+    sandbox.admin.set_clock("2026-11-24T20:00:00+01:00")
     ticket = sandbox.admin.inject(
         from_="Desk <desk@tickets.partner.example>",
         to=sandbox.inbox,
