@@ -716,23 +716,17 @@ class Worker:
         return AttemptOutcome.DEAD, fields
 
 
-#: How far AgentMail's clock may run ahead of ours before a message's timestamp, later
-#: than when we learnt of the message, is no longer believed (see ``_received_at``).
-CLOCK_SKEW = timedelta(minutes=5)
-
-
 def _received_at(job: Job, message: InboundMessage) -> datetime:
     """When AgentMail received the message (its ``timestamp``), or, without one, when its
     job was created (the message is at least that old): what rules and delays read.
 
-    A timestamp more than ``CLOCK_SKEW`` after the job's creation is not believed:
-    AgentMail had received the message when it told us of it. A clock far ahead, or a
-    hostile payload, must not pick the rule of a later hour nor push the grace period
-    into the future (a year-2999 timestamp would hold the reply for ever)."""
+    A timestamp later than the job's creation is not believed: AgentMail had received
+    the message when it told us of it (as for the grace period's start). A clock ahead
+    of ours, or a hostile payload, must not pick the rule of a later hour."""
     created = datetime.fromtimestamp(job.created_at, UTC)
-    if message.timestamp is None or message.timestamp > created + CLOCK_SKEW:
+    if message.timestamp is None:
         return created
-    return message.timestamp
+    return min(message.timestamp, created)
 
 
 def _raise_first(*results: object) -> None:

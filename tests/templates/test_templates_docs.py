@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from handlers.schedule import parse_dates, parse_weekly
 from service.cli import main
 from service.templates import (
     SAMPLE_TIME,
@@ -167,3 +168,19 @@ def test_documented_modes(
     assert head in out.split("--- body.txt ---")[0]
     for line in head.splitlines():
         assert line in DOC.read_text(encoding="utf-8")
+
+
+def test_documented_time_entries_parse_as_described() -> None:
+    """Every `weekly = "..."` / `dates = "..."` the docs show is accepted, and the
+    documented empty window is refused."""
+    doc = DOC.read_text(encoding="utf-8")
+    entries = re.findall(r'`(weekly|dates) = "([^"]+)"`', doc)
+    assert len(entries) >= 8
+    for key, text in entries:
+        (parse_weekly if key == "weekly" else parse_dates)(text)
+    for text in ("Mon,Wed,Fri", "Fri-Mon", "daily"):
+        assert f'`"{text}"`' in doc
+        parse_weekly(text)
+    assert '(`"Mon 09:00-09:00"`)' in doc
+    with pytest.raises(ValueError, match="empty window"):
+        parse_weekly("Mon 09:00-09:00")

@@ -173,19 +173,6 @@ async def test_a_timestamp_from_the_future_is_read_as_when_we_learnt_of_the_mess
     assert reply.reply.text == "Closed, back Monday 09:00 CET.\n"
 
 
-async def test_a_timestamp_in_year_2999_does_not_hold_the_reply_for_ever(
-    harness: Harness,
-) -> None:
-    """A grace period counts from when we learnt of the message, not from a timestamp
-    centuries ahead: the reply is due ten minutes after delivery."""
-    harness.configure(reply_delay=timedelta(minutes=10))
-    await harness.deliver(payload(timestamp="2999-12-31T23:59:59Z"))
-
-    assert await harness.run() == AttemptOutcome.DEFERRED
-    assert await harness.store.next_due() == START + 600
-    assert await harness.run_when_due() == AttemptOutcome.REPLIED
-
-
 @pytest.mark.parametrize(
     "timestamp",
     [
