@@ -82,7 +82,7 @@ def item_time(item: Mapping[str, Any]) -> float | None:
     return moment.timestamp()
 
 
-def advance(mark: float, page: Sequence[Mapping[str, Any]]) -> float:
+def advance(mark: float, page: Sequence[Mapping[str, Any]], *, now: float | None = None) -> float:
     """The mark after a page was fully processed (every job of it recorded).
 
     The page is oldest first, so the mark moves to the latest timestamp on it: every
@@ -90,9 +90,14 @@ def advance(mark: float, page: Sequence[Mapping[str, Any]]) -> float:
     empty page (nothing listed) leaves it where it is: the next sweep lists from the
     same start again, which costs one call while the inbox is quiet. It is never moved
     to "now": a message timestamped before now may not be listable yet.
+
+    Nor past ``now`` (the sweeper's clock): one message stamped in the year 9999 (a
+    clock far ahead, a broken payload) would otherwise move the mark there, and every
+    later sweep would list only what comes after it: nothing, for ever.
     """
     times = [t for t in (item_time(item) for item in page) if t is not None]
-    return max([mark, *times])
+    latest = max([mark, *times])
+    return latest if now is None else max(mark, min(latest, now))
 
 
 _ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}([T ].*)?")

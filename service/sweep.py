@@ -248,7 +248,7 @@ class Sweeper:
                 created += await self._consider(counts, item, dry_run=dry_run)
             if created:
                 self.wake()
-            mark = advance(mark, page.messages)
+            mark = advance(mark, page.messages, now=self.clock())
             if keep_mark:
                 counts.mark = await self.store.set_mark(inbox_id, mark, self.clock())
             if self.progress is not None:

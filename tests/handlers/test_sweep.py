@@ -104,3 +104,12 @@ def test_parse_since_refuses_what_it_cannot_read(text: str) -> None:
     """Unreadable or future values: one clear message naming ``--since``."""
     with pytest.raises(ValueError, match="invalid --since"):
         parse_since(text, now=NOW)
+
+
+def test_the_mark_never_passes_the_sweepers_clock() -> None:
+    """One message stamped in the year 9999 must not move the mark there: every later
+    sweep would list only what comes after it. The mark stops at the sweeper's now (and
+    still never moves back)."""
+    page = [{"timestamp": at(NOW - 60)}, {"timestamp": "9999-12-31T23:59:59Z"}]
+    assert advance(NOW - 300, page, now=NOW) == NOW
+    assert advance(NOW + 100, page, now=NOW) == NOW + 100
