@@ -102,9 +102,11 @@ async def test_first_look_sets_the_mark_and_answers_nothing_older(
     sandbox: SandboxHandle, store: Store, api: AgentMailApi
 ) -> None:
     """A new deployment never reaches into the past; later mail is enqueued once, and
-    the overlap lists it again without a second job."""
+    the overlap lists it again without a second job. The sweeper's clock is the
+    sandbox's, which the test moves on (the mark never passes the sweeper's now)."""
     old = inject(sandbox, 2)
-    sweep = sweeper(store, api, (sandbox.inbox,))
+    clock = sandbox.app_state.clock
+    sweep = sweeper(store, api, (sandbox.inbox,), clock=lambda: clock.now().timestamp())
 
     first = await sweep.sweep()
 
