@@ -87,10 +87,13 @@ SUPPRESSED = f"""SELECT cause, reason FROM suppressions
 
 #: Whether a reply of ours in a thread (inbox id, thread id) may be out without its sent
 #: id recorded: prepared and being sent (``running``) or a draft awaiting review that a
-#: person may have sent (``drafted``). Read before our reply is looked up by its sent id,
-#: so a sent id recorded in between is seen by that look-up.
+#: ``message.sent`` hints was sent (``drafted`` with a ``sent_hint``). A draft nobody has
+#: sent is no reply on its way: counting it would answer every bounce in its thread 503
+#: for as long as the review takes, longer than Svix retries. Read before our reply is
+#: looked up by its sent id, so a sent id recorded in between is seen by that look-up.
 REPLY_ON_ITS_WAY = """SELECT 1 FROM jobs WHERE inbox_id = %s AND thread_id = %s
-    AND state IN ('running', 'drafted') AND sent_message_id IS NULL AND reply IS NOT NULL
+    AND (state = 'running' OR (state = 'drafted' AND sent_hint IS NOT NULL))
+    AND sent_message_id IS NULL AND reply IS NOT NULL
     LIMIT 1"""
 
 #: Our reply, by the id it was sent under (inbox id, sent message id).

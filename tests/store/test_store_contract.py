@@ -1345,6 +1345,28 @@ async def test_feedback_while_our_reply_s_sent_id_is_unknown_is_asked_for_again(
     )
 
 
+async def test_feedback_beside_a_draft_awaiting_review_is_not_held_up(store: Store) -> None:
+    """A draft nobody has sent yet is no reply on its way: a bounce in its thread (of a
+    message sent by hand) is answered at once, not 503 until the draft is reviewed,
+    which can take longer than Svix retries. Once a ``message.sent`` hints that the
+    draft may have gone out, it is on its way again and the bounce waits for its id."""
+    await store.record_delivery(delivery(), now=T0)
+    [job] = await store.claim(owner="w", now=T0, lease=60, limit=1)
+    assert await store.save_reply(job.id, owner="w", reply=reply(), now=T0)
+    assert await store.await_draft(
+        job.id, owner="w", draft_id="drf_1", seen_hint=None, check_at=T0 + 600, now=T0
+    )
+    by_hand = feedback_delivery(1, message_id="<by-hand@x>")
+    assert (await store.record_feedback(by_hand, now=T0, transient_limit=3)).recorded is (
+        Recorded.IGNORED
+    )
+    await store.note_sent(inbox_id=INBOX, thread_id="thd_1", message_id=REPLY_ID, now=T0 + 1)
+    bounce = feedback_delivery(2)
+    assert (await store.record_feedback(bounce, now=T0 + 2, transient_limit=3)).recorded is (
+        Recorded.NOT_YET
+    )
+
+
 async def test_manual_entries_add_and_remove(store: Store) -> None:
     """An entry for every inbox, one for an inbox; removal per inbox or everywhere."""
     assert await store.add_suppression(
