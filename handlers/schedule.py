@@ -310,6 +310,9 @@ def instants(wall: datetime, zone: tzinfo) -> list[datetime]:
     (clocks going forward skip ``wall``)."""
     if wall.tzinfo is not None:
         raise ValueError("wall-clock time must be naive")
+    first, second = wall.replace(tzinfo=zone, fold=0), wall.replace(tzinfo=zone, fold=1)
+    if first.utcoffset() == second.utcoffset():
+        return [first]  # almost every time: the clock shows it once, whatever the fold
     candidates = sorted({wall.replace(tzinfo=zone, fold=f).astimezone(UTC) for f in (0, 1)})
     shown = [c.astimezone(zone) for c in candidates if _shows(c, zone) == wall]
     if shown:
