@@ -23,6 +23,7 @@ from handlers.schedule import (
     Schedule,
     WeeklyWindow,
     complement,
+    dates_overlap,
     instants,
     parse_dates,
     parse_weekly,
@@ -554,3 +555,21 @@ def test_the_period_of_a_long_vacation_beside_weekly_windows_is_exact(
     while step < period.end:
         assert schedule.holds(step), (step, period)
         step += quarter_hour
+
+
+def test_touching_ranges_listed_in_any_order_make_one_stretch() -> None:
+    """Forty two-day ranges that touch, listed shuffled: received in the middle, the
+    stretch runs from the first one's start to the last one's end (chaining both ways
+    through a list searched by index, not by comparing ranges)."""
+    first = datetime(2026, 3, 1)
+    texts = [
+        f"{first + timedelta(days=2 * n):%Y-%m-%d} - {first + timedelta(days=2 * n + 1):%Y-%m-%d}"
+        for n in range(40)
+    ]
+    order = [(n * 17) % 40 for n in range(40)]  # 17 is prime to 40: each index once
+    schedule = Schedule(BERLIN, dates=tuple(parse_dates(texts[n]) for n in order))
+    assert dates_overlap(schedule.dates) is None
+    period = schedule.period(datetime(2026, 4, 10, 12, tzinfo=BERLIN))
+    assert period == Period(
+        start=datetime(2026, 3, 1, tzinfo=BERLIN), end=datetime(2026, 5, 20, tzinfo=BERLIN)
+    )
