@@ -158,9 +158,10 @@ class Schedule:
     def holds(self, at: datetime) -> bool:
         """True when the instant ``at`` falls in a window or a date range."""
         minute = minute_of_week(self.wall(at))
-        return any(w.contains(minute) for w in self.weekly) or any(
-            start <= at < end for start, end in self._spans
-        )
+        if any(w.contains(minute) for w in self.weekly):
+            return True
+        moment = at.astimezone(UTC)  # compared in UTC: no repeated-hour (fold) quirks
+        return any(start <= moment < end for start, end in self._spans)
 
     def period(self, at: datetime) -> Period | None:
         """The stretch of real time around ``at`` during which the schedule holds
