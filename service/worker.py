@@ -512,7 +512,8 @@ class Worker:
         message older than ``max_age`` is skipped ``too_old`` before anything is reserved.
 
         The rules match the time AgentMail received the message (its ``timestamp``;
-        without one, when its job was created), not when the job runs: a message that
+        without one, or a later one, when its job was created: see ``_received_at``),
+        not when the job runs: a message that
         came in on Friday evening is answered as Friday evening mail even if a backlog
         or a retry sends the reply on Monday. A ``skip`` rule's match goes to the policy,
         which skips the message ``rule:<name>`` unless a stronger reason applies.
