@@ -4,7 +4,6 @@ PATCH) is the ground truth; a person's actions are the sandbox's console verbs."
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,31 +11,18 @@ from typing import Any
 import pytest
 
 from service.sandbox import SandboxError
-from tests.support import postgres
-from tests.support.deployment import Deployment, replies_to
+from tests.support.deployment import STORES, Deployment, deployment_on, replies_to
 
 DRAFT = {"AUTOREPLY_MODE": "draft"}
 #: Long enough that only the message.sent event can finish a job within the test.
 NO_CHECK = {"AUTOREPLY_DRAFT_CHECK_INTERVAL": "1h"}
 
 
-@pytest.fixture(
-    name="dep",
-    params=[
-        pytest.param("sqlite", id="sqlite"),
-        pytest.param("postgres", id="postgres", marks=pytest.mark.postgres),
-    ],
-)
+@pytest.fixture(name="dep", params=STORES)
 def _dep(request: pytest.FixtureRequest, sandbox: Any, tmp_path: Path) -> Iterator[Deployment]:
     """Service processes on a fresh SQLite file or PostgreSQL schema, stopped afterwards."""
-    with contextlib.ExitStack() as stack:
-        url = None
-        if request.param == "postgres":
-            postgres.require_server()
-            url = stack.enter_context(postgres.temporary_schema(prefix="drafts"))
-        deployment = Deployment(sandbox, tmp_path, database_url=url)
+    with deployment_on(request.param, sandbox, tmp_path, prefix="drafts") as deployment:
         yield deployment
-        deployment.stop()
 
 
 def inject(sandbox: Any, n: int, *, domain: str = "example.com", **fields: Any) -> list[str]:

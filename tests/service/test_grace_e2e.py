@@ -17,13 +17,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import SandboxHandle
-from tests.support import postgres
-from tests.support.deployment import Deployment, replies_to
-
-STORES = [
-    pytest.param("sqlite", id="sqlite"),
-    pytest.param("postgres", id="postgres", marks=pytest.mark.postgres),
-]
+from tests.support.deployment import STORES, Deployment, deployment_on, replies_to
 
 
 @pytest.fixture(name="grace", params=STORES)
@@ -31,16 +25,8 @@ def _grace(
     request: pytest.FixtureRequest, sandbox: SandboxHandle, tmp_path: Path
 ) -> Iterator[Deployment]:
     """A deployment on a fresh SQLite file or a fresh PostgreSQL schema."""
-    if request.param == "sqlite":
-        deployment = Deployment(sandbox, tmp_path)
+    with deployment_on(request.param, sandbox, tmp_path, prefix="grace") as deployment:
         yield deployment
-        deployment.stop()
-        return
-    postgres.require_server()
-    with postgres.temporary_schema(prefix="grace") as url:
-        deployment = Deployment(sandbox, tmp_path, database_url=url)
-        yield deployment
-        deployment.stop()
 
 
 def inject(sandbox: SandboxHandle, count: int, tag: str = "q") -> list[str]:

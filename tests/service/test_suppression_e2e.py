@@ -21,34 +21,19 @@ import pytest
 
 from service.store import open_store
 from tests.conftest import SandboxHandle
-from tests.support import postgres
-from tests.support.deployment import Deployment, replies_to
+from tests.support.deployment import STORES, Deployment, deployment_on, replies_to
 from tests.support.service_process import ServiceProcess
 
 JANE = "jane@example.com"
 
 
-@pytest.fixture(
-    name="deployed",
-    params=[
-        pytest.param("sqlite", id="sqlite"),
-        pytest.param("postgres", id="postgres", marks=pytest.mark.postgres),
-    ],
-)
+@pytest.fixture(name="deployed", params=STORES)
 def _deployed(
     request: pytest.FixtureRequest, sandbox: SandboxHandle, tmp_path: Path
 ) -> Iterator[Deployment]:
     """A deployment on each database; started by the test."""
-    if request.param == "sqlite":
-        deployment = Deployment(sandbox, tmp_path)
+    with deployment_on(request.param, sandbox, tmp_path, prefix="suppress") as deployment:
         yield deployment
-        deployment.stop()
-        return
-    postgres.require_server()
-    with postgres.temporary_schema(prefix="suppress") as url:
-        deployment = Deployment(sandbox, tmp_path, database_url=url)
-        yield deployment
-        deployment.stop()
 
 
 def mail_from(deployment: Deployment, sender: str, subject: str = "Hello") -> str:

@@ -8,14 +8,17 @@ tests add a load balancer in front (``tests/replicas/conftest.py``).
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import psycopg
+import pytest
 
+from tests.support import postgres
 from tests.support.service_process import ServiceProcess, free_port, run_autoreply
 from tests.support.waiting import until_sync
 
@@ -152,3 +155,27 @@ class Deployment:
 def replies_to(sent: list[Any], message_id: str) -> list[Any]:
     """The emails the sandbox actually sent in reply to ``message_id``."""
     return [email for email in sent if email.get("in_reply_to") == message_id]
+
+
+#: The two stores as fixture params: a SQLite file, and a PostgreSQL schema (marked
+#: ``postgres``; skipped with the reason when no server can be reached).
+STORES = [
+    pytest.param("sqlite", id="sqlite"),
+    pytest.param("postgres", id="postgres", marks=pytest.mark.postgres),
+]
+
+
+@contextlib.contextmanager
+def deployment_on(store: str, sandbox: Any, folder: Path, *, prefix: str) -> Iterator[Deployment]:
+    """A ``Deployment`` on a fresh SQLite file in ``folder`` (``store`` "sqlite") or a
+    fresh PostgreSQL schema named after ``prefix`` ("postgres"); stopped afterwards."""
+    with contextlib.ExitStack() as stack:
+        url = None
+        if store == "postgres":
+            postgres.require_server()
+            url = stack.enter_context(postgres.temporary_schema(prefix=prefix))
+        deployment = Deployment(sandbox, folder, database_url=url)
+        try:
+            yield deployment
+        finally:
+            deployment.stop()
