@@ -99,6 +99,12 @@ REPLY_ON_ITS_WAY = """SELECT 1 FROM jobs WHERE inbox_id = %s AND thread_id = %s
 #: Our reply, by the id it was sent under (inbox id, sent message id).
 OUR_REPLY = "SELECT reply FROM jobs WHERE inbox_id = %s AND sent_message_id = %s LIMIT 1"
 
+#: One recipient's feedback about one reply (inbox id, reply's message id, address,
+#: kind, event id, detail, now); a second event about the same bounce writes nothing.
+INSERT_FEEDBACK = """INSERT INTO feedback (inbox_id, message_id, address, kind, event_id, detail,
+        received_at) VALUES (%s, %s, %s, %s, %s, %s, %s)
+    ON CONFLICT (inbox_id, message_id, address, kind) DO NOTHING"""
+
 #: Transient bounces of distinct replies to an address (inbox id, address, since),
 #: not cleared by a removal.
 COUNT_TRANSIENT = f"""SELECT count(*) FROM feedback

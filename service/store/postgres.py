@@ -68,6 +68,7 @@ from service.store import migrations
 from service.store.base import (
     COUNT_TRANSIENT,
     GRACE_PERIOD,
+    INSERT_FEEDBACK,
     INSERT_SUPPRESSION,
     JOB_COLUMNS,
     LIST_SUPPRESSIONS,
@@ -1004,9 +1005,7 @@ async def _apply_feedback(
     when this suppressed the address now, else None (the SQLite store's twin)."""
     new = (
         await conn.execute(
-            """INSERT INTO feedback (inbox_id, message_id, address, kind, event_id, detail,
-                   received_at) VALUES (%s, %s, %s, %s, %s, %s, %s)
-               ON CONFLICT (inbox_id, message_id, address, kind) DO NOTHING""",
+            INSERT_FEEDBACK,
             (
                 feedback.inbox_id,
                 feedback.message_id,

@@ -46,6 +46,7 @@ from service.store import migrations
 from service.store.base import (
     COUNT_TRANSIENT,
     GRACE_PERIOD,
+    INSERT_FEEDBACK,
     INSERT_SUPPRESSION,
     JOB_COLUMNS,
     LIST_SUPPRESSIONS,
@@ -823,9 +824,7 @@ def _apply_feedback(
     """Record one recipient's feedback and suppress it if the rules say so; the cause
     when this suppressed the address now, else None."""
     new = conn.execute(
-        """INSERT INTO feedback (inbox_id, message_id, address, kind, event_id, detail,
-               received_at) VALUES (?, ?, ?, ?, ?, ?, ?)
-           ON CONFLICT (inbox_id, message_id, address, kind) DO NOTHING""",
+        INSERT_FEEDBACK.replace("%s", "?"),
         (
             feedback.inbox_id,
             feedback.message_id,
