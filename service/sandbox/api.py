@@ -116,6 +116,18 @@ def _messages_get(call: Call) -> Outcome:
     return 200, mail.get(call.sandbox, call.inbox_id, call.params["message_id"])
 
 
+def _page_query(q: QueryParams) -> dict[str, Any]:
+    """The parameters every list shares, as ``mail.PageQuery`` fields."""
+    return {
+        "limit": query_int(q, "limit"),
+        "page_token": q.get("page_token"),
+        "labels": tuple(query_values(q.getlist("labels"), split_commas=True)),
+        "before": query_datetime(q, "before"),
+        "after": query_datetime(q, "after"),
+        "ascending": bool(query_bool(q, "ascending")),
+    }
+
+
 def _list_query(q: QueryParams, *, senders: str, recipients: str) -> mail.ListQuery:
     """The list parameters shared by messages and threads; the names of the sender and
     recipient filters differ (``from``/``to`` for messages, ``senders``/``recipients``
@@ -126,12 +138,7 @@ def _list_query(q: QueryParams, *, senders: str, recipients: str) -> mail.ListQu
         if query_bool(q, flag)
     )
     return mail.ListQuery(
-        limit=query_int(q, "limit"),
-        page_token=q.get("page_token"),
-        labels=tuple(query_values(q.getlist("labels"), split_commas=True)),
-        before=query_datetime(q, "before"),
-        after=query_datetime(q, "after"),
-        ascending=bool(query_bool(q, "ascending")),
+        **_page_query(q),
         include=include,
         senders=tuple(query_values(q.getlist(senders), split_commas=False)),
         recipients=tuple(query_values(q.getlist(recipients), split_commas=False)),
@@ -191,15 +198,7 @@ def _drafts_get(call: Call) -> Outcome:
 
 def _drafts_list(call: Call) -> Outcome:
     inbox_id = call.inbox_id if "inbox_id" in call.params else None
-    q = call.query
-    query = drafts.DraftQuery(
-        limit=query_int(q, "limit"),
-        page_token=q.get("page_token"),
-        labels=tuple(query_values(q.getlist("labels"), split_commas=True)),
-        before=query_datetime(q, "before"),
-        after=query_datetime(q, "after"),
-        ascending=bool(query_bool(q, "ascending")),
-    )
+    query = mail.PageQuery(**_page_query(call.query))
     return 200, drafts.list_(call.sandbox, inbox_id, query)
 
 

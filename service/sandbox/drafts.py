@@ -22,7 +22,6 @@ delete and send, as the SDK's ``inboxes.drafts`` and ``drafts`` clients call the
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -173,23 +172,11 @@ def get(sandbox: Sandbox, inbox_id: str | None, draft_id: str) -> dict[str, Any]
     return find(sandbox, inbox_id, draft_id).to_wire()
 
 
-@dataclass
-class DraftQuery:
-    """Parsed query parameters of ``GET …/drafts``."""
-
-    limit: int | None = None
-    page_token: str | None = None
-    labels: tuple[str, ...] = ()
-    before: datetime | None = None
-    after: datetime | None = None
-    ascending: bool = False
-
-
 def _key(draft: DraftRecord) -> tuple[datetime, int]:
     return (draft.updated_at, draft.seq)
 
 
-def list_(sandbox: Sandbox, inbox_id: str | None, query: DraftQuery) -> dict[str, Any]:
+def list_(sandbox: Sandbox, inbox_id: str | None, query: mail.PageQuery) -> dict[str, Any]:
     """``ListDraftsResponse``: drafts of one inbox (or of the org), newest ``updated_at``
     first unless ``ascending``; ``labels`` must all be present, ``before``/``after``
     are exclusive bounds on ``updated_at``."""
@@ -200,8 +187,7 @@ def list_(sandbox: Sandbox, inbox_id: str | None, query: DraftQuery) -> dict[str
         for d in sandbox.drafts.values()
         if (inbox_id is None or d.inbox_id == inbox_id)
         and all(label in d.wire_labels for label in query.labels)
-        and (query.before is None or d.updated_at < query.before)
-        and (query.after is None or d.updated_at > query.after)
+        and mail.in_window(d.updated_at, query)
     ]
     found.sort(key=_key, reverse=not query.ascending)
     items, wire = keyset_page(

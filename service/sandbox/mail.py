@@ -280,8 +280,8 @@ def get(sandbox: Sandbox, inbox_id: str, message_id: str) -> dict[str, Any]:
 
 
 @dataclass
-class ListQuery:
-    """Parsed query parameters of ``GET …/messages``."""
+class PageQuery:
+    """The query parameters every list shares (messages, threads, drafts)."""
 
     limit: int | None = None
     page_token: str | None = None
@@ -289,6 +289,12 @@ class ListQuery:
     before: datetime | None = None
     after: datetime | None = None
     ascending: bool = False
+
+
+@dataclass
+class ListQuery(PageQuery):
+    """Parsed query parameters of ``GET …/messages`` (and threads)."""
+
     include: frozenset[str] = frozenset()
     senders: tuple[str, ...] = ()
     recipients: tuple[str, ...] = ()
@@ -300,7 +306,7 @@ def _hidden(labels: list[str], include: frozenset[str]) -> bool:
     return any(label in labels and flag not in include for label, flag in HIDDEN_LABELS.items())
 
 
-def _in_window(moment: datetime, query: ListQuery) -> bool:
+def in_window(moment: datetime, query: PageQuery) -> bool:
     """``before`` and ``after`` are both exclusive bounds on the timestamp."""
     if query.before is not None and not moment < query.before:
         return False
@@ -312,7 +318,7 @@ def _listed(message: MessageRecord, query: ListQuery) -> bool:
         return False
     if _hidden(message.labels, query.include):
         return False
-    if not _in_window(message.timestamp, query):
+    if not in_window(message.timestamp, query):
         return False
     sender = message.from_.lower()
     if not all(value.lower() in sender for value in query.senders):
@@ -715,7 +721,7 @@ def list_threads(sandbox: Sandbox, inbox_id: str | None, query: ListQuery) -> di
         if not messages or all(_hidden(m.labels, query.include) for m in messages):
             continue
         newest = messages[-1]
-        if not _in_window(newest.timestamp, query):
+        if not in_window(newest.timestamp, query):
             continue
         wire = thread_item_wire(thread, messages)
         if not all(label in wire["labels"] for label in query.labels):
