@@ -54,6 +54,20 @@ def clip_values(_: Any, __: str, event_dict: Any) -> Any:
     return event_dict
 
 
+#: Characters kept of a formatted traceback: its head (where it started) and its tail (the
+#: exception and its message) share them. A message can quote an unbounded input.
+MAX_TRACEBACK_CHARS = 8000
+
+
+def clip_traceback(_: Any, __: str, event_dict: Any) -> Any:
+    """Cut the middle out of an ``exception`` longer than :data:`MAX_TRACEBACK_CHARS`."""
+    text = event_dict.get("exception")
+    if isinstance(text, str) and len(text) > MAX_TRACEBACK_CHARS:
+        half = MAX_TRACEBACK_CHARS // 2
+        event_dict["exception"] = f"{text[:half]}\n...[{len(text)} chars]...\n{text[-half:]}"
+    return event_dict
+
+
 _SHARED: list[Any] = [
     structlog.contextvars.merge_contextvars,
     structlog.processors.add_log_level,
@@ -68,7 +82,7 @@ def configure_logging(*, fmt: str, level: str) -> None:
     renderer: Any
     if fmt == "json":
         renderer = structlog.processors.JSONRenderer(serializer=_dumps)
-        tail: list[Any] = [structlog.processors.format_exc_info, renderer]
+        tail: list[Any] = [structlog.processors.format_exc_info, clip_traceback, renderer]
         foreign_renderer: Any = structlog.processors.JSONRenderer()
     else:
         renderer = structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
@@ -95,6 +109,7 @@ def _configure_stdlib(level: int, fmt: str, renderer: Any) -> None:
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
             structlog.processors.format_exc_info if fmt == "json" else _identity,
+            clip_traceback,
             renderer,
         ],
     )

@@ -16,7 +16,7 @@ from datetime import datetime
 import pytest
 import structlog
 
-from service.logging import MAX_VALUE_CHARS, UtcTimestamp, configure_logging
+from service.logging import MAX_TRACEBACK_CHARS, MAX_VALUE_CHARS, UtcTimestamp, configure_logging
 
 ISO_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
 
@@ -89,3 +89,19 @@ def test_long_values_are_cut_in_every_line(stderr: pytest.CaptureFixture[str]) -
     assert isinstance(theirs["event"], str)
     assert theirs["event"].endswith("...[1000004 chars]")
     assert len(theirs["event"]) < MAX_VALUE_CHARS + 30
+
+
+def test_tracebacks_keep_their_ends_within_a_bound(stderr: pytest.CaptureFixture[str]) -> None:
+    configure_logging(fmt="json", level="INFO")
+    huge = "q" * 1_000_000
+    for logger in (structlog.get_logger("autoreply.worker"), logging.getLogger("uvicorn.error")):
+        try:
+            raise ValueError(f"unparseable {huge} end-of-message")
+        except ValueError:
+            logger.exception("job_crashed")
+    for line in lines(stderr):
+        text = line["exception"]
+        assert isinstance(text, str)
+        assert text.startswith("Traceback (most recent call last):")
+        assert text.rstrip().endswith("end-of-message")
+        assert len(text) <= MAX_TRACEBACK_CHARS + 40
