@@ -65,16 +65,17 @@ async def scrape(request: Request) -> Response:
     it is) and the registration state from the runtime; ``service.metrics`` encodes.
     """
     runtime: Runtime = request.app.state.runtime
+    now = time.time()
     stats: QueueStats | None
     try:
         async with asyncio.timeout(STATS_TIMEOUT):
-            stats = await runtime.store.stats()
+            stats = await runtime.store.stats(now=now)
     except (StoreUnavailable, TimeoutError):
         stats = None
     body, content_type = metrics.exposition(
         accept=request.headers.get("accept", ""),
         stats=stats,
         registration=runtime.registration,
-        now=time.time(),
+        now=now,
     )
     return Response(body, headers={"Content-Type": content_type})

@@ -1,11 +1,12 @@
 """Prometheus metrics: counters shared by intake and the workers, and their exposition.
 
 Counters and the latency histogram are process-wide and updated where things happen.
-What describes the queue (jobs by state, age of the oldest unfinished job) and the
-webhook registration is read at scrape time instead, so every replica reports the
-shared queue as it is now, not as it last saw it: ``GET /metrics`` (``service.app``)
-reads them from the store and the runtime and hands them to ``exposition``. This module
-knows neither, so the worker and intake can import it without the rest of the service.
+What describes the queue (jobs by state, those waiting out a grace period, age of the
+oldest unfinished job) and the webhook registration is read at scrape time instead, so
+every replica reports the shared queue as it is now, not as it last saw it: ``GET
+/metrics`` (``service.app``) reads them from the store and the runtime and hands them to
+``exposition``. This module knows neither, so the worker and intake can import it without
+the rest of the service.
 """
 
 from __future__ import annotations
@@ -118,6 +119,13 @@ class _Snapshot(Collector):
             for state in JobState:
                 jobs.add_metric([state.value], float(self.stats.by_state.get(state.value, 0)))
             yield jobs
+            waiting = GaugeMetricFamily(
+                "autoreply_jobs_waiting",
+                "Pending jobs waiting out a grace period (AUTOREPLY_REPLY_DELAY, a rule's "
+                'delay), not yet due; counted in autoreply_jobs{state="pending"} too.',
+            )
+            waiting.add_metric([], float(self.stats.waiting))
+            yield waiting
             oldest = self.stats.oldest_pending_created_at
             age = GaugeMetricFamily(
                 "autoreply_oldest_pending_job_age_seconds",

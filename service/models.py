@@ -303,7 +303,8 @@ class QueueStats:
     oldest_pending_created_at: float | None
     #: Entries of the suppression list by cause (``handlers.suppression.Cause``).
     suppressions: dict[str, int] = field(default_factory=dict)
-    #: Pending jobs waiting out their grace period (``AUTOREPLY_REPLY_DELAY``).
+    #: Pending jobs waiting out their grace period (``AUTOREPLY_REPLY_DELAY``, a rule's
+    #: ``delay``): with ``Store.stats(now=...)``, those whose delay is not yet over.
     waiting: int = 0
 
 

@@ -98,7 +98,7 @@ def _status(args: argparse.Namespace) -> int:
 
 
 async def _queue_report(store: Store, *, database: str, now: float, limit: int) -> dict[str, Any]:
-    stats: QueueStats = await store.stats()
+    stats: QueueStats = await store.stats(now=now)
     dead = await store.list_jobs(states=(JobState.DEAD,), limit=max(limit, 0))
     retrying = await store.list_jobs(states=(JobState.PENDING, JobState.RUNNING), limit=SCAN_LIMIT)
     drafted = await store.list_jobs(states=(JobState.DRAFTED,), limit=max(limit, 0))

@@ -527,9 +527,11 @@ class Store(Protocol):
         be skipped because of its own place in the ledger.
         """
 
-    async def stats(self) -> QueueStats:
+    async def stats(self, *, now: float | None = None) -> QueueStats:
         """Queue depth by state, when the oldest unfinished job fell due, and how many
-        jobs wait out a grace period (``QueueStats``)."""
+        jobs wait out a grace period (``QueueStats``): with ``now``, only those whose
+        delay runs past it (one whose delay is over is due, even before a worker claims
+        it); without, every pending job marked ``GRACE_PERIOD``."""
 
     async def get_job(self, inbox_id: str, message_id: str) -> Job | None:
         """The job of one message, if any (inspection and tests)."""

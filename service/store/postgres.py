@@ -37,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import math
 import random
 import time
 import weakref
@@ -918,7 +919,9 @@ class PostgresStore:
 
         return await self._run(history)
 
-    async def stats(self) -> QueueStats:
+    async def stats(self, *, now: float | None = None) -> QueueStats:
+        until = -math.inf if now is None else now
+
         async def stats(conn: Conn) -> QueueStats:
             # A job waiting out its grace period falls due at its run_after, not at its
             # creation: a delay is not a backlog.
@@ -926,9 +929,10 @@ class PostgresStore:
                 """SELECT state, count(*),
                        min(CASE WHEN reason = %s THEN run_after ELSE created_at END) FILTER
                        (WHERE state IN ('pending', 'running')),
-                       count(*) FILTER (WHERE state = 'pending' AND reason = %s)
+                       count(*) FILTER
+                       (WHERE state = 'pending' AND reason = %s AND run_after > %s)
                    FROM jobs GROUP BY state""",
-                (GRACE_PERIOD, GRACE_PERIOD),
+                (GRACE_PERIOD, GRACE_PERIOD, until),
             )
             rows = await cursor.fetchall()
             counts = {state: int(count) for state, count, _, _ in rows}

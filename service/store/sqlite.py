@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import sqlite3
 import time
 from collections.abc import Callable
@@ -628,10 +629,14 @@ class SQLiteStore:
             lambda conn: _history(conn, inbox_id, thread_id, sender, exclude_job=exclude_job)
         )
 
-    async def stats(self) -> QueueStats:
+    async def stats(self, *, now: float | None = None) -> QueueStats:
+        until = -math.inf if now is None else now
+
         def stats(conn: sqlite3.Connection) -> QueueStats:
             counts = dict(conn.execute("SELECT state, count(*) FROM jobs GROUP BY state"))
-            oldest, waiting = conn.execute(_UNFINISHED, (GRACE_PERIOD, GRACE_PERIOD)).fetchone()
+            oldest, waiting = conn.execute(
+                _UNFINISHED, (GRACE_PERIOD, GRACE_PERIOD, until)
+            ).fetchone()
             suppressions = dict(
                 conn.execute("SELECT cause, count(*) FROM suppressions GROUP BY cause")
             )
@@ -691,9 +696,9 @@ class SQLiteStore:
 
 
 #: ``stats``: when the oldest unfinished job fell due (a job waiting out its grace period
-#: falls due at its ``run_after``), and how many wait so.
+#: falls due at its ``run_after``), and how many wait so, their delay not yet over.
 _UNFINISHED = """SELECT min(CASE WHEN reason = ? THEN run_after ELSE created_at END),
-        sum(state = 'pending' AND reason = ?)
+        sum(state = 'pending' AND reason = ? AND run_after > ?)
     FROM jobs WHERE state IN ('pending', 'running')"""
 
 #: ``own_replies``: through the ledger's thread index, the jobs whose reply is stored.

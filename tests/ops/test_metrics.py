@@ -36,6 +36,7 @@ def test_metrics_count_deliveries_replies_and_the_queue(
     assert sample(metrics, "autoreply_jobs", state="pending") == 0
     assert sample(metrics, "autoreply_jobs", state="dead") == 0
     assert sample(metrics, "autoreply_oldest_pending_job_age_seconds") == 0
+    assert sample(metrics, "autoreply_jobs_waiting") == 0
     assert sample(metrics, "autoreply_webhook_registration", state="registered") == 1
     assert sample(metrics, "autoreply_webhook_registration", state="failing") == 0
 
@@ -51,6 +52,21 @@ def test_skips_are_counted_by_reason(sandbox: Any, deployment: Deployment) -> No
     assert sample(metrics, "autoreply_replies_skipped_total", reason=reason) == 1
     assert sample(metrics, "autoreply_replies_sent_total") == 0
     assert sample(metrics, "autoreply_jobs", state="skipped") == 1
+
+
+def test_jobs_waiting_out_a_grace_period_are_pending_but_not_due(
+    sandbox: Any, deployment: Deployment
+) -> None:
+    """With a reply delay the job is pending and waiting, and no backlog: not yet due."""
+    service = deployment.start(AUTOREPLY_REPLY_DELAY="1h")
+    sandbox.admin.inject(from_="Jane <jane@example.com>", to=sandbox.inbox, subject="Hi")
+    deployment.wait_until(
+        lambda: sample(scrape(service.url), "autoreply_jobs_waiting") == 1,
+        what="one job waiting out its delay",
+    )
+    metrics = scrape(service.url)
+    assert sample(metrics, "autoreply_jobs", state="pending") == 1
+    assert sample(metrics, "autoreply_oldest_pending_job_age_seconds") == 0
 
 
 def test_a_scraper_asking_for_openmetrics_gets_it(deployment: Deployment) -> None:

@@ -253,6 +253,11 @@ async def test_a_deferred_job_waits_until_its_time_without_using_an_attempt(
     assert (stats.by_state["pending"], stats.waiting) == (1, 1)
     # A delay is not a backlog: the job falls due at the end of its delay.
     assert stats.oldest_pending_created_at == T0 + 300
+    # Asked at a moment, only a delay not yet over is waiting: once it is, the job is
+    # due, claimed or not.
+    assert (await store.stats(now=T0 + 299)).waiting == 1
+    assert (await store.stats(now=T0 + 300)).waiting == 0
+    assert (await store.stats(now=T0 + 300)).by_state["pending"] == 1
     await store.close()
     reopened = open_store(url)
     await reopened.open()
