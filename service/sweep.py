@@ -62,6 +62,9 @@ class SweepInterrupted(Exception):
     """The sweep lease was taken over: another sweeper goes on from the marks."""
 
 
+#: The outcomes of a pass (``autoreply_sweep_runs_total{outcome}``; see ``record``).
+OUTCOMES = ("completed", "failed", "interrupted")
+
 #: What one pass counts in an inbox, in the order logs and ``autoreply status`` show it.
 FINDINGS = ("scanned", "already_handled", "enqueued", "skipped")
 
@@ -393,7 +396,15 @@ class SweepLoop:
         self.interval = interval
 
     async def run(self) -> None:
-        """Sweep now and then every interval, until cancelled."""
+        """Sweep now and then every interval, until cancelled.
+
+        Each outcome of ``autoreply_sweep_runs_total`` is exposed from 0 as the loop
+        starts, so the first failed (or completed) pass is an increase Prometheus sees,
+        and a replica whose sweep is off (no loop) exposes none: the alert on failing
+        sweeps tells the two apart.
+        """
+        for outcome in OUTCOMES:
+            metrics.SWEEP_RUNS.labels(outcome=outcome)
         while True:
             # Waiting here holds no lease: another replica with calm intake may sweep.
             while self.sweeper.busy():

@@ -2,8 +2,10 @@
 
 A real ``autoreply serve`` is driven until the labelled series the queries name exist (a
 counter with labels appears in /metrics only with its first child): a reply that fails
-once with a retryable error and is then sent, a message the policy skips, and a delivery
-with a forged signature (401). Then its /metrics is scraped and every vector selector of
+once with a retryable error and is then sent, a message the policy skips, a delivery
+with a forged signature (401), and a catch-up sweep that fails once (AgentMail refuses to
+list the inboxes) and then completes, which sets its last success per inbox. Then its
+/metrics is scraped and every vector selector of
 every alert expression, dashboard query and dashboard variable is checked:
 
 * the metric is exposed, under that exact sample name (``_total``, ``_bucket``...);
@@ -117,7 +119,10 @@ def everything_used() -> dict[str, Uses]:
 
 def drive(sandbox: Any, deployment: Deployment) -> str:
     """Start a service, make it produce every labelled series the queries need, scrape it."""
-    service = deployment.start()
+    # The sweep at startup fails (a permanent error listing the inboxes); the next one,
+    # an interval later, completes.
+    sandbox.admin.add_fault("inboxes.list", status=403, times=1)
+    service = deployment.start(AUTOREPLY_SWEEP_INTERVAL="10s")
     # The first send fails with a retryable error, the retry sends it.
     sandbox.admin.add_fault("messages.reply", status=503, times=1)
     sandbox.admin.inject(
@@ -138,6 +143,18 @@ def drive(sandbox: Any, deployment: Deployment) -> str:
         timeout=10,
     )
     assert forged.status_code == 401
+
+    def swept() -> bool:
+        text = httpx.get(f"{service.url}/metrics", timeout=10).text
+        runs = {
+            sample.labels["outcome"]: sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+            if sample.name == "autoreply_sweep_runs_total"
+        }
+        return runs.get("failed", 0) >= 1 and runs.get("completed", 0) >= 1
+
+    deployment.wait_until(swept, what="a failed and then a completed sweep")
     response = httpx.get(f"{service.url}/metrics", timeout=10)
     assert response.status_code == 200
     return response.text

@@ -69,6 +69,28 @@ def test_jobs_waiting_out_a_grace_period_are_pending_but_not_due(
     assert sample(metrics, "autoreply_oldest_pending_job_age_seconds") == 0
 
 
+def test_sweep_outcomes_show_from_0_while_the_sweep_runs_and_not_when_it_is_off(
+    deployment: Deployment,
+) -> None:
+    """A sweeping replica exposes every outcome of its passes, those that never happened
+    at 0 (so a first failure is an increase AutoreplySweepFailing sees); a replica whose
+    sweep is off exposes none, so that alert never fires for it."""
+    off = deployment.start(AUTOREPLY_SWEEP_INTERVAL="0")
+    assert not [key for key in scrape(off.url) if key[0].startswith("autoreply_sweep_runs")]
+    off.stop()
+
+    on = deployment.start()
+    deployment.wait_until(
+        lambda: (
+            (sample(scrape(on.url), "autoreply_sweep_runs_total", outcome="completed") or 0) >= 1
+        ),
+        what="a completed sweep",
+    )
+    metrics = scrape(on.url)
+    assert sample(metrics, "autoreply_sweep_runs_total", outcome="failed") == 0
+    assert sample(metrics, "autoreply_sweep_runs_total", outcome="interrupted") == 0
+
+
 def test_a_scraper_asking_for_openmetrics_gets_it(deployment: Deployment) -> None:
     """Prometheus asks for OpenMetrics first; the answer must be valid OpenMetrics."""
     service = deployment.start()
