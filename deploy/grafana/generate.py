@@ -8,9 +8,10 @@ queries use against a running service.
 Import it in Grafana (Dashboards > New > Import) or provision it from a ConfigMap; it
 asks for a Prometheus data source and filters by the scrape ``job`` and ``instance``.
 
-Counters are per replica, so they are summed; ``autoreply_jobs`` and the oldest job's
-age describe the shared queue and every replica reports the same value, so those take
-``max`` per job.
+Counters are per replica, so they are summed; ``autoreply_jobs``,
+``autoreply_jobs_waiting`` and the oldest job's age describe the shared queue and every
+replica reports the same value, so those take ``max`` per job. The sweep's last success
+is per replica and inbox (the replica that swept it), so it takes ``max`` per inbox.
 """
 
 from __future__ import annotations
@@ -101,15 +102,19 @@ def overview() -> list[stat.Panel]:
     return [
         single(
             "Replies sent",
-            "Auto-replies sent in the dashboard's time range, all replicas.",
+            "Auto-replies sent in the dashboard's time range, all replicas (in draft mode, "
+            "the drafts people sent).",
             f"sum(increase(autoreply_replies_sent_total{{{SEL}}}[$__range]))",
             "short",
             thresholds((None, "blue")),
         ),
         single(
-            "Queue",
-            "Jobs pending or running now (the shared queue, read from the store).",
-            f'sum(max by (job, state) (autoreply_jobs{{{SEL}, state=~"pending|running"}}))',
+            "Queue (due)",
+            "Jobs pending or running now, less those waiting out a grace period "
+            "(AUTOREPLY_REPLY_DELAY, a rule's delay): the work before the workers (the "
+            "shared queue, read from the store). The waiting ones are the next row.",
+            f'sum(max by (job, state) (autoreply_jobs{{{SEL}, state=~"pending|running"}}))'
+            f" - sum(max by (job) (autoreply_jobs_waiting{{{SEL}}}))",
             "short",
             thresholds((None, "green"), (100, "orange"), (1000, "red")),
         ),
@@ -142,6 +147,57 @@ def overview() -> list[stat.Panel]:
             f'sum(autoreply_webhook_registration{{{SEL}, state="failing"}}) or vector(0)',
             "short",
             thresholds((None, ok[0]), (1, ok[1])),
+        ),
+        single(
+            "Waiting out a delay",
+            "Pending jobs waiting out a grace period, not yet due: a long "
+            "AUTOREPLY_REPLY_DELAY makes many, and that is no backlog.",
+            f"sum(max by (job) (autoreply_jobs_waiting{{{SEL}}}))",
+            "short",
+            thresholds((None, "blue")),
+        ),
+        single(
+            "Drafts awaiting review",
+            "Draft mode: reply drafts created and not yet sent or deleted by a person "
+            "(`autoreply drafts list`). In draft mode Replies sent counts only the drafts "
+            "people send, so it stays low.",
+            f'sum(max by (job) (autoreply_jobs{{{SEL}, state="drafted"}}))',
+            "short",
+            thresholds((None, "blue")),
+        ),
+        single(
+            "Drafts discarded",
+            "Draft mode: reply drafts deleted without being sent in the dashboard's time "
+            "range; their messages stay unanswered.",
+            f"sum(increase(autoreply_drafts_discarded_total{{{SEL}}}[$__range]))",
+            "short",
+            thresholds((None, "blue")),
+        ),
+        single(
+            "Missed mail found",
+            "Messages no webhook delivered that the catch-up sweep enqueued in the time "
+            "range (AutoreplySweepFoundMissedMail). Normally 0.",
+            f"sum(increase(autoreply_sweep_jobs_enqueued_total{{{SEL}}}[$__range]))",
+            "short",
+            thresholds((None, ok[0]), (1, "orange")),
+        ),
+        single(
+            "Failed sweeps",
+            "Catch-up sweep passes that failed in the time range (AutoreplySweepFailing "
+            "fires when none completed for an hour).",
+            f'sum(increase(autoreply_sweep_runs_total{{{SEL}, outcome="failed"}}[$__range]))',
+            "short",
+            thresholds((None, ok[0]), (1, "orange")),
+        ),
+        single(
+            "Last complete sweep",
+            "How long ago the inbox swept longest ago was last swept to the end (by any "
+            "replica since it started). No data while the sweep is off "
+            "(AUTOREPLY_SWEEP_INTERVAL=0) or before a first pass completed.",
+            "time() - min(max by (job, inbox_id) "
+            f"(autoreply_sweep_last_success_timestamp_seconds{{{SEL}}}))",
+            "s",
+            thresholds((None, "green"), (1800, "orange"), (3600, "red")),
         ),
     ]
 
@@ -245,12 +301,22 @@ def queue() -> list[timeseries.Panel]:
     return [
         graph(
             "Queue depth",
-            "Jobs pending and running (the shared queue, as every replica reads it from "
-            "the store).",
+            "The shared queue, as every replica reads it from the store: jobs due (pending "
+            "and not waiting out a grace period; some may wait for a retry's backoff), "
+            "waiting out a grace period (not yet due: no backlog), and running.",
             "short",
             query(
-                f'max by (job, state) (autoreply_jobs{{{SEL}, state=~"pending|running"}})',
-                "{{job}} {{state}}",
+                f'max by (job) (autoreply_jobs{{{SEL}, state="pending"}})'
+                f" - max by (job) (autoreply_jobs_waiting{{{SEL}}})",
+                "{{job}} due",
+            ),
+            query(
+                f"max by (job) (autoreply_jobs_waiting{{{SEL}}})",
+                "{{job}} waiting out a delay",
+            ),
+            query(
+                f'max by (job) (autoreply_jobs{{{SEL}, state="running"}})',
+                "{{job}} running",
             ),
         ),
         graph(
@@ -281,6 +347,66 @@ def queue() -> list[timeseries.Panel]:
             query(
                 f'max by (job, state) (autoreply_jobs{{{SEL}, state=~"done|skipped"}})',
                 "{{job}} {{state}}",
+            ),
+        ),
+    ]
+
+
+def drafts() -> list[timeseries.Panel]:
+    return [
+        graph(
+            "Drafts awaiting review",
+            "Draft mode (AUTOREPLY_MODE=draft, a rule's mode): reply drafts waiting for a "
+            "person to send or delete them, and the jobs whose draft was deleted unsent.",
+            "short",
+            query(
+                f'max by (job) (autoreply_jobs{{{SEL}, state="drafted"}})',
+                "{{job}} awaiting review",
+            ),
+            query(
+                f'max by (job) (autoreply_jobs{{{SEL}, state="discarded"}})',
+                "{{job}} discarded",
+            ),
+        ),
+        graph(
+            "Drafts created, sent, discarded",
+            "Per second: reply drafts created, replies sent (in draft mode, the drafts "
+            "people sent) and drafts deleted without being sent.",
+            "ops",
+            query(f"sum(rate(autoreply_drafts_created_total{{{SEL}}}[{RATE}]))", "created"),
+            query(f"sum(rate(autoreply_replies_sent_total{{{SEL}}}[{RATE}]))", "sent"),
+            query(f"sum(rate(autoreply_drafts_discarded_total{{{SEL}}}[{RATE}]))", "discarded"),
+        ),
+    ]
+
+
+def sweep() -> list[timeseries.Panel]:
+    return [
+        graph(
+            "Sweep runs by outcome",
+            "Catch-up sweep passes in the last hour by outcome (completed, failed, "
+            "interrupted), and the messages no webhook delivered that they enqueued. "
+            "AutoreplySweepFailing fires when passes fail and none completes for an hour.",
+            "short",
+            query(
+                f"sum by (outcome) (increase(autoreply_sweep_runs_total{{{SEL}}}[1h]))",
+                "{{outcome}}",
+            ),
+            query(
+                f"sum(increase(autoreply_sweep_jobs_enqueued_total{{{SEL}}}[1h]))",
+                "missed messages enqueued",
+            ),
+        ),
+        graph(
+            "Since the last complete sweep, by inbox",
+            "How long ago each inbox was last swept to the end (by any replica since it "
+            "started): a sawtooth up to the interval when healthy; an inbox whose line "
+            "keeps growing is the one failing.",
+            "s",
+            query(
+                "time() - max by (job, inbox_id) "
+                f"(autoreply_sweep_last_success_timestamp_seconds{{{SEL}}})",
+                "{{job}} {{inbox_id}}",
             ),
         ),
     ]
@@ -356,7 +482,8 @@ def build() -> dash.Dashboard:
         dash.Dashboard("AgentMail auto-reply")
         .uid(UID)
         .description(
-            "Deliveries, replies, latency, the queue and dead letters of agentmail-autoreply. "
+            "Deliveries, replies, latency, the queue, dead letters, draft mode and the "
+            "catch-up sweep of agentmail-autoreply. "
             "Generated by deploy/grafana/generate.py; the runbook is docs/operations.md."
         )
         .tags(["agentmail-autoreply"])
@@ -373,6 +500,8 @@ def build() -> dash.Dashboard:
         ("Deliveries and replies", intake()),
         ("Reply details and latency", replies()),
         ("Queue and dead letters", queue()),
+        ("Draft mode", drafts()),
+        ("Catch-up sweep", sweep()),
         ("Per replica", per_replica()),
     ]
     panel_id = 0

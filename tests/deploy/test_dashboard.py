@@ -49,8 +49,9 @@ def test_every_query_follows_the_data_source_and_the_picked_replicas() -> None:
 
 
 def test_it_shows_what_an_operator_looks_for() -> None:
-    """Deliveries by outcome, replies by fate, latency percentiles, the queue, dead letters,
-    and the replicas one by one."""
+    """Deliveries by outcome, replies by fate, latency percentiles, the queue (due apart
+    from waiting out a grace period), dead letters, draft mode, the catch-up sweep, and
+    the replicas one by one."""
     exprs = "\n".join(dashboard_expressions().values())
     for needle in (
         "sum by (outcome, status) (rate(autoreply_deliveries_total",
@@ -62,6 +63,13 @@ def test_it_shows_what_an_operator_looks_for() -> None:
         "autoreply_oldest_pending_job_age_seconds",
         'state="dead"',
         "sum by (instance) (rate(autoreply_deliveries_total",
+        "max by (job) (autoreply_jobs_waiting",
+        'state="drafted"',
+        "autoreply_drafts_created_total",
+        "autoreply_drafts_discarded_total",
+        "sum by (outcome) (increase(autoreply_sweep_runs_total",
+        'autoreply_sweep_runs_total{job=~"$job", instance=~"$instance", outcome="failed"}',
+        "time() - max by (job, inbox_id) (autoreply_sweep_last_success_timestamp_seconds",
     ):
         assert needle in exprs, needle
 
