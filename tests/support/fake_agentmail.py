@@ -9,7 +9,14 @@ AgentMail does where the worker depends on it:
 * labels are a set per message, changed atomically, returned after the change;
 * ``get_message`` returns the full message registered with ``add_message``;
 * ``get_thread`` returns the messages registered with ``add_to_thread``, one page,
-  oldest first (a thread nobody added to is an empty page).
+  oldest first (a thread nobody added to is an empty page);
+* ``create_draft`` keeps a reply draft; a create repeating a ``client_id`` already used
+  in the inbox returns that draft unchanged and creates nothing, while the draft exists
+  (sending or deleting it frees the ``client_id``), as AgentMail (and the sandbox,
+  ``service/sandbox/drafts.py``) does;
+* ``draft_exists`` is True until a person sends the draft (``send_draft``: the sent
+  message joins the thread, in reply to the message, labelled ``sent``) or deletes it
+  (``delete_draft``).
 
 Each method can be scripted call by call (``script``): raise an ``ApiFailure`` (see
 ``failure``, ``in_flight`` and ``timed_out`` for the kinds the adapter produces),
@@ -28,7 +35,9 @@ from typing import Any, Literal, TypeVar
 from service.agentmail_port import ApiFailure, ThreadPage, is_transient
 from service.models import PreparedReply
 
-Method = Literal["get_message", "update_labels", "reply", "get_thread"]
+Method = Literal[
+    "get_message", "update_labels", "reply", "get_thread", "create_draft", "draft_exists"
+]
 T = TypeVar("T")
 
 _ACTIONS: dict[Method, str] = {
@@ -36,6 +45,8 @@ _ACTIONS: dict[Method, str] = {
     "update_labels": "update labels",
     "reply": "reply",
     "get_thread": "get thread",
+    "create_draft": "create draft",
+    "draft_exists": "get draft",
 }
 
 
@@ -95,7 +106,11 @@ Step = Fail | FailAfterSend | Hang
 
 @dataclass(frozen=True, slots=True)
 class Call:
-    """One call as the caller made it."""
+    """One call as the caller made it.
+
+    ``message_id`` is the id the call names: the message's, the thread's for
+    ``get_thread``, the draft's for ``draft_exists``.
+    """
 
     method: Method
     inbox_id: str
@@ -103,6 +118,8 @@ class Call:
     add: tuple[str, ...] = ()
     remove: tuple[str, ...] = ()
     reply: PreparedReply | None = None
+    #: ``create_draft``'s ``client_id`` (None for other calls).
+    client_id: str | None = None
 
     @property
     def idempotency_key(self) -> str | None:
@@ -113,6 +130,18 @@ class Call:
     def body(self) -> bytes | None:
         """The reply's every field as bytes: equal bytes mean an identical request."""
         return None if self.reply is None else self.reply.to_json().encode()
+
+
+@dataclass(frozen=True, slots=True)
+class Draft:
+    """A reply draft as ``create_draft`` made it."""
+
+    draft_id: str
+    inbox_id: str
+    #: The message it answers.
+    in_reply_to: str
+    reply: PreparedReply
+    client_id: str
 
 
 class FakeAgentMail:
@@ -127,7 +156,13 @@ class FakeAgentMail:
         self.labels: dict[tuple[str, str], set[str]] = defaultdict(set)
         self._messages: dict[tuple[str, str], dict[str, Any]] = {}
         self._threads: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+        #: Reply drafts awaiting review, by draft id (sent or deleted ones are gone).
+        self.drafts: dict[str, Draft] = {}
+        #: Every draft ever created, in order: one per message unless a client_id was
+        #: freed (the draft sent or deleted) and used again.
+        self.created_drafts: list[Draft] = []
         self._sent_ids: dict[str, tuple[bytes | None, str]] = {}
+        self._draft_ids: dict[tuple[str, str], str] = {}
         self._script: dict[Method, deque[Step]] = defaultdict(deque)
 
     def add_message(self, message: dict[str, Any]) -> None:
@@ -138,6 +173,30 @@ class FakeAgentMail:
         """Append ``message`` (its ``inbox_id``, ``thread_id``, ``message_id``,
         ``labels``) to its thread, as the newest message."""
         self._threads[message["inbox_id"], message["thread_id"]].append(dict(message))
+
+    def send_draft(self, draft_id: str) -> str:
+        """A person sends the draft from AgentMail: it becomes a sent message in the
+        thread of the message it answers (which must have been added, with
+        ``add_message`` or ``add_to_thread``), readable with ``get_message``, and the
+        draft is gone. Returns the sent message's id."""
+        draft = self._forget(draft_id)
+        sent_id = f"<{draft_id}-sent@fake.agentmail.to>"
+        message = {
+            "inbox_id": draft.inbox_id,
+            "thread_id": self._thread_of(draft.inbox_id, draft.in_reply_to),
+            "message_id": sent_id,
+            "labels": ["sent"],
+            "in_reply_to": draft.in_reply_to,
+            "to": [draft.reply.to],
+            "text": draft.reply.text,
+        }
+        self.add_message(message)
+        self.add_to_thread(message)
+        return sent_id
+
+    def delete_draft(self, draft_id: str) -> None:
+        """A person deletes the draft unsent."""
+        self._forget(draft_id)
 
     def script(self, method: Method, *steps: Step) -> None:
         """Queue what the next calls of ``method`` do, one step per call."""
@@ -204,6 +263,45 @@ class FakeAgentMail:
         step = await self._before(Call("get_thread", inbox_id, thread_id))
         messages = [dict(m) for m in self._threads[inbox_id, thread_id]]
         return await self._after(step, ThreadPage(messages=messages, next_page_token=None))
+
+    async def create_draft(
+        self, inbox_id: str, message_id: str, reply: PreparedReply, *, client_id: str
+    ) -> str:
+        """A reply draft to ``message_id``; the existing one, unchanged, when the inbox
+        has a draft under ``client_id``."""
+        call = Call("create_draft", inbox_id, message_id, reply=reply, client_id=client_id)
+        step = await self._before(call)
+        draft_id = self._draft_ids.get((inbox_id, client_id))
+        if draft_id is None:
+            draft_id = f"draft-{len(self.created_drafts) + 1}"
+            draft = Draft(draft_id, inbox_id, message_id, reply, client_id)
+            self.drafts[draft_id] = draft
+            self.created_drafts.append(draft)
+            self._draft_ids[inbox_id, client_id] = draft_id
+        return await self._after(step, draft_id)
+
+    async def draft_exists(self, inbox_id: str, draft_id: str) -> bool:
+        """Whether the draft is still there (not sent, not deleted)."""
+        step = await self._before(Call("draft_exists", inbox_id, draft_id))
+        draft = self.drafts.get(draft_id)
+        return await self._after(step, draft is not None and draft.inbox_id == inbox_id)
+
+    # -- drafts ----------------------------------------------------------------------
+
+    def _forget(self, draft_id: str) -> Draft:
+        """Remove the draft and free its client_id."""
+        draft = self.drafts.pop(draft_id)
+        del self._draft_ids[draft.inbox_id, draft.client_id]
+        return draft
+
+    def _thread_of(self, inbox_id: str, message_id: str) -> str:
+        message = self._messages.get((inbox_id, message_id))
+        if message is not None:
+            return str(message["thread_id"])
+        for (inbox, thread_id), messages in self._threads.items():
+            if inbox == inbox_id and any(m["message_id"] == message_id for m in messages):
+                return thread_id
+        raise AssertionError(f"add {message_id} to the fake before sending a draft to it")
 
     # -- scripting -------------------------------------------------------------------
 
