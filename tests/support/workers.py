@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 from datetime import timedelta
 
+from handlers.modes import ReplyMode
 from handlers.policy import PolicyConfig
 from handlers.retry import RetryPolicy
 from service.agentmail_port import AgentMailPort
@@ -28,9 +29,12 @@ def make_worker(
     dry_run: bool = False,
     policy: PolicyConfig | None = None,
     reply_delay: timedelta = timedelta(0),
+    mode: ReplyMode = ReplyMode.SEND,
+    draft_check_seconds: float = 600.0,
 ) -> Worker:
-    """A worker with the labels ``unreplied`` and ``replied``; unless given, the shipped
-    templates, the default policy, no grace period, and not in dry run."""
+    """A worker with the labels ``unreplied``, ``replied`` and ``autoreply-draft``;
+    unless given, the shipped templates, the default policy, no grace period, replies
+    sent at once (``mode``), and not in dry run."""
     return Worker(
         store=store,
         api=api,
@@ -43,6 +47,9 @@ def make_worker(
             dry_run=dry_run,
             policy=policy or PolicyConfig(),
             reply_delay=reply_delay,
+            mode=mode,
+            draft_label="autoreply-draft",
+            draft_check_seconds=draft_check_seconds,
         ),
         retry=retry,
         clock=clock,

@@ -19,6 +19,7 @@ import orjson
 import pytest
 import structlog
 
+from handlers.modes import ReplyMode
 from handlers.policy import PolicyConfig
 from handlers.retry import RetryPolicy
 from service.models import Delivery, Job, MessageRef
@@ -45,6 +46,16 @@ STORE_STEPS = (
     "retry",
     "defer",
     "own_replies",
+    "await_draft",
+)
+#: The AgentMail calls the journal records.
+API_STEPS = (
+    "get_message",
+    "update_labels",
+    "reply",
+    "get_thread",
+    "create_draft",
+    "draft_exists",
 )
 
 
@@ -100,6 +111,8 @@ class Harness:
         policy: PolicyConfig | None = None,
         retry: RetryPolicy | None = None,
         reply_delay: timedelta = timedelta(0),
+        mode: ReplyMode = ReplyMode.SEND,
+        draft_check_seconds: float = 600.0,
     ) -> None:
         """Replace the worker with one configured so."""
         self.worker = make_worker(
@@ -113,6 +126,8 @@ class Harness:
             policy=policy,
             retry=retry,
             reply_delay=reply_delay,
+            mode=mode,
+            draft_check_seconds=draft_check_seconds,
         )
         self._watch(self.worker.templates, ("render",))
 
@@ -189,7 +204,7 @@ class Harness:
 
 
 def _journalled(journal: list[str], name: str, original: Any) -> Any:
-    if name in ("reply", "update_labels", "get_message", "get_thread", *STORE_STEPS):
+    if name in (*API_STEPS, *STORE_STEPS):
 
         async def async_call(*args: Any, **kwargs: Any) -> Any:
             journal.append(_entry(name, kwargs))
@@ -209,7 +224,7 @@ def _entry(name: str, kwargs: dict[str, Any]) -> str:
     if name == "update_labels":
         added = " ".join(f"+{label}" for label in kwargs.get("add", ()))
         removed = " ".join(f"-{label}" for label in kwargs.get("remove", ()))
-        return f"update_labels {added} {removed}".strip()
+        return " ".join(part for part in ("update_labels", added, removed) if part)
     if name == "finish":
         return f"finish {kwargs['state']}"
     return name
@@ -236,7 +251,7 @@ async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
         journal=journal,
     )
     built._watch(store, STORE_STEPS)
-    built._watch(api, ("get_message", "update_labels", "reply", "get_thread"))
+    built._watch(api, API_STEPS)
     built._watch(worker.templates, ("render",))
     try:
         yield built
