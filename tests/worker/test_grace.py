@@ -11,12 +11,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from handlers.policy import PolicyConfig
 from service.models import AttemptOutcome, JobState
 from service.store.base import GRACE_PERIOD
 from service.templates import LiveTemplates
 from tests.support.fake_agentmail import Fail, FailAfterSend, failure
-from tests.worker.conftest import INBOX, MESSAGE_ID, START, THREAD_ID, Harness, payload
+from tests.worker.conftest import INBOX, LEASE, MESSAGE_ID, START, THREAD_ID, Harness, payload
 
 DELAY = timedelta(minutes=5)
 #: The steps of the attempt after the delay, up to the send, when nobody answered.
@@ -352,3 +354,48 @@ async def test_a_message_received_long_before_its_delay_ended_does_not_wait(
 
     assert "defer" not in harness.journal
     assert [c.method for c in harness.api.calls].count("get_thread") == 1
+
+
+async def _woken_early(harness: Harness) -> None:
+    """The job waits out its delay and a sent event (no answer) wakes it early."""
+    assert await harness.run() == AttemptOutcome.DEFERRED
+    harness.clock.now = START + 30
+    await harness.store.note_sent(
+        inbox_id=INBOX, thread_id=THREAD_ID, message_id="<other@x>", now=START + 30
+    )
+
+
+@pytest.mark.parametrize("woken_early", [False, True], ids=["first-claim", "woken-early"])
+async def test_lease_lost_before_deferring_leaves_the_wait_to_the_next_worker(
+    harness: Harness, woken_early: bool
+) -> None:
+    """Another worker takes the job just before it is put back to wait (on its first
+    claim, or when woken early with no answer): the deferral changes nothing, nothing
+    reaches AgentMail but the thread read, and the job stays with the other worker. When
+    that lease runs out, the job waits out its delay and is answered once."""
+    harness.configure(reply_delay=DELAY)
+    message = received()
+    await harness.deliver(message)
+    harness.api.add_to_thread(message)
+    if woken_early:
+        await _woken_early(harness)
+    harness.before("defer", harness.steal_lease)
+    harness.journal.clear()
+
+    assert await harness.run() == AttemptOutcome.LEASE_LOST
+
+    assert harness.journal[-1] == "defer"
+    assert [c.method for c in harness.api.calls] == (["get_thread"] if woken_early else [])
+    job = await harness.job()
+    assert job.state is JobState.RUNNING
+
+    harness.clock.now += 2 * LEASE + 2
+    assert harness.clock.now < START + DELAY.total_seconds()
+    assert await harness.run() == AttemptOutcome.DEFERRED
+    assert await harness.store.next_due() == START + DELAY.total_seconds()
+    assert await harness.run_when_due() == AttemptOutcome.REPLIED
+
+    assert len(harness.api.sent) == 1
+    assert harness.api.labels[INBOX, MESSAGE_ID] == {"replied"}
+    job = await harness.job()
+    assert (job.state, job.reason) == (JobState.DONE, "replied")

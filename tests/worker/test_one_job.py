@@ -19,6 +19,7 @@ from prometheus_client import REGISTRY
 from handlers.idempotency import reply_key
 from handlers.policy import History, PolicyConfig
 from handlers.retry import SEND_WINDOW, RetryPolicy
+from handlers.suppression import ALL_INBOXES
 from service.agentmail_port import ApiFailure
 from service.models import AttemptOutcome, Delivery, JobState, MessageRef
 from service.store import StoreUnavailable, open_store
@@ -117,6 +118,35 @@ async def test_policy_skip_touches_nothing_at_agentmail(harness: Harness) -> Non
     job = await harness.job()
     assert (job.state, job.reason) == (JobState.SKIPPED, "auto_submitted")
     assert harness.attempts[0]["reason"] == "auto_submitted"
+
+
+@pytest.mark.parametrize("inbox_id", [INBOX, ALL_INBOXES], ids=["this-inbox", "every-inbox"])
+async def test_a_suppressed_sender_is_skipped_with_the_entrys_reason(
+    harness: Harness, inbox_id: str
+) -> None:
+    """Jane is on the suppression list (for this inbox, or for every inbox): her message
+    is skipped ``suppressed`` with the entry's cause and reason, nothing reaches
+    AgentMail and nothing is reserved. Removed from the list, her next message is
+    answered."""
+    assert await harness.store.add_suppression(
+        inbox_id=inbox_id, address="jane@example.com", reason="asked to be left alone", now=START
+    )
+    await harness.deliver()
+
+    assert await harness.run() == AttemptOutcome.SKIPPED
+
+    assert harness.journal == ["history", "finish skipped"]
+    assert harness.api.calls == []
+    job = await harness.job()
+    assert (job.state, job.reason) == (JobState.SKIPPED, "suppressed")
+    assert harness.attempts[0]["detail"] == "manual: asked to be left alone"
+    history = await ledger(harness)
+    assert (history.replies_in_thread, history.last_reply_to_sender_at) == (0, None)
+
+    await harness.store.remove_suppression(address="jane@example.com", inbox_id=None, now=START)
+    await harness.deliver(payload(message_id="<question-2@example.com>"))
+    assert await harness.run() == AttemptOutcome.REPLIED
+    assert [call.message_id for call in harness.api.sent] == ["<question-2@example.com>"]
 
 
 async def test_a_sender_that_is_no_address_is_skipped_without_reading_the_ledger(
