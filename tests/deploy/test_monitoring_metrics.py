@@ -15,6 +15,8 @@ every alert expression, dashboard query and dashboard variable is checked:
 * ``rate``/``increase`` only ever read counters (or a histogram's series);
 * each ``by``/``on``/``without`` label is a label of the metrics in that expression.
 
+Every metric the scrape shows must also have its row in the README's metrics table.
+
 ``job``, ``instance`` and ``namespace`` are not the service's: Prometheus adds them at
 scrape time (``namespace`` with the Prometheus Operator), so they are accepted by name.
 Syntax is promtool's part (test_alerts.py, test_dashboard.py).
@@ -117,6 +119,32 @@ def everything_used() -> dict[str, Uses]:
     return used
 
 
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def documented() -> set[str]:
+    """The metric names of the README's table (its rows start with a name in backticks)."""
+    return set(re.findall(r"^\| `(autoreply_\w+)", README.read_text(), re.MULTILINE))
+
+
+def family_names(text: str) -> set[str]:
+    """The service's metric names in a scrape, as a reader writes them (``_total`` on counters).
+
+    prometheus_client adds a ``<name>_created`` gauge beside each counter and histogram
+    (when it was created); those are not metrics of their own.
+    """
+    families = {
+        family.name: family.type
+        for family in text_string_to_metric_families(text)
+        if family.name.startswith("autoreply_")
+    }
+    return {
+        f"{name}_total" if kind == "counter" else name
+        for name, kind in families.items()
+        if not (name.endswith("_created") and name.removesuffix("_created") in families)
+    }
+
+
 def drive(sandbox: Any, deployment: Deployment) -> str:
     """Start a service, make it produce every labelled series the queries need, scrape it."""
     # The sweep at startup fails (a permanent error listing the inboxes); the next one,
@@ -166,9 +194,13 @@ def test_every_metric_and_label_used_exists_on_a_running_service(
 ) -> None:
     deployment = Deployment(sandbox, tmp_path)
     try:
-        exposed = index(drive(sandbox, deployment))
+        text = drive(sandbox, deployment)
     finally:
         deployment.stop()
+    # An operator reads what a metric means in the README's table: none is left out.
+    undocumented = family_names(text) - documented()
+    assert not undocumented, f"metrics missing from the README's table: {sorted(undocumented)}"
+    exposed = index(text)
     used = everything_used()
     assert len([name for name in used if name.startswith("alert ")]) == len(alert_expressions())
     found = [problem for name, one in used.items() for problem in problems(name, one, exposed)]
