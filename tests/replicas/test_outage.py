@@ -17,7 +17,7 @@ from service.store.postgres import PostgresStore
 from tests.replicas.conftest import ReplicaSet, assert_replied_once, inject
 from tests.store.test_store_contract import delivery
 from tests.support import postgres
-from tests.support.waiting import until
+from tests.support.waiting import until, until_awaited
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -72,15 +72,14 @@ async def test_store_fails_fast_while_down_and_recovers_by_itself(
         await asyncio.to_thread(server.start)
         recorded: list[Recorded] = []
 
-        async def record_again() -> None:
+        async def record_again() -> bool:
             try:
                 recorded.append(await store.record_delivery(delivery("s2", "e2", "<m2@x>"), now=3))
             except StoreUnavailable:
-                await asyncio.sleep(0.1)
+                return False
+            return True
 
-        async with asyncio.timeout(60):
-            while not recorded:
-                await record_again()
+        await until_awaited(record_again, within=60, what="the store to take deliveries again")
         assert recorded == [Recorded.ENQUEUED]
         # The listener is back too: it woke on reconnecting, and wakes on new jobs.
         await until(lambda: wakes >= 3, within=60, what="the listener to reconnect")
@@ -112,14 +111,17 @@ async def test_store_does_not_hang_on_a_frozen_database(
         finally:
             server.thaw()
         recorded: list[Recorded] = []
-        async with asyncio.timeout(60):
-            while not recorded:
-                try:
-                    recorded.append(
-                        await store.record_delivery(delivery("s1", "e1", "<m1@x>"), now=2.0)
-                    )
-                except StoreUnavailable:
-                    await asyncio.sleep(0.1)
+
+        async def record_again() -> bool:
+            try:
+                recorded.append(
+                    await store.record_delivery(delivery("s1", "e1", "<m1@x>"), now=2.0)
+                )
+            except StoreUnavailable:
+                return False
+            return True
+
+        await until_awaited(record_again, within=60, what="the store to take deliveries again")
         assert recorded == [Recorded.ENQUEUED]
     finally:
         await store.close()

@@ -9,7 +9,6 @@ mass mail too large to parse cheaply is skipped with its own reason.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ import structlog
 from service.agentmail_api import AgentMailApi
 from service.models import Delivery, JobState, MessageRef
 from service.store import Store, open_store
+from tests.support.waiting import until_awaited
 from tests.support.workers import make_worker
 
 INBOX = "support@example.agentmail.to"
@@ -61,17 +61,19 @@ async def run_one(store: Store, message: dict[str, Any]) -> tuple[Any, list[dict
     # No request may reach AgentMail: nothing listens on port 9.
     api = AgentMailApi(api_key="am_unused", base_url="http://127.0.0.1:9", timeout=2)
     worker = make_worker(store, api, concurrency=1)
+    job: Any = None
+
+    async def final() -> bool:
+        nonlocal job
+        job = await store.get_job(INBOX, message["message_id"])
+        assert job is not None
+        return job.state in (JobState.DONE, JobState.SKIPPED, JobState.DEAD)
+
     with structlog.testing.capture_logs() as logs:
         await worker.start()
-        deadline = time.monotonic() + 30
         try:
-            while True:
-                job = await store.get_job(INBOX, message["message_id"])
-                assert job is not None
-                if job.state in (JobState.DONE, JobState.SKIPPED, JobState.DEAD):
-                    return job, logs
-                assert time.monotonic() < deadline, f"job still {job.state}: {logs}"
-                await asyncio.sleep(0.02)
+            await until_awaited(final, within=30, what=lambda: f"job still {job.state}: {logs}")
+            return job, logs
         finally:
             await worker.stop(5)
             await api.aclose()

@@ -17,6 +17,7 @@ import pytest
 import structlog
 
 from service.logging import MAX_TRACEBACK_CHARS, MAX_VALUE_CHARS, UtcTimestamp, configure_logging
+from tests.support.waiting import until_sync
 
 ISO_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
 
@@ -67,11 +68,13 @@ def test_lines_below_the_level_are_dropped(stderr: pytest.CaptureFixture[str]) -
 @pytest.mark.slow
 def test_timestamps_follow_the_clock_across_seconds() -> None:
     stamp = UtcTimestamp()
-    seen = []
-    deadline = time.time() + 2.5
-    while time.time() < deadline:
+    seen: list[str] = []
+
+    def the_second_moved_on() -> bool:
         seen.append(stamp(None, "info", {})["timestamp"])
-        time.sleep(0.05)
+        return len({s[:19] for s in seen}) >= 2
+
+    until_sync(the_second_moved_on, timeout=30, what="the timestamp's second to move on")
     assert all(ISO_UTC.match(s) for s in seen)
     assert seen == sorted(seen)
     assert len({s[:19] for s in seen}) >= 2  # the cached second moved on

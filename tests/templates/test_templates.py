@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -14,6 +12,7 @@ import structlog
 
 from handlers.message import InboundMessage
 from service.templates import LiveTemplates, TemplateError, TemplateSet, check
+from tests.support.waiting import until
 from tests.templates.conftest import Files
 
 
@@ -292,16 +291,6 @@ def test_broken_templates_stop_startup(folder: Files) -> None:
         LiveTemplates(folder({"default/body.txt": "{{ }}\n"}))
 
 
-async def _wait_for(condition: Callable[[], bool]) -> bool:
-    """Poll ``condition`` until it holds or five seconds pass."""
-    deadline = time.monotonic() + 5.0
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        await asyncio.sleep(0.01)
-    return condition()
-
-
 async def test_watch_reloads_on_change(folder: Files) -> None:
     """Saving a template is picked up without a restart; a broken save is not."""
     root = folder({"default/body.txt": "before\n"})
@@ -309,10 +298,14 @@ async def test_watch_reloads_on_change(folder: Files) -> None:
     task = asyncio.create_task(live.watch(0.01))
     try:
         folder({"default/body.txt": "after the edit\n"})
-        assert await _wait_for(lambda: live.render(message()).text == "after the edit\n")
+        await until(
+            lambda: live.render(message()).text == "after the edit\n", what="the edit to load"
+        )
+        assert live.render(message()).text == "after the edit\n"
         with structlog.testing.capture_logs() as logs:
             folder({"default/body.txt": "{% broken\n"})
-            assert await _wait_for(lambda: bool(logs))
+            await until(lambda: bool(logs), what="a log line about the broken save")
+            assert logs
         assert logs[0]["event"] == "templates_reload_failed"
         assert logs[0]["error"].startswith(f"{root}/default/body.txt:1: ")
         assert live.render(message()).text == "after the edit\n"
