@@ -38,6 +38,7 @@ DRAFTS_DISCARDED = Counter(
 REPLIES_SKIPPED = Counter(
     "autoreply_replies_skipped_total", "Messages not answered, by policy reason.", ["reason"]
 )
+#: Labelled with ``service.models.FailureKind``.
 REPLIES_FAILED = Counter(
     "autoreply_replies_failed_total",
     "Job attempts that failed (AgentMail error, timeout, template error), by kind: "
@@ -63,9 +64,7 @@ SUPPRESSIONS_ADDED = Counter(
     ["cause"],
 )
 
-#: The catch-up sweep (``service.sweep``). Outcomes: ``completed`` (every inbox in scope
-#: listed to the end), ``failed`` (an inbox or the inbox list could not be read, or the
-#: store failed), ``interrupted`` (shutdown, or the sweep lease was taken over).
+#: The catch-up sweep (``service.sweep``), labelled with ``service.models.SweepOutcome``.
 SWEEP_RUNS = Counter("autoreply_sweep_runs_total", "Catch-up sweep passes by outcome.", ["outcome"])
 SWEEP_SCANNED = Counter(
     "autoreply_sweep_messages_scanned_total", "Received messages listed by the catch-up sweep."

@@ -171,6 +171,28 @@ class DeliveryOutcome(enum.StrEnum):
     UNAVAILABLE = "unavailable"
 
 
+class FailureKind(enum.StrEnum):
+    """Which kind of failure a job attempt met: the ``kind`` label of
+    ``autoreply_replies_failed_total`` (dashboards and alerts use these values)."""
+
+    #: Retried while attempts and the Idempotency-Key window last.
+    TRANSIENT = "transient"
+    #: Dead-lettered at once.
+    PERMANENT = "permanent"
+
+
+class SweepOutcome(enum.StrEnum):
+    """How one catch-up sweep pass ended: the ``outcome`` of the ``sweep`` log line and
+    the label of ``autoreply_sweep_runs_total`` (dashboards and alerts use these values)."""
+
+    #: Every inbox in scope listed to the end.
+    COMPLETED = "completed"
+    #: An inbox or the inbox list could not be read, or the store failed.
+    FAILED = "failed"
+    #: Shutdown, or the sweep lease was taken over.
+    INTERRUPTED = "interrupted"
+
+
 class RegistrationState(enum.StrEnum):
     """Where the webhook registration is: the ``state`` of
     ``autoreply_webhook_registration`` (exactly one is 1)."""

@@ -40,6 +40,7 @@ from handlers.message import MESSAGE_RECEIVED
 from handlers.sweep import PAGE_SIZE, Finding, advance, classify, first_mark, listing_start
 from service import metrics
 from service.agentmail_port import ApiFailure, MessagePage, SweepPort
+from service.models import SweepOutcome
 from service.store.base import Store, StoreUnavailable
 
 log = structlog.get_logger("autoreply.sweep")
@@ -353,14 +354,14 @@ class Sweeper:
         # Which sweeper (``leases.owner``) holds the sweep from here to its ``sweep`` line.
         log.info("sweep_started", owner=self.owner)
         started = time.perf_counter()
-        outcome = "failed"
+        outcome = SweepOutcome.FAILED
         report: SweepReport | None = None
         try:
             report = await self.sweep(since=since)
-            outcome = "completed" if report.ok else "failed"
+            outcome = SweepOutcome.COMPLETED if report.ok else SweepOutcome.FAILED
             return report
         except (SweepInterrupted, asyncio.CancelledError):
-            outcome = "interrupted"
+            outcome = SweepOutcome.INTERRUPTED
             raise
         except StoreUnavailable as exc:
             log.warning("sweep_failed", error=str(exc))
@@ -372,13 +373,15 @@ class Sweeper:
             await self.release()
 
 
-def record(report: SweepReport | None, *, outcome: str, now: float, started: float) -> None:
+def record(
+    report: SweepReport | None, *, outcome: SweepOutcome, now: float, started: float
+) -> None:
     """The metrics and the log line of one pass."""
     metrics.SWEEP_RUNS.labels(outcome=outcome).inc()
     fields: dict[str, Any] = {"outcome": outcome}
     if report is not None:
         for counts in report.inboxes:
-            if counts.error is None and outcome != "interrupted":
+            if counts.error is None and outcome != SweepOutcome.INTERRUPTED:
                 metrics.SWEEP_LAST_SUCCESS.labels(inbox_id=counts.inbox_id).set(now)
         fields.update(report.totals())
         fields["inboxes"] = {c.inbox_id: c.fields() for c in report.inboxes}

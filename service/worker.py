@@ -53,7 +53,7 @@ from handlers.retry import SEND_WINDOW, RetryPolicy
 from handlers.rules import SKIP, Choice, Delay, matching_rule, reply_delay
 from service import metrics
 from service.agentmail_port import SENT_LABEL, AgentMailPort, ApiFailure
-from service.models import AttemptOutcome, Job, JobState, PreparedReply
+from service.models import AttemptOutcome, FailureKind, Job, JobState, PreparedReply
 from service.store.base import GRACE_PERIOD, Store, StoreUnavailable
 from service.templates import LiveTemplates, TemplateError, TemplateSet
 
@@ -684,7 +684,9 @@ class Worker:
         transient: bool,
         retry_after: float | None = None,
     ) -> tuple[AttemptOutcome, dict[str, object]]:
-        metrics.REPLIES_FAILED.labels(kind="transient" if transient else "permanent").inc()
+        metrics.REPLIES_FAILED.labels(
+            kind=FailureKind.TRANSIENT if transient else FailureKind.PERMANENT
+        ).inc()
         now = self.clock()
         fields: dict[str, object] = {"error": error}
         run_after = None
