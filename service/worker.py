@@ -357,23 +357,9 @@ class Worker:
             sent_id = await self.api.reply(job.inbox_id, job.message_id, reply)
             metrics.REPLIES_SENT.inc()
             metrics.REPLY_LATENCY.observe(max(0.0, self.clock() - job.created_at))
-            # The relabel need not wait for the ledger write: if either fails, the
-            # retry resends under the same key (a replay) and relabels again.
-            marked, relabelled = await asyncio.gather(
-                self.store.mark_sent(
-                    job.id,
-                    owner=self.owner,
-                    sent_message_id=sent_id,
-                    thread_id=message.thread_id,
-                    sender=reply.to,
-                    now=self.clock(),
-                ),
-                self._relabel(job),
-                return_exceptions=True,
-            )
-            _raise_first(marked, relabelled)
-            if marked is False:
-                raise LostLease
+            # If the ledger write or the relabel fails, the retry resends under the
+            # same key (a replay) and does both again.
+            await self._mark_sent(job, message, reply, sent_id)
         else:
             await self._relabel(job)
         await self._finish(job, JobState.DONE, "replied")
@@ -462,25 +448,7 @@ class Worker:
         self, job: Job, message: InboundMessage, reply: PreparedReply, sent_id: str
     ) -> tuple[AttemptOutcome, dict[str, object]]:
         """The draft went out as ``sent_id``: one PATCH, ledger, done."""
-        marked, relabelled = await asyncio.gather(
-            self.store.mark_sent(
-                job.id,
-                owner=self.owner,
-                sent_message_id=sent_id,
-                thread_id=message.thread_id,
-                sender=reply.to,
-                now=self.clock(),
-            ),
-            self._label(
-                job,
-                add=[self.config.replied_label],
-                remove=[self.config.unreplied_label, self.config.draft_label],
-            ),
-            return_exceptions=True,
-        )
-        _raise_first(marked, relabelled)
-        if marked is False:
-            raise LostLease
+        await self._mark_sent(job, message, reply, sent_id, draft=True)
         await self._finish(job, JobState.DONE, "replied")
         metrics.REPLIES_SENT.inc()
         return AttemptOutcome.REPLIED, {
@@ -646,11 +614,40 @@ class Worker:
             job.inbox_id, job.message_id, add=add or (), remove=remove or ()
         )
 
-    async def _relabel(self, job: Job) -> list[str]:
-        """The one PATCH that marks the message answered."""
-        return await self._label(
-            job, add=[self.config.replied_label], remove=[self.config.unreplied_label]
+    async def _relabel(self, job: Job, *, draft: bool = False) -> list[str]:
+        """The one PATCH that marks the message answered (and no longer drafted)."""
+        remove = [self.config.unreplied_label]
+        if draft:
+            remove.append(self.config.draft_label)
+        return await self._label(job, add=[self.config.replied_label], remove=remove)
+
+    async def _mark_sent(
+        self,
+        job: Job,
+        message: InboundMessage,
+        reply: PreparedReply,
+        sent_id: str,
+        *,
+        draft: bool = False,
+    ) -> None:
+        """Record the reply sent as ``sent_id`` and relabel the message, together: the
+        relabel need not wait for the ledger write. Raises the first failure, or
+        LostLease if the job is no longer this worker's."""
+        marked, relabelled = await asyncio.gather(
+            self.store.mark_sent(
+                job.id,
+                owner=self.owner,
+                sent_message_id=sent_id,
+                thread_id=message.thread_id,
+                sender=reply.to,
+                now=self.clock(),
+            ),
+            self._relabel(job, draft=draft),
+            return_exceptions=True,
         )
+        _raise_first(marked, relabelled)
+        if marked is False:
+            raise LostLease
 
     def _prepare(
         self, message: InboundMessage, templates: TemplateSet, chosen: _Chosen
