@@ -10,7 +10,8 @@
 * the sandbox's own verbs come from ``service.sandbox.cli``
 
 Each module registers its verbs through ``add_commands(subparsers)``; this one only
-dispatches, and holds what every verb shares: ``load_settings`` and ``fail``.
+dispatches, and holds what every verb shares: ``load_settings``, ``with_store`` (and
+``run_on_store``, which exits 1 when the store is unavailable) and ``fail``.
 """
 
 from __future__ import annotations
@@ -83,6 +84,16 @@ def with_store(settings: Settings, work: Callable[[Store], Awaitable[T]]) -> T:
             await store.close()
 
     return asyncio.run(run())
+
+
+def run_on_store(settings: Settings, work: Callable[[Store], Awaitable[T]]) -> T:
+    """``with_store``, or exit 1 with ``autoreply: store unavailable: <why>``."""
+    from service.store import StoreUnavailable
+
+    try:
+        return with_store(settings, work)
+    except StoreUnavailable as exc:
+        fail(f"store unavailable: {exc}", 1)
 
 
 def fail(message: str, code: int) -> NoReturn:

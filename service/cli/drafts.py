@@ -19,11 +19,11 @@ from typing import Any
 
 from handlers.idempotency import draft_send_key
 from service.agentmail_api import AgentMailApi, ApiFailure
-from service.cli import load_settings, with_store
+from service.cli import load_settings, run_on_store
 from service.cli.ops import SCAN_LIMIT, _duration
 from service.models import Job, JobState
 from service.settings import Settings
-from service.store import Store, StoreUnavailable
+from service.store import Store
 
 
 def add_commands(subparsers: Any) -> None:
@@ -69,11 +69,7 @@ def _item(job: Job, now: float) -> dict[str, Any]:
 def _list(args: argparse.Namespace) -> int:
     settings = load_settings()
     now = time.time()
-    try:
-        jobs = with_store(settings, awaiting_review)
-    except StoreUnavailable as exc:
-        print(f"autoreply: store unavailable: {exc}", file=sys.stderr)
-        return 1
+    jobs = run_on_store(settings, awaiting_review)
     items = [_item(job, now) for job in jobs]
     if args.json:
         print(json.dumps(items, indent=2))
@@ -94,11 +90,7 @@ def _list(args: argparse.Namespace) -> int:
 
 def _send(args: argparse.Namespace) -> int:
     settings = load_settings()
-    try:
-        return with_store(settings, lambda store: send_drafts(store, settings, args.draft_id))
-    except StoreUnavailable as exc:
-        print(f"autoreply: store unavailable: {exc}", file=sys.stderr)
-        return 1
+    return run_on_store(settings, lambda store: send_drafts(store, settings, args.draft_id))
 
 
 async def send_drafts(store: Store, settings: Settings, draft_id: str | None) -> int:

@@ -24,18 +24,16 @@ import json
 import sys
 import time
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 from handlers.retry import SEND_WINDOW
 from service import registration
 from service.agentmail_api import AgentMailApi, ApiFailure, WebhookInfo
-from service.cli import load_settings, with_store
+from service.cli import load_settings, run_on_store
 from service.models import JobState, JobSummary, QueueStats
 from service.settings import Settings, redact_url
-from service.store import Store, StoreUnavailable
+from service.store import Store
 from service.sweep import FINDINGS
-
-T = TypeVar("T")
 
 #: Dead letters and errors shown by default.
 DEFAULT_LIMIT = 20
@@ -81,14 +79,9 @@ def add_commands(subparsers: Any) -> None:
 def _status(args: argparse.Namespace) -> int:
     settings = load_settings()
     now = time.time()
-    try:
-        report = with_store(
-            settings,
-            lambda store: _store_report(store, settings=settings, now=now, limit=args.limit),
-        )
-    except StoreUnavailable as exc:
-        print(f"autoreply: store unavailable: {exc}", file=sys.stderr)
-        return 1
+    report = run_on_store(
+        settings, lambda store: _store_report(store, settings=settings, now=now, limit=args.limit)
+    )
     report["webhook"] = asyncio.run(_webhook_report(settings, check=not args.no_api))
     if args.json:
         print(json.dumps(report, indent=2, sort_keys=True))
@@ -404,14 +397,9 @@ def _requeue(args: argparse.Namespace) -> int:
     settings = load_settings()
     now = time.time()
     message_id: str | None = args.message_id
-    try:
-        result = with_store(
-            settings,
-            lambda store: requeue(store, message_id=message_id, dead=args.dead, now=now),
-        )
-    except StoreUnavailable as exc:
-        print(f"autoreply: store unavailable: {exc}", file=sys.stderr)
-        return 1
+    result = run_on_store(
+        settings, lambda store: requeue(store, message_id=message_id, dead=args.dead, now=now)
+    )
     target = "every dead job" if message_id is None else f"message {message_id}"
     if result.requeued:
         print(f"requeued {result.requeued} job(s) ({target}); a running service retries them now")

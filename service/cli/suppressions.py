@@ -19,17 +19,14 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any
 
 from handlers.suppression import ALL_INBOXES, normalise_address, stored_address
-from service.cli import fail, load_settings, with_store
+from service.cli import fail, load_settings, run_on_store
 from service.models import Suppression
 from service.settings import Settings
-from service.store import Store, StoreUnavailable
-
-T = TypeVar("T")
+from service.store import Store
 
 #: The longest ``--reason`` kept (it is shown in ``list`` and in every skip's detail).
 MAX_REASON = 500
@@ -101,20 +98,13 @@ def _inbox(text: str | None, settings: Settings) -> str | None:
     return inbox
 
 
-def _run_on_store(settings: Settings, work: Callable[[Store], Awaitable[T]]) -> T:
-    try:
-        return with_store(settings, work)
-    except StoreUnavailable as exc:
-        fail(f"store unavailable: {exc}", 1)
-
-
 def _list(args: argparse.Namespace) -> int:
     settings = load_settings()
 
     async def work(store: Store) -> list[Suppression]:
         return await store.list_suppressions()
 
-    entries = _run_on_store(settings, work)
+    entries = run_on_store(settings, work)
     if args.json:
         print(json.dumps([_as_json(entry) for entry in entries], indent=2))
         return 0
@@ -154,7 +144,7 @@ def _add(args: argparse.Namespace) -> int:
         )
 
     where = "every inbox" if inbox == ALL_INBOXES else inbox
-    if _run_on_store(settings, work):
+    if run_on_store(settings, work):
         print(f"suppressed {address} for {where}")
     else:
         print(f"{address} was already suppressed for {where}; left as it was")
@@ -175,7 +165,7 @@ def _remove(args: argparse.Namespace) -> int:
         ]
         return removed, everywhere
 
-    removed, everywhere = _run_on_store(settings, work)
+    removed, everywhere = run_on_store(settings, work)
     if not removed:
         if inbox and everywhere:
             # Not "not suppressed": the entry for every inbox still suppresses it there.
