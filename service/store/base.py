@@ -16,7 +16,13 @@ from typing import Any, Protocol
 
 from handlers.grace import OwnReplies
 from handlers.policy import Decision, History, PolicyConfig
-from handlers.suppression import ALL_INBOXES, Cause, FeedbackKind, against_our_reply
+from handlers.suppression import (
+    ALL_INBOXES,
+    TRANSIENT_WINDOW,
+    Cause,
+    FeedbackKind,
+    against_our_reply,
+)
 from service.models import (
     Delivery,
     Feedback,
@@ -117,6 +123,41 @@ INSERT_SUPPRESSION = """INSERT INTO suppressions
         (inbox_id, address, cause, reason, message_id, event_id, created_at)
     VALUES (%s, %s, %s, %s, %s, %s, %s)
     ON CONFLICT (inbox_id, address) DO NOTHING"""
+
+
+def feedback_values(
+    delivery: Delivery, feedback: Feedback, address: str, now: float
+) -> tuple[Any, ...]:
+    """The parameters of ``INSERT_FEEDBACK`` for one recipient of ``feedback``."""
+    return (
+        feedback.inbox_id,
+        feedback.message_id,
+        address,
+        feedback.kind.value,
+        delivery.event_id,
+        feedback.detail,
+        now,
+    )
+
+
+def transient_values(feedback: Feedback, address: str, now: float) -> tuple[Any, ...]:
+    """The parameters of ``COUNT_TRANSIENT``: the bounces within ``TRANSIENT_WINDOW``."""
+    return (feedback.inbox_id, address, now - TRANSIENT_WINDOW.total_seconds())
+
+
+def suppression_values(
+    delivery: Delivery, feedback: Feedback, address: str, cause: Cause, now: float
+) -> tuple[Any, ...]:
+    """The parameters of ``INSERT_SUPPRESSION``: ``address`` suppressed by ``feedback``."""
+    return (
+        feedback.inbox_id,
+        address,
+        cause.value,
+        feedback.detail,
+        feedback.message_id,
+        delivery.event_id,
+        now,
+    )
 
 
 def suppression_from_row(row: tuple[Any, ...]) -> Suppression:

@@ -52,7 +52,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from handlers.grace import OwnReplies
 from handlers.policy import Decision, History, PolicyConfig, check_limits
-from handlers.suppression import TRANSIENT_WINDOW, Cause, suppression_cause
+from handlers.suppression import Cause, suppression_cause
 from service.models import (
     FINAL_STATES,
     Delivery,
@@ -84,13 +84,16 @@ from service.store.base import (
     Recorded,
     StoreUnavailable,
     feedback_recipients,
+    feedback_values,
     inbox_sweep,
     job_from_row,
     own_replies,
     summary_from_row,
     suppressed_detail,
     suppression_from_row,
+    suppression_values,
     sweep_event_id,
+    transient_values,
 )
 
 T = TypeVar("T")
@@ -1008,24 +1011,11 @@ async def _apply_feedback(
     """Record one recipient's feedback and suppress it if the rules say so; the cause
     when this suppressed the address now, else None (the SQLite store's twin)."""
     new = (
-        await conn.execute(
-            INSERT_FEEDBACK,
-            (
-                feedback.inbox_id,
-                feedback.message_id,
-                address,
-                feedback.kind.value,
-                delivery.event_id,
-                feedback.detail,
-                now,
-            ),
-        )
+        await conn.execute(INSERT_FEEDBACK, feedback_values(delivery, feedback, address, now))
     ).rowcount
     if not new:
         return None  # this bounce or complaint of this reply is known: nothing changes
-    cursor = await conn.execute(
-        COUNT_TRANSIENT, (feedback.inbox_id, address, now - TRANSIENT_WINDOW.total_seconds())
-    )
+    cursor = await conn.execute(COUNT_TRANSIENT, transient_values(feedback, address, now))
     row = await cursor.fetchone()
     assert row is not None
     cause = suppression_cause(feedback.kind, transient_bounces=int(row[0]), limit=transient_limit)
@@ -1033,16 +1023,7 @@ async def _apply_feedback(
         return None
     added = (
         await conn.execute(
-            INSERT_SUPPRESSION,
-            (
-                feedback.inbox_id,
-                address,
-                cause.value,
-                feedback.detail,
-                feedback.message_id,
-                delivery.event_id,
-                now,
-            ),
+            INSERT_SUPPRESSION, suppression_values(delivery, feedback, address, cause, now)
         )
     ).rowcount
     return cause if added else None

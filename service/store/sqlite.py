@@ -29,7 +29,7 @@ import structlog
 
 from handlers.grace import OwnReplies
 from handlers.policy import Decision, History, PolicyConfig, check_limits
-from handlers.suppression import TRANSIENT_WINDOW, Cause, suppression_cause
+from handlers.suppression import Cause, suppression_cause
 from service.models import (
     FINAL_STATES,
     Delivery,
@@ -62,13 +62,16 @@ from service.store.base import (
     Recorded,
     StoreUnavailable,
     feedback_recipients,
+    feedback_values,
     inbox_sweep,
     job_from_row,
     own_replies,
     summary_from_row,
     suppressed_detail,
     suppression_from_row,
+    suppression_values,
     sweep_event_id,
+    transient_values,
 )
 
 T = TypeVar("T")
@@ -829,37 +832,19 @@ def _apply_feedback(
     """Record one recipient's feedback and suppress it if the rules say so; the cause
     when this suppressed the address now, else None."""
     new = conn.execute(
-        INSERT_FEEDBACK.replace("%s", "?"),
-        (
-            feedback.inbox_id,
-            feedback.message_id,
-            address,
-            feedback.kind.value,
-            delivery.event_id,
-            feedback.detail,
-            now,
-        ),
+        INSERT_FEEDBACK.replace("%s", "?"), feedback_values(delivery, feedback, address, now)
     ).rowcount
     if not new:
         return None  # this bounce or complaint of this reply is known: nothing changes
     transient = conn.execute(
-        COUNT_TRANSIENT.replace("%s", "?"),
-        (feedback.inbox_id, address, now - TRANSIENT_WINDOW.total_seconds()),
+        COUNT_TRANSIENT.replace("%s", "?"), transient_values(feedback, address, now)
     ).fetchone()[0]
     cause = suppression_cause(feedback.kind, transient_bounces=transient, limit=transient_limit)
     if cause is None:
         return None
     added = conn.execute(
         INSERT_SUPPRESSION.replace("%s", "?"),
-        (
-            feedback.inbox_id,
-            address,
-            cause.value,
-            feedback.detail,
-            feedback.message_id,
-            delivery.event_id,
-            now,
-        ),
+        suppression_values(delivery, feedback, address, cause, now),
     ).rowcount
     return cause if added else None
 
