@@ -63,9 +63,6 @@ class SweepInterrupted(Exception):
     """The sweep lease was taken over: another sweeper goes on from the marks."""
 
 
-#: The outcomes of a pass (``autoreply_sweep_runs_total{outcome}``; see ``record``).
-OUTCOMES = ("completed", "failed", "interrupted")
-
 #: What one pass counts in an inbox, in the order logs and ``autoreply status`` show it.
 FINDINGS = ("scanned", "already_handled", "enqueued", "skipped")
 
@@ -406,7 +403,7 @@ class SweepLoop:
         and a replica whose sweep is off (no loop) exposes none: the alert on failing
         sweeps tells the two apart.
         """
-        for outcome in OUTCOMES:
+        for outcome in SweepOutcome:
             metrics.SWEEP_RUNS.labels(outcome=outcome)
         while True:
             # Waiting here holds no lease: another replica with calm intake may sweep.
