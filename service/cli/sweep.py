@@ -21,13 +21,14 @@ import asyncio
 import json
 import sys
 import time
+from functools import partial
 from typing import Any
 
 from handlers.sweep import parse_since
 from service.agentmail_api import AgentMailApi
-from service.cli import fail, load_settings
+from service.cli import fail, load_settings, with_store
 from service.settings import Settings
-from service.store import StoreUnavailable, open_store
+from service.store import Store, StoreUnavailable
 from service.sweep import InboxCounts, Sweeper, SweepReport
 
 #: How often a sweep waiting for the lease asks again.
@@ -77,7 +78,8 @@ def _sweep(args: argparse.Namespace) -> int:
         # is configured to leave alone.
         fail(f"--inbox {outside[0]} is not in AUTOREPLY_INBOX_IDS", 2)
     try:
-        report = asyncio.run(_run(settings, inboxes, since=since, dry_run=args.dry_run))
+        work = partial(_run, settings=settings, inboxes=inboxes, since=since, dry_run=args.dry_run)
+        report = with_store(settings, work)
     except StoreUnavailable as exc:
         fail(f"store unavailable: {exc}", 1)
     except KeyboardInterrupt:
@@ -95,10 +97,8 @@ def _sweep(args: argparse.Namespace) -> int:
 
 
 async def _run(
-    settings: Settings, inboxes: tuple[str, ...], *, since: float, dry_run: bool
+    store: Store, settings: Settings, inboxes: tuple[str, ...], *, since: float, dry_run: bool
 ) -> SweepReport:
-    store = open_store(settings.database_url)
-    await store.open()
     api = AgentMailApi(
         api_key=settings.api_key, base_url=settings.base_url, timeout=settings.api_timeout_seconds
     )
@@ -130,7 +130,6 @@ async def _run(
                 print(file=sys.stderr)
     finally:
         await api.aclose()
-        await store.close()
 
 
 def _progress(counts: InboxCounts) -> None:

@@ -172,6 +172,15 @@ def test_sweep_refuses_an_unreadable_since(deployment: Deployment) -> None:
     )
 
 
+def test_sweep_refuses_a_database_that_is_not_there(deployment: Deployment) -> None:
+    """A mistyped path is an error, not jobs enqueued into a new file no service reads."""
+    missing = deployment.folder / "typo.db"
+    result = deployment.run("sweep", "--since", "1d", AUTOREPLY_DATABASE_URL=f"sqlite:///{missing}")
+    assert result.returncode == 1
+    assert "no SQLite database" in result.stderr
+    assert not missing.exists()
+
+
 def test_status_shows_the_sweep_marks(sandbox: SandboxHandle, deployment: Deployment) -> None:
     """``autoreply status`` names the interval and each inbox's mark."""
     process = deployment.start()
