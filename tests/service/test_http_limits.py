@@ -23,6 +23,7 @@ import pytest
 from service.http_limits import (
     BODY_TIMEOUT_SECONDS,
     HEAD_TIMEOUT_SECONDS,
+    KEEP_ALIVE_SECONDS,
     LIMIT_CONCURRENCY,
     MAX_CONNECTIONS,
     MAX_HEAD_BYTES,
@@ -226,6 +227,62 @@ async def test_a_connection_that_sends_nothing_is_closed(service: ServiceProcess
             assert await reader.read() == b""
     finally:
         writer.close()
+
+
+async def answer_on(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, path: str = "/healthz"
+) -> tuple[int, bytes]:
+    """Send ``GET path`` on an open connection and read its one answer, leaving the
+    connection open: the status and the answer's head."""
+    writer.write(head(path, [], method="GET"))
+    await writer.drain()
+    async with asyncio.timeout(10):
+        answer_head = await reader.readuntil(b"\r\n\r\n")
+        length = re.search(rb"(?i)\r\ncontent-length: *(\d+)", answer_head)
+        assert length is not None, answer_head
+        await reader.readexactly(int(length.group(1)))
+    return int(answer_head.split()[1]), answer_head
+
+
+async def test_an_idle_keep_alive_connection_is_closed_a_busy_one_is_not(
+    service: ServiceProcess,
+) -> None:
+    """After a complete request and answer, a connection that sends nothing more is
+    closed by the service (``KEEP_ALIVE_SECONDS``), rather than held open for as long as
+    the client likes; one that goes on sending requests over the same time stays open.
+
+    The head deadline does not cover this: it runs from the first byte of a head, and an
+    idle connection between requests has sent none.
+    """
+    idle_reader, idle_writer = await asyncio.open_connection("127.0.0.1", service.port)
+    busy_reader, busy_writer = await asyncio.open_connection("127.0.0.1", service.port)
+    try:
+        for reader, writer in ((idle_reader, idle_writer), (busy_reader, busy_writer)):
+            status, answer_head = await answer_on(reader, writer)
+            assert status == 200
+            assert b"connection: close" not in answer_head.lower()  # kept alive
+
+        idle_closed = asyncio.Event()
+
+        async def keep_busy() -> None:
+            while not idle_closed.is_set():
+                await asyncio.sleep(KEEP_ALIVE_SECONDS / 10)  # pacing: a request now and then
+                status, _ = await answer_on(busy_reader, busy_writer)
+                assert status == 200
+
+        busy = asyncio.create_task(keep_busy())
+        try:
+            async with asyncio.timeout(30):  # generous: the setting is 5 s
+                assert await idle_reader.read() == b""  # EOF: the service closed it
+        finally:
+            idle_closed.set()
+            await busy
+        # The busy connection, opened with the idle one, is still served.
+        status, _ = await answer_on(busy_reader, busy_writer)
+        assert status == 200
+    finally:
+        idle_writer.close()
+        busy_writer.close()
 
 
 async def test_a_body_shorter_than_its_content_length_is_answered_408(
