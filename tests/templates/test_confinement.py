@@ -57,7 +57,40 @@ def escapes(secret_file: Path) -> list[str]:
         f"_shared/../../{secret_file.parent.name}/{secret_file.name}",
         f"default\\..\\..\\{secret_file.parent.name}\\{secret_file.name}",
         f"default/./../../{secret_file.parent.name}/{secret_file.name}",
+        f"default/body.txt\x00{absolute}",
     ]
+
+
+#: Each trick of the issue as written in a template's ``include``, by id: the text
+#: between the quotes (``{outside}`` is the secret file's absolute path, ``{up}`` the
+#: relative way to it from a template folder), and why it is refused.
+TRICKS = {
+    "review": ("default/{outside}", "has an empty, '.' or '..' part"),
+    "absolute": ("{outside}", "is an absolute path"),
+    "dot-dot": ("default/{up}", "has an empty, '.' or '..' part"),
+    # Jinja reads ``\\`` in a string as one backslash, and ``\x00`` as NUL.
+    "backslash": ("default\\\\{up_backslashed}", "contains a backslash"),
+    # Nothing but the NUL is wrong with these (no empty or '..' part): refused as such,
+    # never passed on to the file system, where it is a ValueError.
+    "NUL escaped": ("default/body.txt\\x00{outside}", "contains a control character"),
+    "NUL byte": ("default/body.txt\x00{outside}", "contains a control character"),
+    "symlink": ("_shared/signature.txt", "leads outside the templates folder"),
+}
+
+
+def plant(trick: str, root: Path, secret_file: Path) -> Path:
+    """Write ``default/body.txt`` under ``root`` including the secret file by ``trick``
+    on its line 3 (for ``symlink``, through a link in ``_shared``); return its path."""
+    name, _ = TRICKS[trick]
+    up = f"../../{secret_file.parent.name}/{secret_file.name}"
+    name = name.format(outside=secret_file, up=up, up_backslashed=up.replace("/", "\\\\"))
+    body = root / "default" / "body.txt"
+    body.parent.mkdir(parents=True, exist_ok=True)
+    body.write_text("Hello\n\n{% include '" + name + "' %}\n", encoding="utf-8")
+    if trick == "symlink":
+        (root / "_shared").mkdir()
+        (root / "_shared" / "signature.txt").symlink_to(secret_file)
+    return body
 
 
 @pytest.mark.parametrize(
@@ -179,27 +212,33 @@ def test_path_problem(name: str, why: str | None) -> None:
     assert path_problem(name) == why
 
 
+@pytest.mark.parametrize("trick", TRICKS)
 def test_templates_check_reports_the_include_with_file_and_line(
-    folder: Files, secret_file: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, secret_file: Path, trick: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """``autoreply templates check`` used to accept the include; now it names it."""
-    body = "Hello\n\n{% include 'default/" + str(secret_file) + "' %}\n"
-    root = folder({"default/body.txt": body})
+    """``autoreply templates check`` used to accept the review's include; now it names
+    every trick at its file and line, with why, and a NUL is no crash either."""
+    root = tmp_path / "templates"
+    body = plant(trick, root, secret_file)
     assert main(["templates", "check", "--dir", str(root)]) == 1
     out = capsys.readouterr().out
-    assert out.startswith(f"{root / 'default' / 'body.txt'}:3: template path ")
-    assert "refused: has an empty, '.' or '..' part" in out
+    [line] = [line for line in out.splitlines() if line.startswith(f"{body}:3: ")]
+    assert line.startswith(f"{body}:3: template path ")
+    assert line.endswith(f"refused: {TRICKS[trick][1]}")
     assert SECRET not in out
 
 
+@pytest.mark.parametrize("trick", TRICKS)
 def test_templates_preview_does_not_print_the_file(
-    folder: Files, secret_file: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, secret_file: Path, trick: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """``autoreply templates preview`` used to print the included file; now it fails."""
-    root = folder({"default/body.txt": "{% include 'default/" + str(secret_file) + "' %}"})
+    root = tmp_path / "templates"
+    body = plant(trick, root, secret_file)
     assert main(["templates", "preview", "--dir", str(root)]) == 1
     captured = capsys.readouterr()
-    assert "refused" in captured.err
+    assert f"{body}:3: template path " in captured.err
+    assert f"refused: {TRICKS[trick][1]}" in captured.err
     assert SECRET not in captured.out + captured.err
 
 
@@ -236,22 +275,22 @@ def test_templates_cannot_change_the_values_they_are_given(folder: Files) -> Non
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("trick", TRICKS)
 def test_service_refuses_to_start_with_an_include_outside_the_folder(
-    sandbox: Any, tmp_path: Path
+    sandbox: Any, tmp_path: Path, secret_file: Path, trick: str
 ) -> None:
-    """``autoreply serve`` stops with the file and line before it listens."""
+    """``autoreply serve`` stops with the file, line and why before it listens."""
     templates = tmp_path / "templates"
-    (templates / "default").mkdir(parents=True)
-    (templates / "default" / "body.txt").write_text(
-        "Hello\n{% include 'default//proc/self/environ' %}\n"
-    )
+    body = plant(trick, templates, secret_file)
     result = Deployment(sandbox, tmp_path).run(
         "serve", "--port", "1", AUTOREPLY_TEMPLATES_DIR=str(templates)
     )
     assert result.returncode == 2
     [line] = result.stderr.strip().splitlines()
-    assert f"{templates / 'default' / 'body.txt'}:2: template path" in line
+    assert f"{body}:3: template path " in line
+    assert line.endswith(f"refused: {TRICKS[trick][1]}")
     assert sandbox.api_key not in result.stderr + result.stdout
+    assert SECRET not in result.stderr + result.stdout
 
 
 @pytest.mark.slow
