@@ -443,6 +443,66 @@ async def test_no_attempts_left_is_dead_as_given_up(harness: Harness) -> None:
     assert (job.state, job.reason) == (JobState.DEAD, "gave up: reply: HTTP 503")
 
 
+# -- the sender's place when a job dies ------------------------------------------------
+
+#: Jane again, a minute after her first message (the cooldown is a day), in a new
+#: thread: only her cooldown can hold this one back.
+SECOND = payload(message_id="<question-2@example.com>", thread_id="thread-2")
+
+
+@pytest.mark.parametrize("death", ["label refused", "template error"])
+async def test_a_job_dead_before_its_reply_is_stored_gives_the_senders_place_back(
+    harness: Harness, tmp_path: Path, death: str
+) -> None:
+    """Jane's first message dies for good before its reply is stored (the first label
+    change refused, or a template that cannot render): nothing was sent to her, so her
+    next message, well within the cooldown, is answered."""
+    folder = tmp_path / "templates" / "default"
+    if death == "label refused":
+        harness.api.script("update_labels", Fail(failure("update_labels", 403)))
+    else:
+        folder.mkdir(parents=True)
+        (folder / "body.txt").write_text("Hello {{ nobody }}\n")
+        harness.configure(templates=LiveTemplates(folder.parent))
+    await harness.deliver()
+
+    assert await harness.run() == AttemptOutcome.DEAD
+    assert (await harness.job()).reply is None
+
+    if death == "template error":  # fixed by the operator
+        (folder / "body.txt").write_text("Hello {{ sender.name }}\n")
+        assert harness.worker.templates.reload() is None
+    harness.clock.now += 60
+    await harness.deliver(SECOND)
+
+    assert await harness.run() == AttemptOutcome.REPLIED
+    assert [call.message_id for call in harness.api.sent] == [SECOND["message_id"]]
+    second = await harness.job(SECOND["message_id"])
+    assert (second.state, second.reason) == (JobState.DONE, "replied")
+
+
+async def test_a_job_dead_after_its_reply_is_stored_keeps_the_senders_place(
+    harness: Harness,
+) -> None:
+    """Jane's first message dies after its reply was stored (AgentMail refuses the send
+    for good): that reply may have gone out and ``requeue`` may still send it, so her
+    next message within the cooldown is skipped as ``sender_cooldown``, unanswered."""
+    harness.api.script("reply", Fail(failure("reply", 422)))
+    await harness.deliver()
+
+    assert await harness.run() == AttemptOutcome.DEAD
+    assert (await harness.job()).reply is not None
+
+    harness.clock.now += 60
+    await harness.deliver(SECOND)
+
+    assert await harness.run() == AttemptOutcome.SKIPPED
+    second = await harness.job(SECOND["message_id"])
+    assert (second.state, second.reason) == (JobState.SKIPPED, "sender_cooldown")
+    assert [call.message_id for call in harness.api.called("reply")] == [MESSAGE_ID]
+    assert harness.api.sent == []
+
+
 # -- the Idempotency-Key's window ----------------------------------------------------
 
 
