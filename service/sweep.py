@@ -399,9 +399,10 @@ class SweepLoop:
         """Sweep now and then every interval, until cancelled.
 
         Each outcome of ``autoreply_sweep_runs_total`` is exposed from 0 as the loop
-        starts, so the first failed (or completed) pass is an increase Prometheus sees,
-        and a replica whose sweep is off (no loop) exposes none: the alert on failing
-        sweeps tells the two apart.
+        starts, and a replica whose sweep is off (no loop) exposes none: the alert on
+        failing sweeps tells the two apart. A pass ending after the first scrape is then
+        an increase Prometheus sees; the pass at startup usually ends before it, and
+        the rule counts a series younger than its window with its whole value.
         """
         for outcome in SweepOutcome:
             metrics.SWEEP_RUNS.labels(outcome=outcome)

@@ -112,7 +112,8 @@ def overview() -> list[stat.Panel]:
             "Queue (due)",
             "Jobs pending or running now, less those waiting out a grace period "
             "(AUTOREPLY_REPLY_DELAY, a rule's delay): the work before the workers (the "
-            "shared queue, read from the store). The waiting ones are the next row.",
+            "shared queue, read from the store), jobs waiting out a retry's backoff "
+            "included. The waiting ones are the next row.",
             f'sum(max by (job, state) (autoreply_jobs{{{SEL}, state=~"pending|running"}}))'
             f" - sum(max by (job) (autoreply_jobs_waiting{{{SEL}}}))",
             "short",
@@ -184,7 +185,7 @@ def overview() -> list[stat.Panel]:
         single(
             "Failed sweeps",
             "Catch-up sweep passes that failed in the time range (AutoreplySweepFailing "
-            "fires when none completed for an hour).",
+            "fires once passes failed and none completed in an hour, for 30 minutes).",
             f'sum(increase(autoreply_sweep_runs_total{{{SEL}, outcome="failed"}}[$__range]))',
             "short",
             thresholds((None, ok[0]), (1, "orange")),

@@ -73,8 +73,8 @@ def test_sweep_outcomes_show_from_0_while_the_sweep_runs_and_not_when_it_is_off(
     deployment: Deployment,
 ) -> None:
     """A sweeping replica exposes every outcome of its passes, those that never happened
-    at 0 (so a first failure is an increase AutoreplySweepFailing sees); a replica whose
-    sweep is off exposes none, so that alert never fires for it."""
+    at 0 (so a failure after the first scrape is an increase AutoreplySweepFailing
+    sees); a replica whose sweep is off exposes none, so that alert never fires for it."""
     off = deployment.start(AUTOREPLY_SWEEP_INTERVAL="0")
     assert not [key for key in scrape(off.url) if key[0].startswith("autoreply_sweep_runs")]
     off.stop()
