@@ -54,8 +54,9 @@ def clip_values(_: Any, __: str, event_dict: Any) -> Any:
     return event_dict
 
 
-#: Characters kept of a formatted traceback: its head (where it started) and its tail (the
-#: exception and its message) share them. A message can quote an unbounded input.
+#: Characters kept of a formatted traceback in JSON lines: its head (where it started) and
+#: its tail (the exception and its message) share them. A message can quote an unbounded
+#: input. (The console format, for a terminal, prints tracebacks whole.)
 MAX_TRACEBACK_CHARS = 8000
 
 
@@ -67,6 +68,9 @@ def clip_traceback(_: Any, __: str, event_dict: Any) -> Any:
         event_dict["exception"] = f"{text[:half]}\n...[{len(text)} chars]...\n{text[-half:]}"
     return event_dict
 
+
+#: How a JSON line carries a traceback: formatted into ``exception``, then clipped.
+_JSON_TRACEBACK: list[Any] = [structlog.processors.format_exc_info, clip_traceback]
 
 _SHARED: list[Any] = [
     structlog.contextvars.merge_contextvars,
@@ -82,7 +86,7 @@ def configure_logging(*, fmt: str, level: str) -> None:
     renderer: Any
     if fmt == "json":
         renderer = structlog.processors.JSONRenderer(serializer=_dumps)
-        tail: list[Any] = [structlog.processors.format_exc_info, clip_traceback, renderer]
+        tail: list[Any] = [*_JSON_TRACEBACK, renderer]
         foreign_renderer: Any = structlog.processors.JSONRenderer()
     else:
         renderer = structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
@@ -108,8 +112,7 @@ def _configure_stdlib(level: int, fmt: str, renderer: Any) -> None:
         ],
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-            structlog.processors.format_exc_info if fmt == "json" else _identity,
-            clip_traceback,
+            *(_JSON_TRACEBACK if fmt == "json" else []),
             renderer,
         ],
     )
@@ -147,8 +150,4 @@ def _dumps(event: Any, **_: Any) -> bytes:
 def _drop_color_message(_: Any, __: str, event_dict: Any) -> Any:
     # uvicorn adds an ANSI-coloured copy of its message as an "extra".
     event_dict.pop("color_message", None)
-    return event_dict
-
-
-def _identity(_: Any, __: str, event_dict: Any) -> Any:
     return event_dict

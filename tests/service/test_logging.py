@@ -102,7 +102,9 @@ def test_tracebacks_keep_their_ends_within_a_bound(stderr: pytest.CaptureFixture
             raise ValueError(f"unparseable {huge} end-of-message")
         except ValueError:
             logger.exception("job_crashed")
-    for line in lines(stderr):
+    found = lines(stderr)
+    assert len(found) == 2
+    for line in found:
         text = line["exception"]
         assert isinstance(text, str)
         assert text.startswith("Traceback (most recent call last):")
