@@ -69,10 +69,13 @@ async def run_one(store: Store, message: dict[str, Any]) -> tuple[Any, list[dict
         assert job is not None
         return job.state in (JobState.DONE, JobState.SKIPPED, JobState.DEAD)
 
+    def describe(job: Any, logs: list[Any]) -> str:
+        return f"job still {getattr(job, 'state', None)}: {logs}"
+
     with structlog.testing.capture_logs() as logs:
         await worker.start()
         try:
-            await until_awaited(final, within=30, what=lambda: f"job still {job.state}: {logs}")
+            await until_awaited(final, within=30, what=lambda: describe(job, logs))
             return job, logs
         finally:
             await worker.stop(5)
