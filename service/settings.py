@@ -20,8 +20,8 @@ from dotenv import dotenv_values
 from handlers import schedule
 from handlers.modes import ReplyMode, parse_mode
 from handlers.policy import parse_duration, parse_patterns
+from handlers.secrets import secret_key
 from handlers.suppression import DEFAULT_TRANSIENT_LIMIT
-from service.webhooks import secret_key
 
 T = TypeVar("T")
 

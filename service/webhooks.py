@@ -13,7 +13,7 @@ because the library's Python-level checks cost as much as a third of a delivery'
 on the webhook path under load (docs/benchmarks.md). The differential test in
 tests/service/test_verifier_differential.py holds the two verdicts equal.
 
-Secrets are read more strictly than ``svix`` reads them (``secret_key``): ``svix``
+Secrets are read more strictly than ``svix`` reads them (``handlers.secrets``): ``svix``
 decodes base64 leniently, silently dropping a mistyped character and accepting a key of
 a single byte; a verifier here refuses to exist with such a secret instead.
 """
@@ -23,7 +23,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
-import re
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
@@ -38,21 +37,17 @@ from handlers.events import (
     MESSAGE_SENT,
     is_received,
 )
+from handlers.secrets import secret_key
 from handlers.suppression import bare_address, feedback_kind
 from service.models import Delivery, Feedback, MessageRef, SentRef
 
 _SVIX_HEADERS = ("svix-id", "svix-timestamp", "svix-signature")
-_SECRET_PREFIX = "whsec_"  # noqa: S105 - the prefix of every secret, not a secret
 #: Svix's tolerance is five minutes either way; the shortcut stays a second inside it,
 #: so it never accepts a timestamp that svix, with its own clock reading, would refuse.
 _SHORTCUT_TOLERANCE = 299
 #: The longest timestamp the shortcut reads: 11 digits reach the year 5138. Longer ones
 #: (and the 400-digit kind that overflowed a float) go to svix, which refuses them.
 _SHORTCUT_DIGITS = 11
-#: The fewest bytes of HMAC key a secret may carry. Svix issues 24; a shorter key is a
-#: mistake (a truncated copy, a placeholder such as ``whsec_AA``), never a real secret.
-MIN_KEY_BYTES = 16
-_BASE64 = re.compile(r"[A-Za-z0-9+/]*")
 
 
 class RejectedDelivery(Exception):
@@ -113,37 +108,6 @@ class Verifier:
             else:
                 return wanted["svix-id"]
         raise RejectedDelivery(401, problem)
-
-
-def secret_key(secret: str) -> bytes:
-    """The HMAC key of a secret (``whsec_`` and base64; the prefix is optional here, as
-    in svix), or ``ValueError`` saying what is wrong without showing the secret.
-
-    Stricter than svix, which drops any character outside the base64 alphabet and takes
-    a key of any length: a secret must be the exact, canonical standard base64 (``A-Z
-    a-z 0-9 + /``) of its key, with its ``=`` padding either complete or left off
-    entirely, and the key must have at least ``MIN_KEY_BYTES`` bytes. Whatever passes
-    decodes to the very key svix derives from it, so the shortcut and svix agree.
-    """
-    encoded = secret.removeprefix(_SECRET_PREFIX)
-    data = encoded.rstrip("=")
-    padding = len(encoded) - len(data)
-    if not _BASE64.fullmatch(data):
-        raise ValueError(
-            "is not base64 after whsec_: only A-Z a-z 0-9 + / and = padding are allowed "
-            "(a - or _ is a URL-safe or mistyped copy, a space a broken one)"
-        )
-    if len(data) % 4 == 1 or (padding and (padding != -len(data) % 4)):
-        raise ValueError("is not base64 after whsec_: its length or = padding is wrong")
-    key = base64.b64decode(data + "=" * (-len(data) % 4), validate=True)
-    if base64.b64encode(key).decode("ascii").rstrip("=") != data:
-        raise ValueError("is not base64 after whsec_: its last character is not canonical")
-    if len(key) < MIN_KEY_BYTES:
-        raise ValueError(
-            f"is too short: it decodes to a {len(key)}-byte key, at least {MIN_KEY_BYTES} "
-            "bytes are needed (Svix issues 24)"
-        )
-    return key
 
 
 def _signed_plainly(

@@ -40,7 +40,8 @@ from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 from svix.webhooks import Webhook
 
-from service.webhooks import MIN_KEY_BYTES, RejectedDelivery, Verifier, _signed_plainly, secret_key
+from handlers.secrets import MIN_KEY_BYTES, secret_key
+from service.webhooks import RejectedDelivery, Verifier, _signed_plainly
 
 _EXTRA = int(os.environ.get("VERIFIER_FUZZ_EXAMPLES", "0"))
 #: Deterministic unless more examples are asked for; no example database is kept.
