@@ -104,7 +104,7 @@ async def measure(sandbox_url: str, folder: Path, count: int, latency_ms: int) -
                     **report.totals(),
                 }
             )
-        stats = await store.stats()
+        stats = await store.stats(now=time.time())
     finally:
         await api.aclose()
         await store.close()

@@ -326,7 +326,7 @@ class QueueStats:
     #: Entries of the suppression list by cause (``handlers.suppression.Cause``).
     suppressions: dict[str, int] = field(default_factory=dict)
     #: Pending jobs waiting out their grace period (``AUTOREPLY_REPLY_DELAY``, a rule's
-    #: ``delay``): with ``Store.stats(now=...)``, those whose delay is not yet over.
+    #: ``delay``) whose delay is not yet over at the moment ``Store.stats`` was asked for.
     waiting: int = 0
 
 

@@ -322,7 +322,7 @@ def _reason(job: Job | None) -> str:
 
 async def _until_final(runtime: Runtime, count: int, *, drafted: int = 0) -> None:
     async def finished() -> bool:
-        stats = await runtime.store.stats()
+        stats = await runtime.store.stats(now=time.time())
         final = sum(stats.by_state[s] for s in ("done", "skipped", "dead"))
         return final >= count and stats.by_state["drafted"] >= drafted
 

@@ -568,11 +568,10 @@ class Store(Protocol):
         be skipped because of its own place in the ledger.
         """
 
-    async def stats(self, *, now: float | None = None) -> QueueStats:
+    async def stats(self, *, now: float) -> QueueStats:
         """Queue depth by state, when the oldest unfinished job fell due, and how many
-        jobs wait out a grace period (``QueueStats``): with ``now``, only those whose
-        delay runs past it (one whose delay is over is due, even before a worker claims
-        it); without, every pending job marked ``GRACE_PERIOD``."""
+        jobs wait out a grace period at ``now`` (``QueueStats``): those whose delay runs
+        past it (one whose delay is over is due, even before a worker claims it)."""
 
     async def get_job(self, inbox_id: str, message_id: str) -> Job | None:
         """The job of one message, if any (inspection and tests)."""

@@ -37,7 +37,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import math
 import random
 import time
 import weakref
@@ -922,9 +921,7 @@ class PostgresStore:
 
         return await self._run(history)
 
-    async def stats(self, *, now: float | None = None) -> QueueStats:
-        until = -math.inf if now is None else now
-
+    async def stats(self, *, now: float) -> QueueStats:
         async def stats(conn: Conn) -> QueueStats:
             # A job waiting out its grace period falls due at its run_after, not at its
             # creation: a delay is not a backlog.
@@ -935,7 +932,7 @@ class PostgresStore:
                        count(*) FILTER
                        (WHERE state = 'pending' AND reason = %s AND run_after > %s)
                    FROM jobs GROUP BY state""",
-                (GRACE_PERIOD, GRACE_PERIOD, until),
+                (GRACE_PERIOD, GRACE_PERIOD, now),
             )
             rows = await cursor.fetchall()
             counts = {state: int(count) for state, count, _, _ in rows}

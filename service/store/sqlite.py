@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import math
 import sqlite3
 import time
 from collections.abc import Callable
@@ -632,13 +631,11 @@ class SQLiteStore:
             lambda conn: _history(conn, inbox_id, thread_id, sender, exclude_job=exclude_job)
         )
 
-    async def stats(self, *, now: float | None = None) -> QueueStats:
-        until = -math.inf if now is None else now
-
+    async def stats(self, *, now: float) -> QueueStats:
         def stats(conn: sqlite3.Connection) -> QueueStats:
             counts = dict(conn.execute("SELECT state, count(*) FROM jobs GROUP BY state"))
             oldest, waiting = conn.execute(
-                _UNFINISHED, (GRACE_PERIOD, GRACE_PERIOD, until)
+                _UNFINISHED, (GRACE_PERIOD, GRACE_PERIOD, now)
             ).fetchone()
             suppressions = dict(
                 conn.execute("SELECT cause, count(*) FROM suppressions GROUP BY cause")

@@ -57,7 +57,7 @@ def test_claim_limit_is_one_job_during_a_burst_and_each_change_is_logged() -> No
 
 
 async def running(store: Any) -> int:
-    stats = await store.stats()
+    stats = await store.stats(now=time.time())
     return int(stats.by_state[JobState.RUNNING.value])
 
 

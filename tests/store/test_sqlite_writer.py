@@ -94,10 +94,10 @@ async def test_operator_reads_do_not_wait_for_writes(
     )
     done, _ = await asyncio.wait({queued}, timeout=0.1)
     assert not done  # queued behind the lock held elsewhere
-    stats = await asyncio.wait_for(store.stats(), timeout=2)
+    stats = await asyncio.wait_for(store.stats(now=0.0), timeout=2)
     assert stats.by_state["pending"] == 1  # the committed state, not the queued delivery
     assert await asyncio.wait_for(store.get_job("bot@agentmail.to", "<m1@example.com>"), 2)
     assert not queued.done()
     other_writer.execute("COMMIT")
     assert await asyncio.wait_for(queued, timeout=10) is Recorded.ENQUEUED
-    assert (await store.stats()).by_state["pending"] == 2
+    assert (await store.stats(now=0.0)).by_state["pending"] == 2

@@ -99,7 +99,7 @@ async def _store(url: str) -> AsyncIterator[Store]:
 async def test_first_delivery_enqueues_one_job(store: Store) -> None:
     """A new delivery of a new event for a new message creates one pending job."""
     assert await store.record_delivery(delivery(), now=T0) is Recorded.ENQUEUED
-    stats = await store.stats()
+    stats = await store.stats(now=T0)
     assert stats.by_state["pending"] == 1
     assert stats.oldest_pending_created_at == T0
 
@@ -119,14 +119,14 @@ async def test_duplicates_never_enqueue_twice(
     """Retries, resends and second events for one message all map to the one job."""
     await store.record_delivery(delivery(), now=T0)
     assert await store.record_delivery(second, now=T0 + 1) is expected
-    assert (await store.stats()).by_state["pending"] == 1
+    assert (await store.stats(now=T0)).by_state["pending"] == 1
 
 
 async def test_concurrent_identical_deliveries_enqueue_once(store: Store) -> None:
     """Twenty copies racing through group commit: one job, the rest duplicates."""
     results = await asyncio.gather(*(store.record_delivery(delivery(), now=T0) for _ in range(20)))
     assert results.count(Recorded.ENQUEUED) == 1
-    assert (await store.stats()).by_state["pending"] == 1
+    assert (await store.stats(now=T0)).by_state["pending"] == 1
 
 
 async def test_many_concurrent_distinct_deliveries_all_recorded(store: Store) -> None:
@@ -138,7 +138,7 @@ async def test_many_concurrent_distinct_deliveries_all_recorded(store: Store) ->
         )
     )
     assert set(results) == {Recorded.ENQUEUED}
-    assert (await store.stats()).by_state["pending"] == 300
+    assert (await store.stats(now=T0)).by_state["pending"] == 300
 
 
 async def test_recorded_deliveries_survive_reopen(url: str) -> None:
@@ -249,7 +249,7 @@ async def test_a_deferred_job_waits_until_its_time_without_using_an_attempt(
     assert not await store.defer(job.id, owner="a", run_after=T0 + 600, now=T0)
     assert await store.claim(owner="a", now=T0 + 299, lease=60, limit=1) == []
     assert await store.next_due() == T0 + 300
-    stats = await store.stats()
+    stats = await store.stats(now=T0)
     assert (stats.by_state["pending"], stats.waiting) == (1, 1)
     # A delay is not a backlog: the job falls due at the end of its delay.
     assert stats.oldest_pending_created_at == T0 + 300
@@ -264,11 +264,11 @@ async def test_a_deferred_job_waits_until_its_time_without_using_an_attempt(
     try:
         [again] = await reopened.claim(owner="c", now=T0 + 300, lease=60, limit=1)
         assert (again.id, again.attempts, again.reason) == (job.id, 1, GRACE_PERIOD)
-        assert (await reopened.stats()).by_state["running"] == 1
-        assert (await reopened.stats()).oldest_pending_created_at == T0 + 300
+        assert (await reopened.stats(now=T0)).by_state["running"] == 1
+        assert (await reopened.stats(now=T0)).oldest_pending_created_at == T0 + 300
         # Retried after its delay, it is an ordinary job again: its age counts from T0.
         assert await reopened.retry(again.id, owner="c", run_after=T0 + 310, error="x", now=T0)
-        stats = await reopened.stats()
+        stats = await reopened.stats(now=T0)
         assert (stats.waiting, stats.oldest_pending_created_at) == (0, T0)
         retried = await reopened.get_job(job.inbox_id, job.message_id)
         assert retried is not None
@@ -407,7 +407,7 @@ async def test_final_states_are_not_claimed(store: Store) -> None:
         [job] = await store.claim(owner="a", now=T0, lease=1, limit=1)
         assert await store.finish(job.id, owner="a", state=state, reason="r", now=T0)
     assert await store.claim(owner="a", now=T0 + 10_000, lease=1, limit=10) == []
-    stats = await store.stats()
+    stats = await store.stats(now=T0)
     assert stats.by_state == {
         "pending": 0,
         "running": 0,
@@ -508,7 +508,7 @@ async def test_duplicates_racing_through_several_stores_enqueue_once(stores: lis
         *(s.record_delivery(d, now=T0) for s in stores for d in copies for _ in range(4))
     )
     assert results.count(Recorded.ENQUEUED) == 1
-    assert (await stores[0].stats()).by_state["pending"] == 1
+    assert (await stores[0].stats(now=T0)).by_state["pending"] == 1
 
 
 async def test_concurrent_claims_through_several_stores_never_share_a_job(
@@ -620,7 +620,7 @@ async def test_purge_deletes_old_dedupe_rows_in_batches_and_keeps_jobs(store: St
     assert await store.record_delivery(delivery("old0", "eold0", "<old0@x>"), now=T0 + 200) is (
         Recorded.DUPLICATE_MESSAGE
     )
-    assert sum((await store.stats()).by_state.values()) == 6
+    assert sum((await store.stats(now=T0)).by_state.values()) == 6
     history = await store.history(
         inbox_id="bot@agentmail.to", thread_id="thd_1", sender="jane@example.com"
     )
@@ -673,7 +673,7 @@ async def test_mixed_duplicates_racing_in_one_batch(store: Store) -> None:
             Recorded.DUPLICATE_MESSAGE,
         )
     )
-    assert (await store.stats()).by_state["pending"] == 2
+    assert (await store.stats(now=T0)).by_state["pending"] == 2
 
 
 # -- the reply ledger: reservations ------------------------------------------------------
@@ -985,7 +985,7 @@ async def test_a_webhook_after_the_sweep_is_a_duplicate_message(store: Store) ->
     assert await swept(store)
     assert await store.record_delivery(delivery(), now=T0 + 1) is Recorded.DUPLICATE_MESSAGE
     assert await store.record_delivery(delivery(), now=T0 + 2) is Recorded.DUPLICATE_DELIVERY
-    assert (await store.stats()).by_state["pending"] == 1
+    assert (await store.stats(now=T0)).by_state["pending"] == 1
 
 
 async def test_the_sweep_after_a_webhook_creates_nothing(store: Store) -> None:
@@ -995,7 +995,7 @@ async def test_the_sweep_after_a_webhook_creates_nothing(store: Store) -> None:
     job = await store.get_job(INBOX, M1)
     assert job is not None
     assert (job.source, job.event_id) == (JobSource.WEBHOOK, "evt_1")
-    assert (await store.stats()).by_state["pending"] == 1
+    assert (await store.stats(now=T0)).by_state["pending"] == 1
 
 
 async def test_the_sweep_and_webhooks_racing_through_several_stores_enqueue_once(
@@ -1009,7 +1009,7 @@ async def test_the_sweep_and_webhooks_racing_through_several_stores_enqueue_once
     )
     created = [r for r in results if r is Recorded.ENQUEUED or r is True]
     assert len(created) == 1
-    assert (await stores[0].stats()).by_state["pending"] == 1
+    assert (await stores[0].stats(now=T0)).by_state["pending"] == 1
 
 
 async def test_a_full_sweep_is_noted_beside_the_mark(store: Store) -> None:
@@ -1205,7 +1205,7 @@ async def test_a_bounce_of_our_reply_suppresses_its_recipient(store: Store) -> N
         REPLY_ID,
         T0 + 10,
     )
-    assert (await store.stats()).suppressions == {"bounce": 1}
+    assert (await store.stats(now=T0)).suppressions == {"bounce": 1}
     # Only for that inbox and that address.
     assert await suppressed(store, inbox="other@agentmail.to") is None
     assert await suppressed(store, "john@example.com") is None
@@ -1273,7 +1273,7 @@ async def test_transient_bounces_suppress_at_the_limit(store: Store) -> None:
     third = feedback_delivery(3, kind=transient, message_id="<reply3@agentmail.to>")
     outcome = await store.record_feedback(third, now=T0 + 1, transient_limit=3)
     assert outcome.suppressed == (("jane@example.com", Cause.TRANSIENT_BOUNCES),)
-    assert (await store.stats()).suppressions == {"transient_bounces": 1}
+    assert (await store.stats(now=T0)).suppressions == {"transient_bounces": 1}
 
 
 async def test_transient_bounces_never_suppress_with_limit_zero(store: Store) -> None:
@@ -1384,7 +1384,7 @@ async def test_manual_entries_add_and_remove(store: Store) -> None:
     assert await suppressed(store, "x@example.com") == "manual: asked"
     assert await suppressed(store, "x@example.com", "other@agentmail.to") == "manual: asked"
     assert await suppressed(store, "y@example.com", "other@agentmail.to") is None
-    assert (await store.stats()).suppressions == {"manual": 2}
+    assert (await store.stats(now=T0)).suppressions == {"manual": 2}
     assert await store.remove_suppression(address="x@example.com", inbox_id=INBOX, now=T0) == 0
     assert await store.remove_suppression(address="x@example.com", inbox_id=None, now=T0) == 1
     assert await suppressed(store, "x@example.com") is None
@@ -1483,7 +1483,7 @@ async def test_a_drafted_job_waits_for_its_check_and_keeps_its_draft(store: Stor
     again when its check falls due, with its draft and a fresh attempt count."""
     job = await drafted(store, check_at=T0 + 600)
     assert await store.claim(owner="b", now=T0 + 599, lease=60, limit=10) == []
-    stats = await store.stats()
+    stats = await store.stats(now=T0)
     assert stats.by_state["drafted"] == 1
     assert stats.oldest_pending_created_at is None
     assert await store.next_due() == T0 + 600
