@@ -32,7 +32,12 @@ from typing import Any
 import uvicorn
 
 from service.sandbox.app import create_sandbox_app
-from service.sandbox.client import DEFAULT_URL, SandboxClient, SandboxError
+from service.sandbox.client import (
+    DEFAULT_URL,
+    SERVER_KEEP_ALIVE_SECONDS,
+    SandboxClient,
+    SandboxError,
+)
 from service.sandbox.reports import FeedbackResult
 from service.sandbox.state import DEFAULT_API_KEYS, DEFAULT_INBOXES
 
@@ -255,7 +260,13 @@ def run_server(args: argparse.Namespace) -> int:
         f"inboxes {', '.join(sandbox.initial_inbox_ids)} (Ctrl-C to stop)",
         flush=True,
     )
-    config = uvicorn.Config(app, log_level=args.log_level, ws="none", lifespan="on")
+    config = uvicorn.Config(
+        app,
+        log_level=args.log_level,
+        ws="none",
+        lifespan="on",
+        timeout_keep_alive=SERVER_KEEP_ALIVE_SECONDS,
+    )
     try:
         uvicorn.Server(config).run(sockets=[sock])
     except KeyboardInterrupt:

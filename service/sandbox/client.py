@@ -35,6 +35,16 @@ from service.sandbox.reports import (
 
 DEFAULT_URL = "http://127.0.0.1:9100"
 POLL_INTERVAL = 0.02
+#: How long an HTTP client here keeps an idle connection for reuse: well under uvicorn's
+#: 5 s keep-alive, the sandbox's and the service's. With both at 5 s (httpx's default),
+#: a request sent on a connection the server is closing that instant is reset.
+IDLE_CONNECTION_SECONDS = 1.0
+#: How long the sandbox's server keeps an idle connection open: longer than any client's
+#: idle expiry (the AgentMail SDK's httpx keeps one 5 s), as an API behind a load
+#: balancer does, so a client never reuses a connection the sandbox is closing.
+SERVER_KEEP_ALIVE_SECONDS = 60
+
+_LIMITS = httpx.Limits(keepalive_expiry=IDLE_CONNECTION_SECONDS)
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -372,7 +382,9 @@ class SandboxClient:
 
     def __init__(self, base_url: str = DEFAULT_URL, *, timeout: float = 10.0) -> None:
         self.base_url = base_url.rstrip("/")
-        self._http = httpx.Client(base_url=self.base_url, timeout=timeout, trust_env=False)
+        self._http = httpx.Client(
+            base_url=self.base_url, timeout=timeout, trust_env=False, limits=_LIMITS
+        )
 
     def close(self) -> None:
         """Close the HTTP connection pool."""
@@ -448,7 +460,9 @@ class AsyncSandboxClient:
 
     def __init__(self, base_url: str = DEFAULT_URL, *, timeout: float = 10.0) -> None:
         self.base_url = base_url.rstrip("/")
-        self._http = httpx.AsyncClient(base_url=self.base_url, timeout=timeout, trust_env=False)
+        self._http = httpx.AsyncClient(
+            base_url=self.base_url, timeout=timeout, trust_env=False, limits=_LIMITS
+        )
 
     async def aclose(self) -> None:
         """Close the HTTP connection pool."""

@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 import httpx
 from svix.webhooks import Webhook
 
+from service.sandbox.client import IDLE_CONNECTION_SECONDS
 from service.sandbox.clock import Clock, isoformat
 from service.sandbox.reports import AttemptReport, DeliveryRef, DeliveryReport
 
@@ -105,6 +106,7 @@ class Deliverer:
             self._client = httpx.AsyncClient(
                 follow_redirects=False,
                 trust_env=False,
+                limits=httpx.Limits(keepalive_expiry=IDLE_CONNECTION_SECONDS),
                 # The per-attempt cutoff is asyncio.timeout below; this only backs it up.
                 timeout=httpx.Timeout(self.attempt_timeout + 5.0),
             )

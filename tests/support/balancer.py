@@ -20,6 +20,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from service.sandbox.client import IDLE_CONNECTION_SECONDS
+
 #: Headers that belong to one connection, not to the request being forwarded.
 HOP_BY_HOP = frozenset(
     {"connection", "keep-alive", "transfer-encoding", "te", "upgrade", "host", "content-length"}
@@ -41,7 +43,8 @@ class Balancer:
 
     @asynccontextmanager
     async def _lifespan(self, _app: Starlette) -> AsyncIterator[None]:
-        async with httpx.AsyncClient(timeout=60.0) as client:
+        limits = httpx.Limits(keepalive_expiry=IDLE_CONNECTION_SECONDS)
+        async with httpx.AsyncClient(timeout=60.0, limits=limits) as client:
             self._client = client
             yield
 

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 import uvicorn
 from starlette.types import ASGIApp
 
+from service.sandbox.client import SERVER_KEEP_ALIVE_SECONDS
+
 START_TIMEOUT = 10.0
 STOP_TIMEOUT = 10.0
 
@@ -62,6 +64,7 @@ def serve(app: ASGIApp, *, log_level: str = "warning") -> Iterator[RunningServer
         lifespan="on",
         ws="none",
         timeout_graceful_shutdown=2,
+        timeout_keep_alive=SERVER_KEEP_ALIVE_SECONDS,
     )
     server = _ThreadServer(config)
     thread = threading.Thread(
